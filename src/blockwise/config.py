@@ -1,0 +1,97 @@
+"""One source of truth for configuration: frozen dataclasses and named presets.
+
+Glossary, used everywhere in this package:
+    k       number of proposal heads used by a decoder (p1 ... pk)
+    k̂       accepted block size of one iteration (1 <= k̂ <= k)
+    p1..pk  the scoring head (p1) and the proposal heads; p_i predicts the token i positions ahead
+    ε       distance tolerance of the ordinal acceptance rule (|proposal - argmax| <= ε)
+    ℓ       minimum block size: at least ℓ tokens are accepted per iteration
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Transformer. ``n_encoder_layers == 0`` means decoder-only."""
+
+    vocab_size: int
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 1024
+    n_layers: int = 3  # decoder layers
+    n_encoder_layers: int = 0
+    max_positions: int = 256
+    dropout: float = 0.0
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def encoder_decoder(self) -> bool:
+        return self.n_encoder_layers > 0
+
+
+HeadKind = Literal["paper", "residual"]
+P1Mode = Literal["identity", "learned"]
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """The proposal heads (the paper's multi-output layer, §6).
+
+    kind="paper": one feed-forward layer, hidden size k·d_hidden, output size k·d_model, ReLU, a residual
+    connection from the decoder output to each of the k outputs, then the model's vocabulary projection.
+    kind="residual": one residual block per head (as Medusa does), same projection.
+    p1="identity": p1 is the untouched base output, so a frozen base decodes exactly as the original model.
+    p1="learned": p1 passes through the layer too (the paper's footnote 1).
+    """
+
+    k: int = 4
+    d_hidden: int = 256
+    kind: HeadKind = "paper"
+    p1: P1Mode = "identity"
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"HeadsConfig.k must be >= 1, got {self.k}")
+        if self.d_hidden < 1:
+            raise ValueError(f"HeadsConfig.d_hidden must be >= 1, got {self.d_hidden}")
+        if self.kind not in ("paper", "residual"):
+            raise ValueError(f"HeadsConfig.kind must be 'paper' or 'residual', got {self.kind!r}")
+        if self.p1 not in ("identity", "learned"):
+            raise ValueError(f"HeadsConfig.p1 must be 'identity' or 'learned', got {self.p1!r}")
+
+
+# Named model shapes. ``vocab_size`` is a placeholder: pass the real one with ``preset(name, vocab_size=...)``.
+PRESETS: dict[str, ModelConfig] = {
+    # tests: a few thousand parameters
+    "tiny": ModelConfig(vocab_size=64, d_model=32, n_heads=4, d_ff=64, n_layers=2, n_encoder_layers=0, max_positions=128),
+    "tiny-encdec": ModelConfig(vocab_size=64, d_model=32, n_heads=4, d_ff=64, n_layers=2, n_encoder_layers=2,
+                               max_positions=128),
+    # the end-to-end demo: trains in about a minute on 2 CPU cores
+    "small": ModelConfig(vocab_size=256, d_model=128, n_heads=4, d_ff=512, n_layers=3, n_encoder_layers=0,
+                         max_positions=512),
+    # translation on this machine
+    "mt-small": ModelConfig(vocab_size=8000, d_model=256, n_heads=4, d_ff=1024, n_layers=3, n_encoder_layers=3,
+                            max_positions=256),
+    # the paper's transformer_base shape
+    "base": ModelConfig(vocab_size=32000, d_model=512, n_heads=8, d_ff=2048, n_layers=6, n_encoder_layers=6,
+                        max_positions=512),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """A named preset with some fields replaced, e.g. ``preset("base", vocab_size=8000)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)

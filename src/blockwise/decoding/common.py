@@ -1,0 +1,106 @@
+"""What every decoder shares: input checks, the prefill call, results with statistics, and row bookkeeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..batching import pad
+from .interface import DecodingModel, Session
+
+
+@dataclass
+class DecodeStats:
+    """Counts of one decoder run over a batch. ``block_sizes[j]`` = how many (row, iteration) pairs accepted k̂ = j."""
+
+    iterations: int = 0  # decoding-loop iterations over the batch
+    calls: int = 0  # model invocations (the prefill call included)
+    tokens: int = 0  # tokens produced, summed over rows
+    block_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> int:
+        return sum(self.block_sizes)
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean accepted block size: tokens produced per (row, iteration)."""
+        return self.tokens / self.blocks if self.blocks else 0.0
+
+    def count_blocks(self, k_hat: Sequence[int]) -> None:
+        for j in k_hat:
+            if j >= len(self.block_sizes):
+                self.block_sizes.extend([0] * (j + 1 - len(self.block_sizes)))
+            self.block_sizes[j] += 1
+            self.tokens += j
+
+    def as_dict(self) -> dict:
+        return {"iterations": self.iterations, "calls": self.calls, "tokens": self.tokens,
+                "block_sizes": list(self.block_sizes), "mean_accepted": self.mean_accepted}
+
+
+@dataclass
+class DecodeOutput:
+    tokens: list[list[int]]  # new tokens per row (end-of-sequence included when produced)
+    stats: DecodeStats
+
+
+def check_inputs(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int,
+                 sources: Sequence[Sequence[int]] | None, k: int = 1) -> None:
+    if len(prefixes) == 0:
+        raise ValueError("the batch is empty: give at least one prefix")
+    if any(len(p) == 0 for p in prefixes):
+        raise ValueError("every prefix needs at least one token (a prompt, or the start-of-sequence token)")
+    if sources is not None and len(sources) != len(prefixes):
+        raise ValueError(f"{len(sources)} sources for {len(prefixes)} prefixes")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > model.num_heads:
+        raise ValueError(f"k={k} is larger than the {model.num_heads} heads this model has (p1..p{model.num_heads})")
+    need = capacity(prefixes, max_new_tokens, k)
+    if need > model.max_positions:
+        extra = f" + k-1={k - 1} verified positions past the end" if k > 1 else ""
+        raise ValueError(f"a prefix of {max(len(p) for p in prefixes)} tokens + max_new_tokens={max_new_tokens}{extra} "
+                         f"needs {need} positions, beyond the model's {model.max_positions}")
+
+
+def capacity(prefixes: Sequence[Sequence[int]], max_new_tokens: int, k: int = 1) -> int:
+    """Cache positions a decode may write: the longest prefix, the new tokens, and a block fed past a row's end."""
+    return max(len(p) for p in prefixes) + max_new_tokens + k - 1
+
+
+def prefill(model: DecodingModel, prefixes: Sequence[Sequence[int]], capacity: int,
+            sources: Sequence[Sequence[int]] | None) -> tuple[Session, Tensor]:
+    """Open a session and feed the right-padded prefixes in one call. Returns hidden states at each row's last token.
+
+    Padding is written past the short rows' ends, then rolled back: later tokens overwrite it before anyone sees it.
+    """
+    session = model.start(len(prefixes), capacity, sources)
+    tokens = pad(prefixes, 0, session.lengths.device)
+    hidden = session.feed(tokens)  # (B, T, D)
+    lengths = torch.tensor([len(p) for p in prefixes], device=tokens.device)
+    session.truncate(lengths)
+    return session, hidden[torch.arange(len(prefixes)), lengths - 1]  # (B, D)
+
+
+class Rows:
+    """Maps the session's current rows to the caller's batch rows while finished rows drop out."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.ids = list(range(batch_size))
+        self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+
+    def append(self, row: int, new: Sequence[int]) -> None:
+        self.tokens[self.ids[row]].extend(new)
+
+    def keep(self, keep: Tensor, session: Session) -> Tensor:
+        """Drop the rows where ``keep`` is False from the session; returns the kept row indices."""
+        rows = keep.nonzero().squeeze(1)
+        session.select(rows)
+        self.ids = [self.ids[i] for i in rows.tolist()]
+        return rows

@@ -1,0 +1,36 @@
+"""Greedy decoding with p1: the reference every exact blockwise result must equal token for token."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, prefill
+from .interface import DecodingModel
+
+
+@torch.no_grad()
+def greedy(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | None = None,
+           sources: Sequence[Sequence[int]] | None = None) -> DecodeOutput:
+    """Append p1's argmax one token per call until end-of-sequence or ``max_new_tokens``; rows finish independently."""
+    check_inputs(model, prefixes, max_new_tokens, sources)
+    session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens), sources)
+    stats, rows = DecodeStats(calls=1), Rows(len(prefixes))
+    produced = 0
+    while True:
+        token = session.scores(hidden).argmax(-1)  # (B,)
+        for row, t in enumerate(token.tolist()):
+            rows.append(row, [t])
+        stats.iterations += 1
+        stats.count_blocks([1] * token.shape[0])
+        produced += 1
+        done = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+        if produced == max_new_tokens or bool(done.all()):
+            break
+        if bool(done.any()):
+            kept = rows.keep(~done, session)
+            token = token[kept]
+        hidden = session.feed(token[:, None])[:, 0]  # (B, D)
+        stats.calls += 1
+    return DecodeOutput(rows.tokens, stats)

@@ -1,0 +1,40 @@
+"""The small protocol every decoder is written against.
+
+A ``DecodingModel`` opens a ``Session`` for one batch. A session owns the model's cache: ``feed`` appends tokens after
+each row's cached length and returns hidden states at every fed position; ``scores`` and ``proposals`` turn hidden
+states into logits of p1, or of p1..pk. The in-house Transformer, the Hugging Face adapter and the scripted test
+models all satisfy it, so one decoding loop serves them all.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from torch import Tensor
+
+
+class Session(Protocol):
+    lengths: Tensor  # (B,) tokens held per row
+
+    def feed(self, tokens: Tensor) -> Tensor:
+        """Append tokens (B, T) after each row's length; lengths advance by T. Returns hidden states (B, T, D)."""
+
+    def scores(self, hidden: Tensor) -> Tensor:
+        """Logits of p1 (..., V) at hidden states (..., D): the distribution greedy decoding follows."""
+
+    def proposals(self, hidden: Tensor, k: int) -> Tensor:
+        """Logits of p1..pk (..., k, V) at hidden states (..., D)."""
+
+    def truncate(self, lengths: Tensor) -> None:
+        """Roll each row back to an absolute length (B,)."""
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only these rows, in this order (drop finished rows, reorder beams)."""
+
+
+class DecodingModel(Protocol):
+    num_heads: int  # k available: p1..pk
+    max_positions: int
+
+    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> Session:
+        """Open a session for ``batch_size`` rows of at most ``capacity`` tokens (encoding the sources, if any)."""

@@ -1,0 +1,146 @@
+"""A Transformer with proposal heads, its decoding session, and float16 safetensors checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..batching import lengths_mask, pad
+from ..config import HeadsConfig, ModelConfig
+from .cache import KVCache
+from .heads import ProposalHeads
+from .transformer import Transformer
+
+FORMAT = "blockwise/1"
+
+
+class BlockwiseModel(nn.Module):
+    """A base Transformer plus proposal heads p1..pk. Implements ``blockwise.decoding.interface.DecodingModel``."""
+
+    def __init__(self, cfg: ModelConfig, heads: HeadsConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.base = Transformer(cfg)
+        self.heads_cfg = heads or HeadsConfig(k=1)
+        self.heads = ProposalHeads(cfg.d_model, self.heads_cfg)
+
+    # -- the decoding interface -------------------------------------------------------------------------------
+    @property
+    def num_heads(self) -> int:
+        return self.heads_cfg.k
+
+    @property
+    def max_positions(self) -> int:
+        return self.cfg.max_positions
+
+    @torch.no_grad()
+    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> "Session":
+        cache = self.base.new_cache(batch_size, capacity)
+        if self.cfg.encoder_decoder:
+            if sources is None:
+                raise ValueError("an encoder-decoder model needs source sentences to decode")
+            if len(sources) != batch_size:
+                raise ValueError(f"{len(sources)} sources for a batch of {batch_size}")
+            source = pad(sources, self.cfg.pad_id, self.embed_device)
+            if source.shape[1] > self.cfg.max_positions:
+                raise ValueError(f"a source of {source.shape[1]} tokens is beyond the model's "
+                                 f"{self.cfg.max_positions} positions")
+            memory, mask = self.base.encode(source, source_mask=lengths_mask(sources, source.shape[1], source.device))
+            self.base.attach_memory(cache, memory, mask)
+        elif sources is not None:
+            raise ValueError("this model is decoder-only: pass prompts as prefixes, not sources")
+        return Session(self, cache)
+
+    @property
+    def embed_device(self) -> torch.device:
+        return self.base.embed.weight.device
+
+    # -- training conveniences ------------------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, source: Tensor | None = None) -> Tensor:
+        """Uncached hidden states (B, T, D) of whole target sequences."""
+        return self.base(tokens, source)
+
+    def head_logits(self, hidden: Tensor, i: int) -> Tensor:
+        """Logits (..., V) of head p_i (1-based) at hidden states (..., D)."""
+        return self.base.project(self.heads.head(hidden, i))
+
+    def with_heads(self, heads: HeadsConfig) -> "BlockwiseModel":
+        """A model with the same base (shared parameters) and freshly initialised heads."""
+        model = BlockwiseModel(self.cfg, heads).to(self.embed_device)
+        model.base = self.base
+        return model
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        tensors = {name: t.detach().to(dtype).contiguous() for name, t in self.state_dict().items()}
+        meta = {"format": FORMAT, "model": json.dumps(dataclasses.asdict(self.cfg)),
+                "heads": json.dumps(dataclasses.asdict(self.heads_cfg))}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "BlockwiseModel":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a blockwise checkpoint (metadata format={meta.get('format')!r})")
+        model = cls(ModelConfig(**json.loads(meta["model"])), HeadsConfig(**json.loads(meta["heads"])))
+        state = load_file(str(path))
+        check_state(model, state, path)
+        model.load_state_dict({name: t.to(dtype) for name, t in state.items()})
+        return model.to(dtype=dtype, device=device).eval()
+
+
+def check_state(model: nn.Module, state: dict[str, Tensor], path: Path | str) -> None:
+    """Raise a clear error when a checkpoint's tensors do not match the config it names."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = [f"{n}: checkpoint {found[n]} vs config {expected[n]}" for n in expected
+             if n in found and found[n] != expected[n]]
+    if missing or extra or wrong:
+        lines = [f"checkpoint {path} does not match its config:"]
+        lines += [f"  missing tensor {n}" for n in missing[:5]] + [f"  unexpected tensor {n}" for n in extra[:5]]
+        lines += [f"  {w}" for w in wrong[:5]]
+        raise ValueError("\n".join(lines))
+
+
+class Session:
+    """One batch's decoding state over a ``BlockwiseModel``: its cache, and the head computations."""
+
+    def __init__(self, model: BlockwiseModel, cache: KVCache) -> None:
+        self.model, self.cache = model, cache
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.cache.lengths
+
+    @torch.no_grad()
+    def feed(self, tokens: Tensor) -> Tensor:
+        return self.model.base.decode(tokens, self.cache)
+
+    @torch.no_grad()
+    def scores(self, hidden: Tensor) -> Tensor:
+        return self.model.head_logits(hidden, 1)
+
+    @torch.no_grad()
+    def proposals(self, hidden: Tensor, k: int) -> Tensor:
+        return self.model.base.project(self.model.heads(hidden, k))
+
+    def truncate(self, lengths: Tensor) -> None:
+        self.cache.truncate(lengths)
+
+    def select(self, rows: Tensor) -> None:
+        self.cache.select(rows)

@@ -1,0 +1,86 @@
+"""A preallocated key/value cache addressed by position, with a length per batch row.
+
+Rollback only moves the per-row lengths: entries past a row's length are never attended to (the attention mask only
+lets a query at position p see keys at positions <= p, and a row's keys past its length are rewritten before any query
+reaches them). ``truncate`` is the one function that owns rollback, and it takes absolute lengths.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class KVCache:
+    """Self-attention K/V of every decoder layer, shape (L, B, H, T_max, Dh), plus the encoder's cross-attention K/V.
+
+    ``lengths[b]`` is the number of tokens of row b held in the cache; the next token fed to row b sits at that position.
+    """
+
+    def __init__(self, n_layers: int, batch_size: int, n_heads: int, capacity: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        if batch_size < 1:
+            raise ValueError("the batch is empty: a cache needs at least one row")
+        shape = (n_layers, batch_size, n_heads, capacity, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.capacity = capacity
+        # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
+        self.cross: list[tuple[Tensor, Tensor]] | None = None
+        self.memory_mask: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.lengths.shape[0]
+
+    def positions(self, n_new: int) -> Tensor:
+        """Positions (B, T) that ``n_new`` tokens fed to every row will occupy."""
+        pos = self.lengths[:, None] + torch.arange(n_new, device=self.lengths.device)
+        if int(pos.max()) >= self.capacity:
+            raise ValueError(f"cache overflow: position {int(pos.max())} >= capacity {self.capacity}")
+        return pos
+
+    def write(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, H, T, Dh) at ``positions`` (B, T); return the keys/values (B, H, span, Dh) to attend over."""
+        start = positions[:, 0]
+        span = int(positions[:, -1].max()) + 1
+        if bool((start == start[0]).all()):  # rows aligned (always at batch 1): a plain slice
+            s = int(start[0])
+            self.k[layer, :, :, s:s + k.shape[2]] = k
+            self.v[layer, :, :, s:s + v.shape[2]] = v
+        else:
+            index = positions[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            self.k[layer].scatter_(2, index, k)
+            self.v[layer].scatter_(2, index, v)
+        return self.k[layer, :, :, :span], self.v[layer, :, :, :span]
+
+    def advance(self, n_new: int) -> None:
+        """Count ``n_new`` freshly written tokens in every row (called by the model after a forward)."""
+        self.lengths = self.lengths + n_new
+
+    def truncate(self, lengths: Tensor) -> None:
+        """Roll every row back (or forward over already written entries) to an absolute length."""
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)
+        if lengths.shape != self.lengths.shape:
+            raise ValueError(f"truncate needs one length per row ({self.batch_size}), got shape {tuple(lengths.shape)}")
+        if bool((lengths < 0).any()) or bool((lengths > self.capacity).any()):
+            raise ValueError(f"truncate lengths must lie in [0, {self.capacity}], got {lengths.tolist()}")
+        self.lengths = lengths.clone()
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only ``rows`` (in that order; repeats allowed): drops finished rows, reorders beams."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
+        if rows.numel() == 0:
+            raise ValueError("select needs at least one row")
+        span = int(self.lengths.max())  # nothing past the longest row is ever needed again
+        k = torch.zeros((self.k.shape[0], rows.numel()) + self.k.shape[2:], dtype=self.k.dtype, device=self.k.device)
+        v = torch.zeros_like(k)
+        k[:, :, :, :span] = self.k[:, rows, :, :span]
+        v[:, :, :, :span] = self.v[:, rows, :, :span]
+        self.k, self.v = k, v
+        self.lengths = self.lengths[rows]
+        if self.cross is not None:
+            self.cross = [(ck[rows], cv[rows]) for ck, cv in self.cross]
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask[rows]

@@ -1,0 +1,76 @@
+"""Proposal heads: the paper's multi-output layer (§6, Fig. 3) and a per-head residual variant.
+
+Heads map decoder hidden states h (..., D) to one hidden state per head (..., n, D); the base model's own vocabulary
+projection turns each into logits. Head i (1-based) predicts the token i positions ahead, so p1 is the next token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import HeadsConfig
+
+
+class ProposalHeads(nn.Module):
+    def __init__(self, d_model: int, cfg: HeadsConfig) -> None:
+        super().__init__()
+        self.cfg, self.d_model = cfg, d_model
+        # With p1="identity" the layer only makes p2..pk; p1 is the base model's output itself.
+        self.n_layer_heads = cfg.k - 1 if cfg.p1 == "identity" else cfg.k
+        n = max(self.n_layer_heads, 0)
+        if cfg.kind == "paper":
+            # One feed-forward layer: hidden n·d_hidden, output n·d_model (each head owns its slice of the output).
+            self.up = nn.Linear(d_model, n * cfg.d_hidden) if n else None
+            self.down = nn.Linear(n * cfg.d_hidden, n * d_model) if n else None
+            if n:
+                nn.init.zeros_(self.down.weight), nn.init.zeros_(self.down.bias)  # start as copies of the base output
+        else:
+            # Distinct modules in a loop (Medusa repeated ONE module object and shared weights by accident).
+            self.blocks = nn.ModuleList(
+                nn.Sequential(nn.Linear(d_model, cfg.d_hidden), nn.ReLU(), nn.Linear(cfg.d_hidden, d_model))
+                for _ in range(n))
+            for block in self.blocks:
+                nn.init.zeros_(block[2].weight), nn.init.zeros_(block[2].bias)
+
+    @property
+    def k(self) -> int:
+        return self.cfg.k
+
+    def _layer(self, h: Tensor, n: int) -> Tensor:
+        """Outputs of the first n heads that go through the layer: (..., n, D), residual included."""
+        if self.cfg.kind == "paper":
+            hidden = F.relu(self.up(h))
+            w = self.down.weight[: n * self.d_model]
+            b = self.down.bias[: n * self.d_model]
+            out = F.linear(hidden, w, b).unflatten(-1, (n, self.d_model))
+        else:
+            out = torch.stack([self.blocks[i](h) for i in range(n)], dim=-2)
+        return h.unsqueeze(-2) + out
+
+    def forward(self, h: Tensor, n: int | None = None) -> Tensor:
+        """Hidden states of heads p1..pn at every position: (..., D) -> (..., n, D)."""
+        n = self.k if n is None else n
+        if not 1 <= n <= self.k:
+            raise ValueError(f"asked for {n} heads but the model has k={self.k} (p1..p{self.k})")
+        if self.cfg.p1 == "identity":
+            first = h.unsqueeze(-2)
+            return first if n == 1 else torch.cat([first, self._layer(h, n - 1)], dim=-2)
+        return self._layer(h, n)
+
+    def head(self, h: Tensor, i: int) -> Tensor:
+        """Hidden state of head p_i alone (1-based): (..., D). Used by the random single-head loss."""
+        if not 1 <= i <= self.k:
+            raise ValueError(f"head p{i} does not exist (k={self.k})")
+        if self.cfg.p1 == "identity":
+            if i == 1:
+                return h
+            i_layer = i - 1
+        else:
+            i_layer = i
+        if self.cfg.kind == "paper":
+            hidden = F.relu(self.up(h))
+            rows = slice((i_layer - 1) * self.d_model, i_layer * self.d_model)
+            return h + F.linear(hidden, self.down.weight[rows], self.down.bias[rows])
+        return h + self.blocks[i_layer - 1](h)

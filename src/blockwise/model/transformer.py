@@ -1,0 +1,190 @@
+"""A compact pre-LayerNorm Transformer: decoder-only or encoder-decoder.
+
+The model knows nothing about decoding. It maps tokens (and, for encoder-decoder, an encoded source) to hidden states
+at every fed position; ``project`` turns hidden states into vocabulary logits with the (tied) embedding matrix.
+With a ``KVCache``, ``decode`` appends the fed tokens after each row's cached length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .cache import KVCache
+
+
+def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * rate)
+    table[:, 1::2] = torch.cos(position * rate[: d_model // 2])
+    return table
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.q = nn.Linear(cfg.d_model, cfg.d_model)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def split(self, x: Tensor) -> Tensor:  # (B, T, D) -> (B, H, T, Dh)
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.split(k), self.split(v)  # (B, H, S, Dh) each
+
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
+        q = self.split(self.q(x))  # (B, H, T, Dh)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
+        B, _, T, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(cfg.d_model, cfg.d_ff), nn.Linear(cfg.d_ff, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.drop(F.gelu(self.up(x))))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg)
+        self.norm2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.drop(self.attn.attend(h, *self.attn.keys_values(h), mask))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1, self.self_attn = nn.LayerNorm(cfg.d_model), Attention(cfg)
+        if cfg.encoder_decoder:
+            self.norm_x, self.cross_attn = nn.LayerNorm(cfg.d_model), Attention(cfg)
+        self.norm2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
+        self.register_buffer("pos_table", sinusoidal_table(cfg.max_positions, cfg.d_model).float(), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.encoder_decoder else None
+        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    # -- pieces -------------------------------------------------------------------------------------------------
+    def embed_tokens(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        if int(positions.max()) >= self.cfg.max_positions:
+            raise ValueError(f"position {int(positions.max())} is beyond the model's {self.cfg.max_positions} positions")
+        x = self.embed(tokens) * math.sqrt(self.cfg.d_model) + self.pos_table[positions].to(self.embed.weight.dtype)
+        return self.drop(x)
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits (..., V) of hidden states (..., D): the embedding matrix, tied."""
+        return hidden @ self.embed.weight.t()
+
+    def encode(self, source: Tensor, source_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encode a right-padded source (B, S) once. Returns memory (B, S, D) and its validity mask (B, S)."""
+        if not self.cfg.encoder_decoder:
+            raise ValueError("this model is decoder-only: it has no encoder")
+        if source_mask is None:
+            source_mask = source != self.cfg.pad_id
+        positions = torch.arange(source.shape[1], device=source.device).expand_as(source)
+        x = self.embed_tokens(source, positions)
+        mask = source_mask[:, None, None, :]  # (B, 1, 1, S): every query sees the valid keys
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.encoder_norm(x), source_mask
+
+    # -- the decoder ----------------------------------------------------------------------------------------------
+    def decode(self, tokens: Tensor, cache: KVCache | None = None, memory: Tensor | None = None,
+               memory_mask: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, D) at every fed position.
+
+        Without a cache, ``tokens`` is a whole sequence from position 0 (training, reference forward). With a cache,
+        the tokens are appended after each row's cached length and the cache's lengths advance by T; for an
+        encoder-decoder the cache must hold the encoder memory (``attach_memory``).
+        """
+        B, T = tokens.shape
+        cross = cross_mask = None
+        if cache is None:
+            positions = torch.arange(T, device=tokens.device).expand(B, T)
+            self_mask = None
+            if self.cfg.encoder_decoder:
+                if memory is None:
+                    raise ValueError("an encoder-decoder model needs the encoder memory to decode")
+                cross = [layer.cross_attn.keys_values(memory) for layer in self.decoder]
+                cross_mask = memory_mask[:, None, None, :] if memory_mask is not None else None
+        else:
+            if cache.batch_size != B:
+                raise ValueError(f"tokens have {B} rows but the cache has {cache.batch_size}")
+            positions = cache.positions(T)  # (B, T)
+            span = int(positions[:, -1].max()) + 1
+            key_pos = torch.arange(span, device=tokens.device)
+            # (B, 1, T, span): a query at position p sees keys at positions <= p; nothing past it, stale or not
+            self_mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
+            if B == 1 and T == 1:
+                self_mask = None  # one query sees the whole span
+            if self.cfg.encoder_decoder:
+                if cache.cross is None:
+                    raise ValueError("the cache holds no encoder memory: call model.attach_memory(cache, ...) first")
+                cross, cross_mask = cache.cross, cache.memory_mask[:, None, None, :]
+        x = self.embed_tokens(tokens, positions)
+        for i, layer in enumerate(self.decoder):
+            h = layer.norm1(x)
+            k, v = layer.self_attn.keys_values(h)
+            if cache is not None:
+                k, v = cache.write(i, positions, k, v)
+            x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None))
+            if cross is not None:
+                x = x + layer.drop(layer.cross_attn.attend(layer.norm_x(x), *cross[i], cross_mask))
+            x = x + layer.drop(layer.ff(layer.norm2(x)))
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        if capacity > self.cfg.max_positions:
+            raise ValueError(f"{capacity} positions are needed but the model has only {self.cfg.max_positions}")
+        p = self.embed.weight
+        return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_heads, capacity, self.cfg.d_model // self.cfg.n_heads,
+                       dtype=p.dtype, device=p.device)
+
+    def attach_memory(self, cache: KVCache, memory: Tensor, memory_mask: Tensor) -> None:
+        """Compute every decoder layer's cross-attention K/V of the encoder memory once and keep them in the cache."""
+        cache.cross = [layer.cross_attn.keys_values(memory) for layer in self.decoder]
+        cache.memory_mask = memory_mask
+
+    def forward(self, tokens: Tensor, source: Tensor | None = None) -> Tensor:
+        """Uncached hidden states (B, T, D) of a whole target sequence (teacher forcing)."""
+        memory = memory_mask = None
+        if self.cfg.encoder_decoder:
+            if source is None:
+                raise ValueError("an encoder-decoder model needs a source")
+            memory, memory_mask = self.encode(source)
+        return self.decode(tokens, memory=memory, memory_mask=memory_mask)
