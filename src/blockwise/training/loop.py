@@ -1,0 +1,109 @@
+"""A small training loop with checkpoints and resume, shared by every task.
+
+The loop owns the optimiser, the schedule, bf16 autocast on the CPU, the checkpoint (model, optimiser, step, RNG
+state) written atomically every ``save_every`` steps, and a JSON-lines log of the learning curve. A rerun with the same
+``run_dir`` resumes from the last checkpoint and loses at most the steps since it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    bf16: bool = False  # autocast to bfloat16 on the CPU (~1.45x faster here)
+    save_every: int = 200
+    eval_every: int = 200
+    seed: int = 0
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterator, cfg: TrainConfig,
+          run_dir: str | Path | None = None, evaluate: Callable[[], dict] | None = None,
+          params: list[nn.Parameter] | None = None, progress: bool = True, time_limit: float | None = None) -> dict:
+    """Train ``params`` (default: every parameter needing a gradient) for ``cfg.steps`` steps.
+
+    ``loss_fn(batch)`` returns a scalar loss. ``evaluate()`` returns metrics logged every ``eval_every`` steps.
+    ``time_limit`` (seconds) stops early after a checkpoint, for runs split across sessions. Returns the last metrics.
+    """
+    params = [p for p in (params or model.parameters()) if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    step, run_dir = 0, Path(run_dir) if run_dir else None
+    ckpt = run_dir / "checkpoint.pt" if run_dir else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+    else:
+        torch.manual_seed(cfg.seed)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    log = open(run_dir / "log.jsonl", "a") if run_dir else None
+    started, last = time.time(), {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    model.train()
+    while step < cfg.steps:
+        batch = next(batches)
+        for group in optimiser.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = loss_fn(batch)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach()
+        nn.utils.clip_grad_norm_(params, cfg.clip)
+        optimiser.step()
+        step += 1
+        last = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, cfg), "elapsed_s": time.time() - started}
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            model.eval()
+            last.update(evaluate())
+            model.train()
+        if log is not None and (step % 10 == 0 or "eval_loss" in last or step == cfg.steps):
+            log.write(json.dumps(last) + "\n")
+            log.flush()
+        out_of_time = time_limit is not None and time.time() - started > time_limit
+        if ckpt is not None and (step % cfg.save_every == 0 or step == cfg.steps or out_of_time):
+            save_checkpoint(ckpt, model, optimiser, step)
+        if out_of_time:
+            break
+    bar.close()
+    model.eval()
+    if log is not None:
+        log.close()
+    return last
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimiser: torch.optim.Optimizer, step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
+                "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
