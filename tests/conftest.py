@@ -45,14 +45,14 @@ def _train_tiny(kind: str, k: int, seed: int) -> BlockwiseModel:
 
     def batches():
         while True:
-            yield pattern_batch(32, 12, g, encdec)
+            yield pattern_batch(16, 34, g, encdec)
 
     def loss_fn(batch):
         seq, src = batch
         hidden = model(seq[:, :-1], src)
         return proposal_loss(model, hidden, seq[:, 1:], k, mode="mean", pad_id=-100)
 
-    train(model, loss_fn, batches(), TrainConfig(steps=150, lr=3e-3, warmup=10), progress=False)
+    train(model, loss_fn, batches(), TrainConfig(steps=200, lr=3e-3, warmup=10), progress=False)
     return model.eval()
 
 

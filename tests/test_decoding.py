@@ -43,7 +43,7 @@ def test_exact_equals_greedy_trained_models(fixture, batch, request):
     model = request.getfixturevalue(fixture)
     g = torch.Generator().manual_seed(5)
     seq, src = pattern_batch(batch, 4, g, model.cfg.encoder_decoder)
-    prefixes = [row[: 1 + i % 3].tolist() for i, row in enumerate(seq)]  # ragged prefixes
+    prefixes = [row[: 2 + i % 3].tolist() for i, row in enumerate(seq)]  # ragged prefixes
     sources = src.tolist() if src is not None else None
     ref = greedy(model, prefixes, 30, eos_id=EOS, sources=sources)
     for k in (2, 3, 4):

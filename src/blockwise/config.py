@@ -49,9 +49,11 @@ P1Mode = Literal["identity", "learned"]
 class HeadsConfig:
     """The proposal heads (the paper's multi-output layer, §6).
 
-    kind="paper": one feed-forward layer, hidden size k·d_hidden, output size k·d_model, ReLU, a residual
-    connection from the decoder output to each of the k outputs, then the model's vocabulary projection.
-    kind="residual": one residual block per head (as Medusa does), same projection.
+    kind="paper": one feed-forward layer, hidden size k·d_hidden (ReLU), output size k·d_model, a residual
+    connection from the decoder output to each of the k outputs, then the model's vocabulary projection. Each head
+    owns its slice of the hidden layer and its own output matrix (block-diagonal output, k times cheaper than a dense
+    k·d_hidden × k·d_model matrix).
+    kind="residual": Medusa-1's head, h + SiLU(W h + b) with W of size d_model × d_model, one per head.
     p1="identity": p1 is the untouched base output, so a frozen base decodes exactly as the original model.
     p1="learned": p1 passes through the layer too (the paper's footnote 1).
     """

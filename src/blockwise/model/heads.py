@@ -21,18 +21,18 @@ class ProposalHeads(nn.Module):
         self.n_layer_heads = cfg.k - 1 if cfg.p1 == "identity" else cfg.k
         n = max(self.n_layer_heads, 0)
         if cfg.kind == "paper":
-            # One feed-forward layer: hidden n·d_hidden, output n·d_model (each head owns its slice of the output).
+            # One feed-forward layer: hidden n·d_hidden (ReLU), output n·d_model. Each head owns its slice of the hidden
+            # layer and its own output matrix (block-diagonal output): the literal dense (n·d_hidden × n·d_model) output
+            # grows with k² (105M parameters for transformer_base at k=10) and costs more than it accepts.
             self.up = nn.Linear(d_model, n * cfg.d_hidden) if n else None
-            self.down = nn.Linear(n * cfg.d_hidden, n * d_model) if n else None
-            if n:
-                nn.init.zeros_(self.down.weight), nn.init.zeros_(self.down.bias)  # start as copies of the base output
+            self.down = nn.Parameter(torch.zeros(n, cfg.d_hidden, d_model))  # zero: heads start as copies of h
+            self.down_bias = nn.Parameter(torch.zeros(n, d_model))
         else:
-            # Distinct modules in a loop (Medusa repeated ONE module object and shared weights by accident).
-            self.blocks = nn.ModuleList(
-                nn.Sequential(nn.Linear(d_model, cfg.d_hidden), nn.ReLU(), nn.Linear(cfg.d_hidden, d_model))
-                for _ in range(n))
+            # Medusa-1's head: h + SiLU(W h + b), one distinct module per head (Medusa repeated ONE module object and
+            # shared its weights by accident).
+            self.blocks = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n))
             for block in self.blocks:
-                nn.init.zeros_(block[2].weight), nn.init.zeros_(block[2].bias)
+                nn.init.zeros_(block.weight), nn.init.zeros_(block.bias)
 
     @property
     def k(self) -> int:
@@ -41,12 +41,11 @@ class ProposalHeads(nn.Module):
     def _layer(self, h: Tensor, n: int) -> Tensor:
         """Outputs of the first n heads that go through the layer: (..., n, D), residual included."""
         if self.cfg.kind == "paper":
-            hidden = F.relu(self.up(h))
-            w = self.down.weight[: n * self.d_model]
-            b = self.down.bias[: n * self.d_model]
-            out = F.linear(hidden, w, b).unflatten(-1, (n, self.d_model))
+            hidden = F.relu(F.linear(h, self.up.weight[: n * self.cfg.d_hidden], self.up.bias[: n * self.cfg.d_hidden]))
+            hidden = hidden.unflatten(-1, (n, self.cfg.d_hidden))  # (..., n, d_hidden)
+            out = torch.einsum("...nh,nhd->...nd", hidden, self.down[:n]) + self.down_bias[:n]
         else:
-            out = torch.stack([self.blocks[i](h) for i in range(n)], dim=-2)
+            out = torch.stack([F.silu(self.blocks[i](h)) for i in range(n)], dim=-2)
         return h.unsqueeze(-2) + out
 
     def forward(self, h: Tensor, n: int | None = None) -> Tensor:
@@ -70,7 +69,7 @@ class ProposalHeads(nn.Module):
         else:
             i_layer = i
         if self.cfg.kind == "paper":
-            hidden = F.relu(self.up(h))
-            rows = slice((i_layer - 1) * self.d_model, i_layer * self.d_model)
-            return h + F.linear(hidden, self.down.weight[rows], self.down.bias[rows])
-        return h + self.blocks[i_layer - 1](h)
+            rows = slice((i_layer - 1) * self.cfg.d_hidden, i_layer * self.cfg.d_hidden)
+            hidden = F.relu(F.linear(h, self.up.weight[rows], self.up.bias[rows]))
+            return h + hidden @ self.down[i_layer - 1] + self.down_bias[i_layer - 1]
+        return h + F.silu(self.blocks[i_layer - 1](h))

@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both create the virtual environment .venv on first use and install the package into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= test,mt,plots
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/blockwise demo
+
+# pytest's exit code 5 (no tests collected) is a failure, not a pass
+test: install
+	$(PY) -m pytest tests -q; code=$$?; \
+	if [ $$code -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$code
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

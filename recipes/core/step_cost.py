@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Step-cost benchmark: one blockwise verification call against one greedy step.
+
+A greedy step feeds 1 token and scores it with p1. A blockwise iteration (combined scoring and proposal) feeds the k
+proposed tokens, scores all k with p1 (verification) and runs the k heads at the last accepted position (the next
+proposal). The ratio verify/greedy bounds the wall-clock speedup: speedup ≈ mean accepted block size / ratio.
+Our cache already holds the last accepted token, so k positions are fed (the issue's "k+1 positions" counts it).
+
+    OMP_WAIT_POLICY=PASSIVE python recipes/core/step_cost.py            # writes results/core/step_cost.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from blockwise import BlockwiseModel, HeadsConfig, preset  # noqa: E402
+from blockwise.eval.timing import environment, median_ms  # noqa: E402
+
+
+def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: int, repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    cfg = preset(preset_name, vocab_size=vocab)
+    model = BlockwiseModel(cfg, HeadsConfig(k=max(ks), d_hidden=cfg.d_model)).eval()
+    sources = [list(range(3, 3 + context))] * batch if cfg.encoder_decoder else None
+    prefix = torch.randint(3, vocab, (batch, context))
+    session = model.start(batch, context + max(ks) + 1, sources)
+    session.feed(prefix)
+    base = session.lengths.clone()
+
+    def greedy_step():
+        session.truncate(base)
+        h = session.feed(prefix[:, :1])
+        session.scores(h).argmax(-1)
+
+    records = []
+    greedy = median_ms(greedy_step, repeats)
+    for k in ks:
+        block = prefix[:, :k]
+
+        def verify_step():
+            session.truncate(base)
+            h = session.feed(block)  # (B, k, D)
+            session.scores(h).argmax(-1)  # verification: p1 at every fed position
+            session.proposals(h[:, -1], k).argmax(-1)  # next proposal: p1..pk at the last accepted position
+
+        verify = median_ms(verify_step, repeats)
+        records.append({"preset": preset_name, "vocab": vocab, "batch": batch, "k": k, "greedy_ms": round(greedy, 3),
+                        "verify_ms": round(verify, 3), "ratio": round(verify / greedy, 3)})
+        print(f"{preset_name:>6} V={vocab:<6} batch={batch:<3} k={k:<3} greedy {greedy:8.2f} ms  "
+              f"verify {verify:8.2f} ms  ratio {verify / greedy:5.2f}", flush=True)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="tiny,base", help="comma-separated model presets (default: tiny,base)")
+    ap.add_argument("--vocab", type=int, default=8000, help="vocabulary size (default 8000: our translation vocabulary)")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--ks", default="2,4,8,10")
+    ap.add_argument("--context", type=int, default=32, help="tokens already cached (and source length)")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="results/core")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ks = [int(k) for k in args.ks.split(",")]
+    records = []
+    for name in args.presets.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            records += measure(name, args.vocab, batch, ks, args.context, args.repeats)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "step_cost.json").write_text(json.dumps(records, indent=1) + "\n")
+    env = environment()
+    lines = ["# Step cost: one blockwise verification call vs one greedy step", "",
+             f"`{' '.join(['python', 'recipes/core/step_cost.py'] + (argv if argv is not None else sys.argv[1:]))}`", "",
+             f"Machine: {env['cpu']}, {env['threads']} threads, torch {env['torch']}, load average "
+             f"{env['load_avg_1m']:.2f}, commit {env['commit']}. Medians of {args.repeats} repeats, {args.context} "
+             f"tokens cached, heads d_hidden = d_model.", "",
+             "| preset | batch | k | greedy ms | verify ms | ratio |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['preset']} | {r['batch']} | {r['k']} | {r['greedy_ms']:.2f} | {r['verify_ms']:.2f} | "
+              f"{r['ratio']:.2f} |" for r in records]
+    (out / "step_cost.md").write_text("\n".join(lines) + "\n")
+    (out / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The model and its heads: identity p1, head paths agree, distinct parameters, checkpoints."""
+
+import pytest
+import torch
+
+from blockwise import BlockwiseModel, HeadsConfig, greedy, preset
+from conftest import EOS, V, chaotic, random_model
+
+
+@pytest.mark.parametrize("kind", ["paper", "residual"])
+@pytest.mark.parametrize("p1", ["identity", "learned"])
+def test_single_head_path_equals_all_heads_path(kind, p1):
+    model = random_model("tiny", k=5, seed=1, head_kind=kind, p1=p1)
+    h = torch.randn(3, 7, model.cfg.d_model, dtype=torch.float64)
+    all_heads = model.heads(h)  # (3, 7, 5, D)
+    for i in range(1, 6):
+        torch.testing.assert_close(model.heads.head(h, i), all_heads[..., i - 1, :])
+    torch.testing.assert_close(model.heads(h, 3), all_heads[..., :3, :])
+
+
+def test_identity_p1_is_the_base_model_and_heads_start_as_copies():
+    torch.manual_seed(0)
+    model = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(k=4, d_hidden=16)).double()
+    h = torch.randn(2, 5, model.cfg.d_model, dtype=torch.float64)
+    torch.testing.assert_close(model.head_logits(h, 1), model.base.project(h))
+    heads = model.heads(h)  # zero-initialised output layer: every head starts as a copy of h
+    for i in range(4):
+        torch.testing.assert_close(heads[..., i, :], h)
+
+
+def test_every_head_has_its_own_parameters():
+    model = random_model("tiny", k=4, seed=2, head_kind="residual")
+    ptrs = [b.weight.data_ptr() for b in model.heads.blocks]
+    assert len(set(ptrs)) == len(ptrs)
+    with torch.no_grad():
+        model.heads.blocks[0].weight.add_(1.0)  # touching one head moves only that head
+    h = torch.randn(4, model.cfg.d_model, dtype=torch.float64)
+    before = random_model("tiny", k=4, seed=2, head_kind="residual").heads(h)
+    after = model.heads(h)
+    assert not torch.allclose(before[:, 1], after[:, 1])
+    torch.testing.assert_close(before[:, [0, 2, 3]], after[:, [0, 2, 3]])
+
+
+def test_heads_added_to_a_trained_base_keep_its_greedy_output():
+    base = random_model("tiny", k=1, seed=3)
+    with_heads = base.with_heads(HeadsConfig(k=4, d_hidden=16)).double()
+    chaotic(with_heads.heads, 4)
+    assert with_heads.base is base.base
+    prefixes = [[2, 3], [4]]
+    assert greedy(with_heads, prefixes, 15, eos_id=EOS).tokens == greedy(base, prefixes, 15, eos_id=EOS).tokens
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = random_model("tiny-encdec", k=3, seed=5).float()
+    path = tmp_path / "m.safetensors"
+    model.save(path, dtype=torch.float32)
+    loaded = BlockwiseModel.load(path)
+    assert loaded.cfg == model.cfg and loaded.heads_cfg == model.heads_cfg
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_checkpoint_that_does_not_match_its_config(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    model = random_model("tiny", k=3, seed=5).float()
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["base.embed.weight"] = tensors["base.embed.weight"][:10]
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=r"(?s)does not match its config.*base.embed.weight: checkpoint \(10, 32\)"):
+        BlockwiseModel.load(tmp_path / "bad.safetensors")
+    save_file(tensors, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="not a blockwise checkpoint"):
+        BlockwiseModel.load(tmp_path / "plain.safetensors")
+    with pytest.raises(FileNotFoundError):
+        BlockwiseModel.load(tmp_path / "missing.safetensors")
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="not divisible"):
+        preset("tiny", d_model=30)
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        HeadsConfig(k=0)
