@@ -25,7 +25,7 @@ Usage::
 
     python -m blockwise.data.mt_corpus --out data/mt [--vocab-size 8000] [--seed 0]
 
-This module imports only the standard library, numpy, tqdm and sentencepiece.
+This module imports only the standard library, tqdm and sentencepiece (no other blockwise modules).
 """
 
 from __future__ import annotations
@@ -44,12 +44,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -111,7 +110,9 @@ def word_count(text: str) -> int:
 # --------------------------------------------------------------------------------------
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"), None)
-_SPACE_RE = re.compile(r"\s+")
+_SPACE_RE = re.compile(r"\s+")  # Unicode \s: tabs, newlines, NBSP, U+2028/2029, other Zs
+_C1_RE = re.compile(r"[\x80-\x9f]")
+_CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _fix_c1(ch: str) -> str:
@@ -129,15 +130,9 @@ def normalize_text(text: str) -> str:
     U+0085, U+2028, U+2029), so it is safe to write one segment per line.
     """
     text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
-    out = []
-    for ch in text:
-        if "\x80" <= ch <= "\x9f":
-            ch = _fix_c1(ch)
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Zl", "Zp", "Zs") and ch != " ":
-            ch = " "
-        out.append(ch)
-    return _SPACE_RE.sub(" ", "".join(out)).strip()
+    text = _C1_RE.sub(lambda m: _fix_c1(m.group(0)), text)
+    text = _CTRL_RE.sub(" ", text)
+    return _SPACE_RE.sub(" ", text).strip()
 
 
 def english_key(en: str) -> str:
@@ -157,7 +152,8 @@ _PARENS_RE = re.compile(r"\([^()]*\)")
 _ABBR_RE = re.compile(r"(?:(?<=\s)|^)/[^\s/][^/]*?/(?=$|[\s,;.!?])")
 # ``sheer/pure mockery`` -> ``sheer mockery``; ``jdm./etw.`` -> ``jdm.``
 _ALT_WORD = r"[^\W\d_][\w'’.-]*"
-_SLASH_ALT_RE = re.compile(rf"(?<![\w/])({_ALT_WORD})(?:\s?/\s?{_ALT_WORD})+(?![\w/])")
+# a slash with spaces on both sides separates alternatives of unknown span: not resolved
+_SLASH_ALT_RE = re.compile(rf"(?<![\w/])({_ALT_WORD})(?:(?:\s/(?!\s)|/\s?){_ALT_WORD})+(?![\w/])")
 _SLASH_KEEP = {"and/or", "und/oder", "input/output", "i/o", "tcp/ip", "e/a", "km/h", "m/s"}
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([.,!?;:…])")
 _EMPTY_BRACKETS_RE = re.compile(r"\(\s*\)|\[\s*\]")
@@ -167,6 +163,10 @@ def _resolve_slash_alternatives(text: str) -> str:
     def repl(m: re.Match[str]) -> str:
         whole = m.group(0)
         if whole.lower().replace(" ", "") in _SLASH_KEEP:
+            return whole
+        alts = [a.strip() for a in whole.split("/")]
+        # compounds such as ``Ein-/Ausgabe`` or ``Eingabe/Ausgabe-Steuerung`` are not alternatives
+        if any(a.endswith("-") for a in alts) or len({"-" in a for a in alts}) > 1:
             return whole
         return m.group(1)
 
@@ -192,6 +192,7 @@ def strip_ding_annotations(text: str) -> str:
 
 
 def _tidy_ding_synonym(text: str) -> str:
+    text = _SPACE_RE.sub(" ", text).strip()
     text = _ABBR_RE.sub(" ", text)
     text = _resolve_slash_alternatives(text)
     text = _EMPTY_BRACKETS_RE.sub(" ", text)
@@ -209,15 +210,28 @@ def clean_ding_side(text: str) -> str:
     text = strip_ding_annotations(text)
     for synonym in text.split(";"):
         synonym = _tidy_ding_synonym(synonym)
+        if " / " in synonym:  # ``im Wald / stehe ich an``: span of the alternatives unknown
+            continue
         if synonym and any(ch.isalnum() for ch in synonym):
             return synonym
     return ""
 
 
+_PHRASE_ENDINGS = ("sth.", "sb.", "etc.", "sth.’s", "sb.’s", "sth.'s", "sb.'s", "o.s.", "oneself.")
+
+
 def is_example_sentence(en: str, de: str) -> bool:
-    """Ding example sentence: both sides ≥ 4 words and the English ends in ``. ? !``."""
+    """Ding example sentence: both sides ≥ 4 words and the English ends in ``. ? !``.
+
+    Dictionary phrases that merely end in an abbreviation (``to mark up sth.``) or
+    are English infinitives (``to ...``) do not count.
+    """
     en_s = en.rstrip("\"'”’ )")
-    return word_count(en) >= 4 and word_count(de) >= 4 and en_s.endswith((".", "?", "!"))
+    if word_count(en) < 4 or word_count(de) < 4 or not en_s.endswith((".", "?", "!")):
+        return False
+    if en_s.lower().endswith(_PHRASE_ENDINGS) or en.startswith("to "):
+        return False
+    return True
 
 
 def parse_ding_line(line: str) -> list[Pair]:
@@ -238,7 +252,7 @@ def parse_ding_line(line: str) -> list[Pair]:
     if len(de_vars) != len(en_vars):
         return []
     pairs = []
-    for de_raw, en_raw in zip(de_vars, en_vars):
+    for de_raw, en_raw in zip(de_vars, en_vars, strict=True):
         de, en = clean_ding_side(de_raw), clean_ding_side(en_raw)
         if not de or not en:
             continue
@@ -247,7 +261,9 @@ def parse_ding_line(line: str) -> list[Pair]:
     return pairs
 
 
-def read_ding(path: Path = DING_PATH, *, min_words: int = 2, progress: bool = True) -> tuple[list[Pair], dict[str, int]]:
+def read_ding(
+    path: Path = DING_PATH, *, min_words: int = 2, progress: bool = True
+) -> tuple[list[Pair], dict[str, int]]:
     """Read the Ding dictionary file.
 
     Keeps example sentences and multi-word phrases: a pair is kept when at least one
@@ -300,7 +316,9 @@ def fetch_debian_translations(apt_dir: Path, *, refresh: bool = False) -> Path:
         log.info("apt lists already in %s (use --refresh-apt to fetch again)", lists)
         return lists
     if shutil.which("apt-get") is None:
-        raise CorpusError("apt-get not found: the Debian descriptions need a Debian/Ubuntu system (or pass --no-debian).")
+        raise CorpusError(
+            "apt-get not found: the Debian descriptions need a Debian/Ubuntu system (or pass --no-debian)."
+        )
     cache = Path(apt_dir) / "cache"
     for d in (lists / "partial", cache / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
@@ -319,11 +337,14 @@ def fetch_debian_translations(apt_dir: Path, *, refresh: bool = False) -> Path:
         cmd += ["-o", "Debug::NoLocking=1"]
     log.info("fetching Debian translation index: %s", " ".join(cmd))
     res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0 or not any(lists.glob("*_i18n_Translation-de*")):
+    have = all(any(lists.glob(f"*_i18n_Translation-{lang}*")) for lang in ("de", "en"))
+    if not have:
         raise CorpusError(
-            "apt-get update into our own lists folder failed or gave no Translation-de file "
+            "apt-get update into our own lists folder gave no Translation-de/-en files "
             f"(exit {res.returncode}). Command: {' '.join(cmd)}\n{res.stderr.strip()[-2000:]}"
         )
+    if res.returncode != 0:  # e.g. one unreachable third-party source: the Debian files came anyway
+        log.warning("apt-get update exited %d (continuing): %s", res.returncode, res.stderr.strip()[-500:])
     return lists
 
 
@@ -497,16 +518,16 @@ def align_description(
     if len(en_paras) != len(de_paras):
         stats["paragraph_count_mismatch"] += 1
         return out, stats
-    for en_p, de_p in zip(en_paras, de_paras):
+    for en_p, de_p in zip(en_paras, de_paras, strict=True):
         if len(en_p) != len(de_p):
             stats["list_item_mismatch"] += 1
             continue
-        for en_seg, de_seg in zip(en_p, de_p):
+        for en_seg, de_seg in zip(en_p, de_p, strict=True):
             if sentences:
                 en_s, de_s = split_sentences(en_seg), split_sentences(de_seg)
                 if len(en_s) == len(de_s) and len(en_s) > 1:
                     stats["segments_sentence_split"] += 1
-                    out.extend((e, d, "body") for e, d in zip(en_s, de_s))
+                    out.extend((e, d, "body") for e, d in zip(en_s, de_s, strict=True))
                     continue
                 if len(en_s) != len(de_s):
                     stats["segments_sentence_mismatch"] += 1
@@ -526,22 +547,23 @@ def read_debian_descriptions(
     Joins all ``*_i18n_Translation-de*`` records with ``*_i18n_Translation-en*``
     records on ``Description-md5``.  Each pair's group is the source package (from
     the ``*_Packages*`` index when present, else the binary package name).  Returns
-    pairs, counts and ``{file name: sha256}`` of the inputs.
+    pairs, counts and ``{file name: sha256 of its decompressed text}``.
     """
     lists = Path(lists)
     de_files = _find_index_files(lists, "*_i18n_Translation-de*")
     en_files = _find_index_files(lists, "*_i18n_Translation-en*")
     if not de_files or not en_files:
         raise CorpusError(f"no Translation-de/-en index files in {lists}; run without --no-fetch or check apt sources.")
-    inputs = {p.name: _sha256_file(p) for p in de_files + en_files}
-    en_map: dict[str, tuple[str, str]] = {}
-    for p in en_files:
-        for md5, v in parse_translation_index(read_index_text(p), "en").items():
-            en_map.setdefault(md5, v)
-    de_map: dict[str, tuple[str, str]] = {}
-    for p in de_files:
-        for md5, v in parse_translation_index(read_index_text(p), "de").items():
-            de_map.setdefault(md5, v)
+    inputs: dict[str, str] = {}
+    maps: dict[str, dict[str, tuple[str, str]]] = {"en": {}, "de": {}}
+    for lang, files in (("en", en_files), ("de", de_files)):
+        for p in files:
+            text = read_index_text(p)
+            # hash of the decompressed text: apt's local compression setting does not matter
+            inputs[p.name] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            for md5, v in parse_translation_index(text, lang).items():
+                maps[lang].setdefault(md5, v)
+    en_map, de_map = maps["en"], maps["de"]
     src_map: dict[str, str] = {}
     for p in _find_index_files(lists, "*_Packages*"):
         for k, v in parse_source_map(read_index_text(p)).items():
@@ -574,6 +596,7 @@ _FORMAT_RE = re.compile(
     r"%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t|I64|I32)?[diouxXeEfFgGaAcCsSpn]"
     r"|%\(\w+\)[sdrif]|%[A-Z_]+%|\{\w*(?::[^}]*)?\}|\$\{?\w+\}?|<[^>]{1,40}>|%%"
 )
+GETTEXT_EXCLUDE = ("iso_", "xkeyboard-config")
 _MNEMONIC_RE = re.compile(r"(?<![\w&])[_&](?=\w)")
 
 
@@ -586,36 +609,48 @@ def _placeholders(text: str) -> list[str]:
 
 
 def clean_gettext_message(msgid: str, msgstr: str, *, min_words: int = 2) -> list[tuple[str, str]]:
-    """Turn one gettext entry into zero or more (en, de) pairs.
+    """Turn one gettext entry into zero or one (en, de) pair.
 
-    Removes ``_``/``&`` mnemonics; splits multi-line messages line by line when both
-    sides have the same number of lines (else drops them); drops lines whose
-    placeholders (``%s``, ``%1$d``, ``{0}``, ``<b>`` ...) differ between the sides, and
-    lines with fewer than ``min_words`` English words once placeholders are removed.
+    Removes ``_``/``&`` mnemonics.  Multi-line messages are joined into one line when
+    they are wrapped prose; usage/option tables (a line starting with ``-`` or with
+    indentation or column padding) are dropped.  Drops untranslated entries,
+    entries whose placeholders (``%s``, ``%1$d``, ``{0}``, ``<b>`` ...) differ between
+    the sides, and entries with fewer than ``min_words`` English words once
+    placeholders are removed.
     """
     if not msgid or not msgstr:
         return []
-    en_lines = [ln.strip() for ln in msgid.strip("\n").split("\n")]
-    de_lines = [ln.strip() for ln in msgstr.strip("\n").split("\n")]
-    if len(en_lines) != len(de_lines):
+    sides = []
+    for text in (msgid, msgstr):
+        lines = [ln for ln in text.strip("\n").split("\n") if ln.strip()]
+        if not lines:
+            return []
+        for ln in lines:
+            if ln[:1].isspace() or ln.lstrip().startswith("-") or "   " in ln.strip() or "\t" in ln:
+                return []
+        sides.append(_MNEMONIC_RE.sub("", " ".join(ln.strip() for ln in lines)))
+    en, de = sides
+    if en == de:
         return []
-    out = []
-    for en, de in zip(en_lines, de_lines):
-        en, de = _MNEMONIC_RE.sub("", en), _MNEMONIC_RE.sub("", de)
-        if not en or not de:
-            continue
-        if _placeholders(en) != _placeholders(de):
-            continue
-        if word_count(_FORMAT_RE.sub(" ", en)) < min_words:
-            continue
-        out.append((en, de))
-    return out
+    if _placeholders(en) != _placeholders(de):
+        return []
+    if word_count(_FORMAT_RE.sub(" ", en)) < min_words:
+        return []
+    return [(en, de)]
 
 
 def read_gettext(
-    locale_dir: Path = LOCALE_DIR, *, max_pairs: int = 20000, seed: int = 0, progress: bool = True
+    locale_dir: Path = LOCALE_DIR,
+    *,
+    max_pairs: int = 20000,
+    seed: int = 0,
+    exclude_prefixes: tuple[str, ...] = GETTEXT_EXCLUDE,
+    progress: bool = True,
 ) -> tuple[list[Pair], dict[str, int], dict[str, str]]:
     """Read German ``.mo`` catalogues (singular, context-free messages only).
+
+    Catalogues whose name starts with one of ``exclude_prefixes`` (name lists such as
+    ISO language/country names and keyboard layouts) are skipped.
 
     Plural entries are skipped, message contexts are stripped.  At most ``max_pairs``
     pairs are kept, chosen by a seeded hash of the English text (so the choice does
@@ -623,6 +658,7 @@ def read_gettext(
     """
     locale_dir = Path(locale_dir)
     files = sorted(locale_dir.glob("*.mo")) if locale_dir.is_dir() else []
+    files = [f for f in files if not f.stem.startswith(exclude_prefixes)]
     stats: collections.Counter = collections.Counter(files=len(files))
     inputs: dict[str, str] = {}
     pairs: list[Pair] = []
@@ -631,7 +667,7 @@ def read_gettext(
             with open(path, "rb") as f:
                 catalog = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a broken catalogue is skipped, not fatal
-            log.warning("skipping unreadable catalogue %s: %s", path, exc)
+            log.info("skipping unreadable catalogue %s: %s", path, exc)
             stats["unreadable_files"] += 1
             continue
         inputs[path.name] = _sha256_file(path)
@@ -664,7 +700,9 @@ class CleanConfig:
     max_ratio: float = 3.0
 
 
-def clean_pairs(pairs: Iterable[Pair], config: CleanConfig | None = None) -> tuple[list[Pair], dict[str, dict[str, int]]]:
+def clean_pairs(
+    pairs: Iterable[Pair], config: CleanConfig | None = None
+) -> tuple[list[Pair], dict[str, dict[str, int]]]:
     """Normalise and filter pairs; returns kept pairs and per-source drop counts.
 
     Rules, in order: NFC + whitespace normalisation; drop a pair with an empty side
@@ -714,13 +752,16 @@ class SplitConfig:
 
     ``n_test``/``n_dev`` are targets; ``ding_share`` of each comes from sampled Ding
     example sentences, the rest from Debian descriptions of held-out source packages
-    (whole packages are added in hash order until the target is reached).
+    (whole packages are added in hash order until the target is reached).  A held-out
+    package contributes at most ``max_per_group`` pairs (0: no cap); the rest of a big
+    package is left out of every split, so one package cannot dominate dev/test.
     """
 
     n_test: int = 2000
     n_dev: int = 2000
     ding_share: float = 0.5
     seed: int = 0
+    max_per_group: int = 40
 
 
 def split_corpus(pairs: Sequence[Pair], config: SplitConfig | None = None) -> tuple[dict[str, list[Pair]], dict]:
@@ -729,13 +770,15 @@ def split_corpus(pairs: Sequence[Pair], config: SplitConfig | None = None) -> tu
     * Ding example sentences are ranked by a seeded hash of their English key; the
       first go to test, the next to dev.
     * Debian source packages are ranked by a seeded hash of their name; whole
-      packages go to test, then dev, until each reaches its Debian share.
-    * Test and dev keep one pair per English key; any pair whose key is already in
-      test (or dev) is removed from the later splits (priority test > dev > train).
+      packages go to test, then dev, until each reaches its Debian share (at most
+      ``max_per_group`` pairs each; the overflow goes nowhere, never to train).
+    * Test and dev keep one pair per English key, and a key belongs to one split
+      only: first come first served in the order Ding test, Ding dev, Debian test,
+      Debian dev, train (so train loses the pairs that collide with held-out ones).
     * gettext pairs and everything else go to train.
 
     The result depends only on the pair contents and the seed, not on input order
-    (except which of two exact duplicates is kept).  Returns the splits and a record
+    (except which of several pairs sharing an English key wins a collision).  Returns the splits and a record
     of held-out groups and drops.
     """
     cfg = config or SplitConfig()
@@ -745,7 +788,11 @@ def split_corpus(pairs: Sequence[Pair], config: SplitConfig | None = None) -> tu
 
     taken: dict[str, str] = {}  # english key -> split
     splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
-    info: dict = {"held_out_groups": {"test": [], "dev": []}, "dropped_cross_split": collections.Counter()}
+    info: dict = {
+        "held_out_groups": {"test": [], "dev": []},
+        "dropped_cross_split": collections.Counter(),
+        "held_out_overflow": 0,
+    }
 
     def add(split: str, p: Pair) -> bool:
         k = english_key(p.en)
@@ -761,18 +808,17 @@ def split_corpus(pairs: Sequence[Pair], config: SplitConfig | None = None) -> tu
     ding_sent = [p for p in pairs if p.source == "ding" and p.kind == "sentence"]
     ding_sent.sort(key=lambda p: (_hash_unit(seed, "ding", english_key(p.en)), p.en, p.de))
     chosen: set[int] = set()
-    it = iter(ding_sent)
+    pos = 0
     for split in ("test", "dev"):
         n = 0
-        for p in it:
-            if n >= n_ding[split]:
-                # put it back into the pool: handled below as train
-                break
-            if english_key(p.en) in taken:
+        while pos < len(ding_sent) and n < n_ding[split]:
+            p = ding_sent[pos]
+            pos += 1
+            if english_key(p.en) in taken:  # stays in the pool; handled (and counted) with train
                 continue
-            add(split, p)
-            chosen.add(id(p))
-            n += 1
+            if add(split, p):
+                chosen.add(id(p))
+                n += 1
     # 2) Debian held-out packages
     by_group: dict[str, list[Pair]] = collections.defaultdict(list)
     for p in pairs:
@@ -788,7 +834,13 @@ def split_corpus(pairs: Sequence[Pair], config: SplitConfig | None = None) -> tu
             gi += 1
             held[g] = split
             info["held_out_groups"][split].append(g)
-            for p in by_group[g]:
+            rows = by_group[g]
+            if cfg.max_per_group and len(rows) > cfg.max_per_group:
+                ranked = sorted(rows, key=lambda p: (_hash_unit(seed, "in-group", p.en, p.de), p.en, p.de))
+                keep = {id(p) for p in ranked[: cfg.max_per_group]}
+                info["held_out_overflow"] += len(rows) - len(keep)
+                rows = [p for p in rows if id(p) in keep]
+            for p in rows:
                 if add(split, p):
                     n += 1
     # 3) train: everything else
@@ -873,11 +925,13 @@ def train_sentencepiece(
         raise CorpusError("no training text for sentencepiece")
     model_prefix = Path(model_prefix)
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        inp = Path(tmp) / "spm_input.txt"
+    # The sample sits next to the model (not in a random temp dir): the model file records
+    # the input path, so a fixed path keeps spm.model byte-identical between runs.
+    inp = Path(f"{model_prefix}.sample.txt")
+    try:
         inp.write_text("\n".join(sample) + "\n", encoding="utf-8")
         if hasattr(spm, "set_random_generator_seed"):
-            spm.set_random_generator_seed(seed + 1)  # sentencepiece treats 0/-1 specially
+            spm.set_random_generator_seed(seed)  # global; makes the trainer repeatable
         spm.SentencePieceTrainer.train(
             input=str(inp),
             model_prefix=str(model_prefix),
@@ -902,6 +956,8 @@ def train_sentencepiece(
             hard_vocab_limit=False,
             minloglevel=2,
         )
+    finally:
+        inp.unlink(missing_ok=True)
     sp = spm.SentencePieceProcessor(model_file=str(model_prefix) + ".model")
     return {
         "vocab_size": sp.get_piece_size(),
@@ -929,6 +985,7 @@ class BuildConfig:
     spm_sample: int = 400_000
     n_test: int = 2000
     n_dev: int = 2000
+    max_per_package: int = 40
     ding_path: Path = DING_PATH
     ding_min_words: int = 2
     debian: bool = True
@@ -986,7 +1043,8 @@ def build_corpus(cfg: BuildConfig) -> dict:
     timings["clean"] = time.time() - t
 
     t = time.time()
-    splits, split_info = split_corpus(clean, SplitConfig(n_test=cfg.n_test, n_dev=cfg.n_dev, seed=cfg.seed))
+    split_cfg = SplitConfig(n_test=cfg.n_test, n_dev=cfg.n_dev, seed=cfg.seed, max_per_group=cfg.max_per_package)
+    splits, split_info = split_corpus(clean, split_cfg)
     timings["split"] = time.time() - t
 
     t = time.time()
@@ -1029,6 +1087,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
             "spm_sample": cfg.spm_sample,
             "n_test": cfg.n_test,
             "n_dev": cfg.n_dev,
+            "max_per_package": cfg.max_per_package,
             "ding_min_words": cfg.ding_min_words,
             "sentence_split": cfg.sentence_split,
             "debian": cfg.debian,
@@ -1042,6 +1101,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
         "split_info": {
             "held_out_packages": split_info["held_out_groups"],
             "dropped_cross_split": split_info["dropped_cross_split"],
+            "held_out_overflow": split_info["held_out_overflow"],
         },
         "sentencepiece": spm_info,
         "files": digests,
@@ -1066,9 +1126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the split, shuffles and spm sample")
     ap.add_argument("--n-test", type=int, default=2000)
     ap.add_argument("--n-dev", type=int, default=2000)
+    ap.add_argument("--max-per-package", type=int, default=40, help="cap on pairs per held-out package (0: none)")
     ap.add_argument("--spm-sample", type=int, default=400_000, help="lines sampled to train sentencepiece")
     ap.add_argument("--ding", type=Path, default=DING_PATH, help=f"Ding file (default {DING_PATH})")
-    ap.add_argument("--ding-min-words", type=int, default=2, help="keep Ding pairs with ≥ this many words on one side")
+    ap.add_argument(
+        "--ding-min-words", type=int, default=2, help="keep Ding pairs with ≥ this many words on one side"
+    )
     ap.add_argument("--apt-dir", type=Path, default=None, help="folder for our own apt lists (default OUT/apt)")
     ap.add_argument("--refresh-apt", action="store_true", help="fetch the apt lists again even if present")
     ap.add_argument("--no-debian", action="store_true", help="skip the Debian descriptions")
@@ -1091,6 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spm_sample=args.spm_sample,
         n_test=args.n_test,
         n_dev=args.n_dev,
+        max_per_package=args.max_per_package,
         ding_path=args.ding,
         ding_min_words=args.ding_min_words,
         debian=not args.no_debian,
