@@ -1,0 +1,171 @@
+"""English → German translation: data, batching, the baseline and the head-training regimes, decoding and BLEU.
+
+Data come from ``python -m blockwise.data.mt_corpus`` (``recipes/mt/00_setup.sh``): ``{train,dev,test}.{en,de}`` and a
+joint sentencepiece model ``spm.model`` with pad 0, unk 1, bos 2, eos 3. Sources are ``ids + [eos]``; targets are
+``[bos] + ids + [eos]``; decoding starts from the prefix ``[bos]``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..batching import pad
+from ..decoding import EXACT, Acceptance, beam_search, blockwise, greedy
+from ..decoding.common import DecodeStats
+from ..model import BlockwiseModel
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+MAX_TOKENS = 64  # longer training pairs are skipped; decoding allows 2x the source + 10
+
+
+@dataclass
+class Corpus:
+    data_dir: Path
+
+    def __post_init__(self) -> None:
+        import sentencepiece as spm
+
+        self.data_dir = Path(self.data_dir)
+        model = self.data_dir / "spm.model"
+        if not model.exists():
+            raise FileNotFoundError(f"no translation data in {self.data_dir}: run recipes/mt/00_setup.sh first")
+        self.spm = spm.SentencePieceProcessor(model_file=str(model))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.spm.get_piece_size()
+
+    def lines(self, split: str, lang: str) -> list[str]:
+        return (self.data_dir / f"{split}.{lang}").read_text(encoding="utf-8").split("\n")[:-1]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.spm.encode(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.spm.decode([i for i in ids if i > EOS])
+
+    def kinds(self, split: str) -> list[str]:
+        """Source and kind of every line, e.g. ``ding:phrase``, ``debian:body`` (from ``{split}.meta.tsv``)."""
+        path = self.data_dir / f"{split}.meta.tsv"
+        if not path.exists():
+            return ["unknown"] * len(self.lines(split, "en"))
+        rows = path.read_text(encoding="utf-8").split("\n")[:-1]
+        return [f"{r.split(chr(9))[0]}:{r.split(chr(9))[-1]}" for r in rows]
+
+    def pairs(self, split: str, targets: Sequence[str] | None = None,
+              upsample_sentences: int = 1) -> list[tuple[list[int], list[int]]]:
+        """Encoded (source, target) pairs of a split; ``targets`` replaces the German side (distillation).
+
+        ``upsample_sentences`` repeats every pair that is not a dictionary phrase that many times: three quarters of
+        the training pairs are two-word dictionary entries, while the test split is sentences and descriptions.
+        """
+        src = self.encode(self.lines(split, "en"))
+        tgt = self.encode(targets if targets is not None else self.lines(split, "de"))
+        kinds = self.kinds(split)
+        out = []
+        for s, t, kind in zip(src, tgt, kinds):
+            if 0 < len(s) < MAX_TOKENS and 0 < len(t) < MAX_TOKENS:
+                out += [(s + [EOS], [BOS] + t + [EOS])] * (1 if kind == "ding:phrase" else upsample_sentences)
+        return out
+
+
+def token_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int) -> Iterator[tuple]:
+    """Endless batches of similar-length pairs, at most ``max_tokens`` padded target tokens each, reshuffled per epoch."""
+    rng = random.Random(seed)
+    epoch = 0
+    while True:
+        order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][1]), rng.random()))
+        batches, current, width = [], [], 0
+        for i in order:
+            width = max(width, len(pairs[i][1]))
+            if current and width * (len(current) + 1) > max_tokens:
+                batches.append(current)
+                current, width = [], len(pairs[i][1])
+            current.append(i)
+        if current:
+            batches.append(current)
+        rng.shuffle(batches)
+        for b in batches:
+            yield pad([pairs[i][0] for i in b], PAD), pad([pairs[i][1] for i in b], PAD)
+        epoch += 1
+
+
+def label_smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD, label_smoothing=smoothing)
+
+
+@torch.no_grad()
+def dev_loss(model: BlockwiseModel, pairs: list, batch_size: int = 64) -> float:
+    total, count = 0.0, 0
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        src, tgt = pad([p[0] for p in chunk], PAD), pad([p[1] for p in chunk], PAD)
+        logits = model.base.project(model(tgt[:, :-1], src))
+        n = int((tgt[:, 1:] != PAD).sum())
+        total += float(F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)) * n
+        count += n
+    return total / count
+
+
+@dataclass
+class Translation:
+    hypotheses: list[str]
+    token_ids: list[list[int]]
+    stats: DecodeStats
+    seconds: float
+
+
+@torch.no_grad()
+def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy", k: int = 1,
+              accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4, progress: bool = False) -> Translation:
+    """Translate English sentences in batches of similar length. method: greedy | blockwise | beam."""
+    from tqdm.auto import tqdm
+
+    sources = [s + [EOS] for s in corpus.encode(sentences)]
+    sources = [s if len(s) <= model.cfg.max_positions // 2 else s[: model.cfg.max_positions // 2 - 1] + [EOS]
+               for s in sources]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[list[int]] = [[] for _ in sources]
+    stats = DecodeStats()
+    start = time.perf_counter()
+    for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=method):
+        rows = order[b:b + batch_size]
+        src = [sources[i] for i in rows]
+        max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - k)
+        prefixes = [[BOS]] * len(rows)
+        if method == "greedy":
+            result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
+        elif method == "blockwise":
+            result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src)
+        elif method == "beam":
+            result = beam_search(model, prefixes, max_new, beam_size=beam_size, eos_id=EOS, sources=src)
+        else:
+            raise ValueError(f"unknown method {method!r}: use greedy, blockwise or beam")
+        for i, tokens in zip(rows, result.tokens):
+            out[i] = tokens
+        merge(stats, result.stats)
+    seconds = time.perf_counter() - start
+    return Translation([corpus.decode(t) for t in out], out, stats, seconds)
+
+
+def merge(total: DecodeStats, part: DecodeStats) -> None:
+    total.iterations += part.iterations
+    total.calls += part.calls
+    total.tokens += part.tokens
+    for j, c in enumerate(part.block_sizes):
+        if j >= len(total.block_sizes):
+            total.block_sizes.extend([0] * (j + 1 - len(total.block_sizes)))
+        total.block_sizes[j] += c
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
