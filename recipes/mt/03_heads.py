@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Stage 3: the four regimes of Table 1 — proposal heads (k = 10) added to the baseline.
+
+    regular       frozen base, heads trained on the original targets
+    distillation  frozen base, heads trained on the teacher's beam outputs (stage 2)
+    finetune      everything trained, original targets
+    both          everything trained, teacher outputs
+
+One model with 10 heads per regime; the tables evaluate it with its first k heads. p1 is the identity path (the base
+output itself), so a frozen base decodes exactly as the baseline. Loss: ``--loss random`` (the paper's one head per
+minibatch, drawn uniformly; default, a tenth of the cost) or ``--loss mean`` (all heads). Resumable per regime.
+
+    OMP_WAIT_POLICY=PASSIVE python recipes/mt/03_heads.py --regime both --minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from blockwise import BlockwiseModel, HeadsConfig  # noqa: E402
+from blockwise.eval.timing import git_commit  # noqa: E402
+from blockwise.tasks.translation import Corpus, token_batches  # noqa: E402
+from blockwise.training import TrainConfig, proposal_loss, train  # noqa: E402
+
+REGIMES = {"regular": (False, False), "distillation": (False, True), "finetune": (True, False), "both": (True, True)}
+
+
+def teacher_pairs(corpus: Corpus, path: str, upsample: int):
+    """Training pairs whose German side is the teacher's translation (only the distilled subset)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no teacher outputs at {path}: run recipes/mt/02_teacher.py first")
+    english = corpus.lines("train", "en")
+    kinds = corpus.kinds("train")
+    rows, targets = [], []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            i, hyp = line.rstrip("\n").split("\t", 1)
+            rows.append(int(i))
+            targets.append(hyp)
+    src = corpus.encode([english[i] for i in rows])
+    tgt = corpus.encode(targets)
+    from blockwise.tasks.translation import BOS, EOS, MAX_TOKENS
+
+    out = []
+    for i, s, t in zip(rows, src, tgt):
+        if 0 < len(s) < MAX_TOKENS and 0 < len(t) < MAX_TOKENS:
+            out += [(s + [EOS], [BOS] + t + [EOS])] * (1 if kinds[i] == "ding:phrase" else upsample)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--regime", required=True, choices=sorted(REGIMES))
+    ap.add_argument("--data", default="data/mt")
+    ap.add_argument("--base", default="models/mt/baseline.safetensors")
+    ap.add_argument("--teacher", default="models/mt/teacher_targets.tsv.gz")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--d-hidden", type=int, default=256)
+    ap.add_argument("--loss", choices=["random", "mean"], default="random")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 frozen base, 2e-4 fine-tuning")
+    ap.add_argument("--max-tokens", type=int, default=2500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--upsample", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    finetune, distil = REGIMES[args.regime]
+    corpus = Corpus(args.data)
+    pairs = teacher_pairs(corpus, args.teacher, args.upsample) if distil else corpus.pairs("train", None, args.upsample)
+    base = BlockwiseModel.load(args.base)
+    model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind="paper", p1="identity"))
+    for p in model.base.parameters():
+        p.requires_grad_(finetune)
+    heads = tuple(range(1 if finetune else 2, args.k + 1))  # a frozen p1 has nothing to learn
+    g = torch.Generator().manual_seed(0)
+
+    def loss_fn(batch):
+        src, tgt = batch
+        hidden = model(tgt[:, :-1], src)
+        return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads)
+
+    lr = args.lr or (2e-4 if finetune else 1e-3)
+    cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9)
+    run = Path("runs/mt") / args.regime
+    started = time.time()
+    last = train(model, loss_fn, token_batches(pairs, args.max_tokens, 0), cfg, run_dir=run,
+                 time_limit=args.minutes * 60)
+    out = Path("models/mt") / f"{args.regime}.safetensors"
+    model.save(out)
+    info = {"regime": args.regime, "k": args.k, "loss": args.loss, "pairs": len(pairs), "step": last.get("step"),
+            "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
+            "minutes": (time.time() - started) / 60, "commit": git_commit()}
+    with open(run / "runs.jsonl", "a") as f:
+        f.write(json.dumps(info) + "\n")
+    print(json.dumps(info), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
