@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=2500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--upsample", type=int, default=2)
+    ap.add_argument("--runs", default="runs/mt", help="checkpoints (resume) go to RUNS/<regime>/")
+    ap.add_argument("--models", default="models/mt", help="the float16 model goes to MODELS/<regime>.safetensors")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     finetune, distil = REGIMES[args.regime]
@@ -92,11 +94,11 @@ def main(argv=None) -> int:
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
     cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9)
-    run = Path("runs/mt") / args.regime
+    run = Path(args.runs) / args.regime
     started = time.time()
     last = train(model, loss_fn, token_batches(pairs, args.max_tokens, 0), cfg, run_dir=run,
                  time_limit=args.minutes * 60)
-    out = Path("models/mt") / f"{args.regime}.safetensors"
+    out = Path(args.models) / f"{args.regime}.safetensors"
     model.save(out)
     info = {"regime": args.regime, "k": args.k, "loss": args.loss, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,

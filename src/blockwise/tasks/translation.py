@@ -78,6 +78,8 @@ class Corpus:
 
 def token_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int) -> Iterator[tuple]:
     """Endless batches of similar-length pairs, at most ``max_tokens`` padded target tokens each, reshuffled per epoch."""
+    if not pairs:
+        raise ValueError("no training pairs to batch (all empty or longer than MAX_TOKENS?)")
     rng = random.Random(seed)
     epoch = 0
     while True:
