@@ -24,8 +24,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands whose arguments are parsed by their own module: name -> (module, one-line help)
+DELEGATED = {
+    "translate": ("blockwise.cli_translate", "English -> German with a trained translation model (--compare: vs greedy)"),
+    "generate": ("blockwise.cli_generate", "generate from a prompt with SmolLM2 + proposal heads (--compare: vs greedy)"),
+    "upsample": ("blockwise.cli_upsample", "super-resolve a PNG image pixel by pixel (exact, ε or ℓ acceptance)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on 2 shared cores
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        try:
+            module = importlib.import_module(DELEGATED[argv[0]][0])
+        except ImportError as error:
+            print(f"blockwise {argv[0]}: not available in this installation ({error}); install the matching extra, "
+                  f"e.g. pip install -e '.[hf]' for generate or '.[sr]' for upsample", file=sys.stderr)
+            return 2
+        return module.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="blockwise",
         description="Blockwise parallel decoding (Stern, Shazeer & Uszkoreit 2018): k proposal heads guess the next "
@@ -41,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
     demo.add_argument("--max-new-tokens", type=int, default=300, help="characters to generate (default 300)")
     demo.set_defaults(func=_demo)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; parsed by its own module
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -28,15 +28,21 @@ MAX_TOKENS = 64  # longer training pairs are skipped; decoding allows 2x the sou
 @dataclass
 class Corpus:
     data_dir: Path
+    spm_path: Path | None = None
 
     def __post_init__(self) -> None:
         import sentencepiece as spm
 
         self.data_dir = Path(self.data_dir)
-        model = self.data_dir / "spm.model"
+        model = Path(self.spm_path) if self.spm_path else self.data_dir / "spm.model"
         if not model.exists():
             raise FileNotFoundError(f"no translation data in {self.data_dir}: run recipes/mt/00_setup.sh first")
         self.spm = spm.SentencePieceProcessor(model_file=str(model))
+
+    @classmethod
+    def from_spm(cls, spm_path: str | Path) -> "Corpus":
+        """Only the vocabulary (for translating new text): no data splits."""
+        return cls(Path(spm_path).parent, Path(spm_path))
 
     @property
     def vocab_size(self) -> int:
