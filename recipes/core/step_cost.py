@@ -26,7 +26,8 @@ from blockwise.eval.timing import environment, median_ms  # noqa: E402
 
 
 def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: int, repeats: int,
-            dtype: torch.dtype = torch.float32) -> list[dict]:
+            dtype: torch.dtype = torch.float32, threads: int = 2) -> list[dict]:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = preset(preset_name, vocab_size=vocab)
     model = BlockwiseModel(cfg, HeadsConfig(k=max(ks), d_hidden=cfg.d_model)).eval().to(dtype)
@@ -53,10 +54,11 @@ def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: in
             session.proposals(h[:, -1], k).argmax(-1)  # next proposal: p1..pk at the last accepted position
 
         verify = median_ms(verify_step, repeats)
-        records.append({"preset": preset_name, "dtype": str(dtype).replace("torch.", ""), "vocab": vocab,
+        records.append({"preset": preset_name, "dtype": str(dtype).replace("torch.", ""), "threads": threads,
+                        "vocab": vocab,
                         "batch": batch, "k": k, "greedy_ms": round(greedy, 3),
                         "verify_ms": round(verify, 3), "ratio": round(verify / greedy, 3)})
-        print(f"{preset_name:>6} {str(dtype)[6:]:>8} V={vocab:<6} batch={batch:<3} k={k:<3} greedy {greedy:8.2f} ms  "
+        print(f"{preset_name:>6} {str(dtype)[6:]:>8} threads={threads} V={vocab:<6} batch={batch:<3} k={k:<3} greedy {greedy:8.2f} ms  "
               f"verify {verify:8.2f} ms  ratio {verify / greedy:5.2f}", flush=True)
     return records
 
@@ -69,29 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", default="2,4,8,10")
     ap.add_argument("--context", type=int, default=32, help="tokens already cached (and source length)")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts to measure")
     ap.add_argument("--dtypes", default="float32,bfloat16", help="weights/activations dtypes to measure")
     ap.add_argument("--out", default="results/core")
     ap.add_argument("--note", default="", help="a sentence on the conditions of the run, added to the markdown")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
     records = []
-    for dtype in args.dtypes.split(","):
-        for name in args.presets.split(","):
-            for batch in (int(b) for b in args.batches.split(",")):
-                records += measure(name, args.vocab, batch, ks, args.context, args.repeats, getattr(torch, dtype))
+    for threads in (int(t) for t in args.threads.split(",")):
+        for dtype in args.dtypes.split(","):
+            for name in args.presets.split(","):
+                for batch in (int(b) for b in args.batches.split(",")):
+                    records += measure(name, args.vocab, batch, ks, args.context, args.repeats, getattr(torch, dtype),
+                                       threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "step_cost.json").write_text(json.dumps(records, indent=1) + "\n")
     env = environment()
     lines = ["# Step cost: one blockwise verification call vs one greedy step", "",
              f"`{' '.join(['python', 'recipes/core/step_cost.py'] + (argv if argv is not None else sys.argv[1:]))}`", "",
-             f"Machine: {env['cpu']}, {env['threads']} threads, torch {env['torch']}, load average "
+             f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, load average "
              f"{env['load_avg_1m']:.2f}, commit {env['commit']}. Medians of {args.repeats} repeats, {args.context} "
              f"tokens cached, heads d_hidden = d_model. {args.note}", "",
-             "| preset | dtype | batch | k | greedy ms | verify ms | ratio |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['preset']} | {r['dtype']} | {r['batch']} | {r['k']} | {r['greedy_ms']:.2f} | {r['verify_ms']:.2f} | "
+             "| preset | dtype | threads | batch | k | greedy ms | verify ms | ratio |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['preset']} | {r['dtype']} | {r['threads']} | {r['batch']} | {r['k']} | {r['greedy_ms']:.2f} | {r['verify_ms']:.2f} | "
               f"{r['ratio']:.2f} |" for r in records]
     (out / "step_cost.md").write_text("\n".join(lines) + "\n")
     (out / "environment.json").write_text(json.dumps(env, indent=1) + "\n")
