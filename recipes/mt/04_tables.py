@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results/mt")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="decode in this dtype (greedy and blockwise alike; bfloat16 verifies blocks more cheaply here)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    baseline = BlockwiseModel.load(Path(args.models) / "baseline.safetensors")
+    dtype = getattr(torch, args.dtype)
+    baseline = BlockwiseModel.load(Path(args.models) / "baseline.safetensors", dtype=dtype)
     g = translate(baseline, corpus, english, "greedy", progress=True)
     b4 = translate(baseline, corpus, english, "beam", beam_size=4, progress=True)
     records.append(record("baseline", 1, "exact", 32, bleu(g.hypotheses, german), 1.0, 1.0, len(english), len(english),
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"skipping {regime}: no {path}", flush=True)
             continue
-        model = BlockwiseModel.load(path)
+        model = BlockwiseModel.load(path, dtype=dtype)
         ref = translate(model, corpus, english, "greedy")
         greedy_bleu = bleu(ref.hypotheses, german)
         for accept_name, rule in [("exact", Acceptance())] + (list(APPROX.items()) if regime == "both" else []):
@@ -110,6 +113,7 @@ def main(argv=None) -> int:
 
     env = environment()
     env["recipe_minutes"] = (time.time() - started) / 60
+    env["dtype"] = args.dtype
     (out / "run.json").write_text(json.dumps(env, indent=1) + "\n")
     (out / "histograms.json").write_text(json.dumps(histograms, indent=1) + "\n")
     write_tables(records, out, env)
