@@ -20,7 +20,7 @@ demo: install
 
 # pytest's exit code 5 (no tests collected) is a failure, not a pass
 test: install
-	$(PY) -m pytest tests -q; code=$$?; \
+	$(PY) -m pytest tests; code=$$?; \
 	if [ $$code -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$code
 
 clean:
