@@ -50,6 +50,13 @@ def main(argv=None) -> int:
     cfg = preset(args.preset, vocab_size=corpus.vocab_size, dropout=0.1)
     torch.manual_seed(args.seed)
     model = BlockwiseModel(cfg, HeadsConfig(k=1))
+    initial_step = 0
+    meta = Path(args.out).with_suffix(".json")
+    if not (Path(args.run) / "checkpoint.pt").exists() and Path(args.out).exists() and meta.exists():
+        # a fresh machine: continue from the committed float16 weights (the optimiser state starts anew)
+        model.load_state_dict(BlockwiseModel.load(args.out).state_dict())
+        initial_step = json.loads(meta.read_text())["step"]
+        print(f"continuing from {args.out} at step {initial_step}", flush=True)
     print(f"{len(train_pairs):,} training pairs, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters",
           flush=True)
 
@@ -63,8 +70,8 @@ def main(argv=None) -> int:
     tc = TrainConfig(steps=args.steps, lr=args.lr, warmup=500, bf16=True, save_every=500, eval_every=1000,
                      seed=args.seed)
     started = time.time()
-    last = train(model, loss_fn, token_batches(train_pairs, args.max_tokens, args.seed), tc, run_dir=args.run,
-                 evaluate=evaluate, time_limit=args.minutes * 60)
+    last = train(model, loss_fn, token_batches(train_pairs, args.max_tokens, args.seed + initial_step), tc,
+                 run_dir=args.run, evaluate=evaluate, time_limit=args.minutes * 60, initial_step=initial_step)
     model.eval()
     sample_en = corpus.lines("dev", "en")[:300]
     sample_de = corpus.lines("dev", "de")[:300]
@@ -76,6 +83,7 @@ def main(argv=None) -> int:
     with open(Path(args.run) / "runs.jsonl", "a") as f:
         f.write(json.dumps(report, ensure_ascii=False) + "\n")
     model.save(args.out)
+    meta.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -43,15 +43,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: Iterator, cfg: TrainConfig,
           run_dir: str | Path | None = None, evaluate: Callable[[], dict] | None = None,
-          params: list[nn.Parameter] | None = None, progress: bool = True, time_limit: float | None = None) -> dict:
+          params: list[nn.Parameter] | None = None, progress: bool = True, time_limit: float | None = None,
+          initial_step: int = 0) -> dict:
     """Train ``params`` (default: every parameter needing a gradient) for ``cfg.steps`` steps.
 
     ``loss_fn(batch)`` returns a scalar loss. ``evaluate()`` returns metrics logged every ``eval_every`` steps.
-    ``time_limit`` (seconds) stops early after a checkpoint, for runs split across sessions. Returns the last metrics.
+    ``time_limit`` (seconds) stops early after a checkpoint, for runs split across sessions. ``initial_step`` places
+    the schedule when there is no checkpoint but the model's weights come from an earlier run (a fresh machine that only
+    has the committed float16 weights; the optimiser state starts anew). Returns the last metrics.
     """
     params = [p for p in (params or model.parameters()) if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    step, run_dir = 0, Path(run_dir) if run_dir else None
+    step, run_dir = initial_step, Path(run_dir) if run_dir else None
     ckpt = run_dir / "checkpoint.pt" if run_dir else None
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
