@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--prompt", help="prompt to continue (default: the text's first 40 characters)")
     demo.add_argument("-k", type=int, default=6, help="proposal heads / maximum block size (default 6)")
     demo.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
-    demo.add_argument("--max-new-tokens", type=int, default=300, help="characters to generate (default 300)")
+    demo.add_argument("--max-new-tokens", type=int, default=150, help="characters to generate (default 150)")
     demo.set_defaults(func=_demo)
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; parsed by its own module
