@@ -7,7 +7,7 @@ about m/k̂ + 1 calls. Rows of a batch accept different k̂; the cache rolls eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -19,12 +19,15 @@ from .interface import DecodingModel
 @torch.no_grad()
 def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, k: int | None = None,
               eos_id: int | None = None, accept: Acceptance = EXACT,
-              sources: Sequence[Sequence[int]] | None = None) -> DecodeOutput:
-    """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token."""
+              sources: Sequence[Sequence[int]] | None = None,
+              stream: Callable[[int, list[int]], None] | None = None) -> DecodeOutput:
+    """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token.
+
+    ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified."""
     k = model.num_heads if k is None else k
     check_inputs(model, prefixes, max_new_tokens, sources, k)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, k), sources)
-    stats, rows = DecodeStats(calls=1), Rows(len(prefixes))
+    stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     block = session.proposals(hidden, k).argmax(-1)  # (B, k): ŷ_{j+1..j+k}; ŷ_{j+1} is p1's own argmax
     while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -91,12 +91,15 @@ def prefill(model: DecodingModel, prefixes: Sequence[Sequence[int]], capacity: i
 class Rows:
     """Maps the session's current rows to the caller's batch rows while finished rows drop out."""
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, stream: Callable[[int, list[int]], None] | None = None) -> None:
         self.ids = list(range(batch_size))
         self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+        self.stream = stream  # called with (caller's row, accepted tokens) as soon as tokens are accepted
 
     def append(self, row: int, new: Sequence[int]) -> None:
         self.tokens[self.ids[row]].extend(new)
+        if self.stream is not None and len(new):
+            self.stream(self.ids[row], list(new))
 
     def keep(self, keep: Tensor, session: Session) -> Tensor:
         """Drop the rows where ``keep`` is False from the session; returns the kept row indices."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -12,11 +12,14 @@ from .interface import DecodingModel
 
 @torch.no_grad()
 def greedy(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | None = None,
-           sources: Sequence[Sequence[int]] | None = None) -> DecodeOutput:
-    """Append p1's argmax one token per call until end-of-sequence or ``max_new_tokens``; rows finish independently."""
+           sources: Sequence[Sequence[int]] | None = None,
+           stream: Callable[[int, list[int]], None] | None = None) -> DecodeOutput:
+    """Append p1's argmax one token per call until end-of-sequence or ``max_new_tokens``; rows finish independently.
+
+    ``stream(row, tokens)``, if given, sees each row's tokens as they are produced (e.g. to print them)."""
     check_inputs(model, prefixes, max_new_tokens, sources)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens), sources)
-    stats, rows = DecodeStats(calls=1), Rows(len(prefixes))
+    stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     produced = 0
     while True:
         token = session.scores(hidden).argmax(-1)  # (B,)
