@@ -1,0 +1,116 @@
+"""Train proposal heads p2..pk on SmolLM2's stored hidden states (frozen base, self-distillation).
+
+Resumable: checkpoints in --run every --save-every steps; a rerun with the same --run continues. Progress bar, a
+JSON-lines learning curve (log.jsonl) and held-out top-1 agreement per head (metrics.json) in --run.
+
+    python recipes/lm/02_train_heads.py --kind paper --minutes 30 --ship
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+
+from blockwise.config import HeadsConfig
+from blockwise.model.heads import ProposalHeads
+from blockwise.tasks import lm_heads
+from blockwise.training import TrainConfig, train
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/lm/distill")
+    ap.add_argument("--run", default=None, help="run folder (default runs/lm/heads-<kind>)")
+    ap.add_argument("--kind", choices=["paper", "residual"], default="paper")
+    ap.add_argument("--k", type=int, default=6, help="heads p1..pk (p1 is the base model itself)")
+    ap.add_argument("--d-hidden", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--top-vocab", type=int, default=4096, help="softmax classes: the most frequent answer tokens "
+                    "plus every target of the batch")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training budget; sets the schedule's length")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs that have it)")
+    ap.add_argument("--ship", action="store_true", help="write the heads to the package's assets folder too")
+    ap.add_argument("--eval-positions", type=int, default=6000)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run = Path(args.run or f"runs/lm/heads-{args.kind}")
+    run.mkdir(parents=True, exist_ok=True)
+
+    shards = sorted(Path(args.data).glob("shard_*.safetensors"))
+    if (run / "shards.json").exists():  # a resumed run keeps its data, even if more shards appeared meanwhile
+        names = json.loads((run / "shards.json").read_text())
+        shards = [Path(args.data) / n for n in names]
+    else:
+        (run / "shards.json").write_text(json.dumps([p.name for p in shards]))
+    data = lm_heads.load_shards(shards)
+    train_idx, held_idx = lm_heads.split_index(data, held_out=0.05, seed=0)
+    print(f"{len(shards)} shards, {len(data)} positions: {len(train_idx)} train, {len(held_idx)} held out")
+
+    from blockwise.tasks.hf import load_smollm2
+
+    _, hf = load_smollm2()
+    embed = hf.get_output_embeddings().weight.detach().clone()  # (V, D), frozen
+    del hf
+    V = embed.shape[0]
+    vocab = lm_heads.restricted_vocab(data.tokens, V)  # every token the base produced: the shipped proposal set
+    counts = torch.bincount(data.tokens[train_idx].long(), minlength=V)
+    top = counts.topk(min(args.top_vocab, int((counts > 0).sum()))).indices
+    print(f"answers use {len(vocab)} distinct tokens; softmax over the top {len(top)} + batch targets")
+
+    heads = ProposalHeads(embed.shape[1], HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind))
+    n_params = sum(p.numel() for p in heads.parameters())
+    print(f"{args.kind} heads: {n_params / 1e6:.2f}M parameters ({2 * n_params / 2**20:.1f} MiB in float16)")
+
+    def loss_fn(index):
+        targets, valid = data.targets(index, args.k)
+        classes = torch.unique(torch.cat([top, targets[:, 1:][valid[:, 1:]]]))
+        remap = torch.full((V,), 0, dtype=torch.long)
+        remap[classes] = torch.arange(len(classes))
+        losses = lm_heads.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid)
+        return losses.mean()
+
+    # the schedule's length: measured speed x budget (fixed at the first run, so a resume keeps the same schedule)
+    cfg_path = run / "train_config.json"
+    if cfg_path.exists():
+        steps = json.loads(cfg_path.read_text())["steps"]
+    else:
+        probe = lm_heads.batches(len(train_idx), args.batch, seed=1)
+        t = time.time()
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = loss_fn(train_idx[next(probe)])
+            loss.backward()
+        heads.zero_grad(set_to_none=True)
+        steps = max(50, int(60 * args.minutes / ((time.time() - t) / 3) * 0.9))
+        print(f"{(time.time() - t) / 3:.2f} s/step -> {steps} steps")
+    cfg = TrainConfig(steps=steps, lr=args.lr, warmup=min(100, steps // 10), weight_decay=0.0, bf16=args.bf16,
+                      save_every=50, eval_every=10 ** 9, seed=0)
+    source = lm_heads.batches(len(train_idx), args.batch, seed=0)
+    batches = (train_idx[b] for b in source)
+    train(heads, loss_fn, batches, cfg, run_dir=run, time_limit=60 * args.minutes * 1.1)
+
+    g = torch.Generator().manual_seed(0)
+    pick = held_idx[torch.randperm(len(held_idx), generator=g)[: args.eval_positions]]
+    metrics = lm_heads.agreement(heads.eval(), embed, data, pick)
+    metrics.update({"kind": args.kind, "k": args.k, "d_hidden": args.d_hidden, "parameters": n_params,
+                    "train_positions": len(train_idx), "held_out_positions": len(pick), "steps": steps,
+                    "proposal_vocab": len(vocab)})
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(json.dumps(metrics, indent=1))
+    lm_heads.save_heads(heads, run / "heads.safetensors", vocab, {"metrics": metrics})
+    if args.ship:
+        lm_heads.save_heads(heads, lm_heads.ASSET, vocab, {"metrics": metrics})
+        print(f"shipped {lm_heads.ASSET} ({lm_heads.ASSET.stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

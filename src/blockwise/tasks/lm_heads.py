@@ -1,0 +1,304 @@
+"""Proposal heads for a frozen causal LM, trained by self-distillation.
+
+The targets are the base model's own greedy continuations: for instruction-style prompts built from real English text
+(Debian package descriptions, the King James Bible, Ding dictionary phrases) the base model answers greedily, and every
+answer position t keeps (final hidden state h_t, greedy tokens y_{t+1}, y_{t+2}, ...). With the base frozen its hidden
+states are computed once and stored in float16; head p_i then learns to map h_t to y_{t+i}.
+
+The loss is a cross-entropy over a restricted vocabulary: the tokens the base model actually produces (a few thousand
+of the 49,152), because the full 49,152 x 576 projection would dominate the backward pass. At decoding time the heads
+are scored by the model's full output projection; a head whose argmax falls outside the set is merely wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..config import HeadsConfig
+from ..model.heads import ProposalHeads
+
+FORMAT = "blockwise-lm-heads/1"
+ASSET = Path(__file__).resolve().parent.parent / "assets" / "smollm2-135m-heads.safetensors"
+
+
+# -- English text --------------------------------------------------------------------------------------------------
+def debian_descriptions(lists_dir: str | Path) -> list[tuple[str, str]]:
+    """(short, long) English package descriptions from Debian's ``*_i18n_Translation-en.lz4`` index files."""
+    out, seen = [], set()
+    for path in sorted(Path(lists_dir).glob("*_i18n_Translation-en*")):
+        raw = subprocess.run(["lz4", "-dc", str(path)], capture_output=True, check=True).stdout if path.suffix == ".lz4" \
+            else path.read_bytes()
+        for record in raw.decode("utf-8", "replace").split("\n\n"):
+            m = re.search(r"^Description-en: (.*)$((?:\n .*)*)", record, re.M)
+            if not m:
+                continue
+            short = m.group(1).strip()
+            lines = [ln[1:] for ln in m.group(2).split("\n")[1:]]
+            long = " ".join("\n" if ln.strip() == "." else ln.strip() for ln in lines).replace(" \n ", "\n").strip()
+            if short and short not in seen:
+                seen.add(short)
+                out.append((short, long))
+    return out
+
+
+def kjv_passages(module_dir: str | Path) -> list[str]:
+    """Verse-sized passages of the King James Bible from a SWORD zText module (zlib blocks; OSIS markup stripped)."""
+    passages = []
+    for testament in ("ot", "nt"):
+        index = (Path(module_dir) / f"{testament}.bzs").read_bytes()
+        blob = (Path(module_dir) / f"{testament}.bzz").read_bytes()
+        for j in range(len(index) // 12):
+            offset, size, _ = struct.unpack("<III", index[12 * j: 12 * j + 12])
+            text = zlib.decompress(blob[offset: offset + size]).decode("utf-8", "replace")
+            text = re.sub(r"<[^>]+>", " ", text)
+            text = re.sub(r"\s+", " ", text)
+            for sentence in re.split(r"(?<=[.?!:;])\s+", text):
+                if 6 <= len(sentence.split()) <= 60:
+                    passages.append(sentence.strip())
+    return passages
+
+
+def ding_phrases(path: str | Path = "/usr/share/trans/de-en") -> list[str]:
+    """English sides of the Ding dictionary with at least three words, grammar and domain marks removed."""
+    out = []
+    for line in Path(path).read_text("utf-8", "replace").splitlines():
+        if line.startswith("#") or " :: " not in line:
+            continue
+        for phrase in line.split(" :: ", 1)[1].split(" | "):
+            phrase = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\([^)]*\)", "", phrase).strip(" ;,")
+            if len(phrase.split()) >= 3:
+                out.append(phrase)
+    return out
+
+
+# -- prompts -------------------------------------------------------------------------------------------------------
+TOPICS = ["the ocean", "a lighthouse keeper", "a city at night", "autumn", "a robot learning to paint", "friendship",
+          "a mountain village", "the first day of school", "a lost dog", "time travel", "a small bakery", "the moon",
+          "a chess game", "a thunderstorm", "an old library", "a train journey", "a garden", "a museum at midnight"]
+CODE_TASKS = ["reverses a string", "checks whether a number is prime", "computes the factorial of n",
+              "counts the words in a text", "merges two sorted lists", "finds the largest element of a list",
+              "removes duplicates from a list", "computes the Fibonacci numbers up to n", "parses a CSV line",
+              "converts Celsius to Fahrenheit", "checks whether a string is a palindrome", "sorts a dictionary by value",
+              "reads a file and prints its lines", "computes the average of a list", "flattens a nested list",
+              "implements binary search", "counts vowels in a string", "returns the n most common words"]
+LANGS = ["Python", "JavaScript", "C", "Rust", "Go", "Java", "a shell script", "SQL"]
+LIST_TOPICS = ["tips for learning a new language", "ways to save energy at home", "healthy breakfast ideas",
+               "reasons to read books", "things to pack for a camping trip", "benefits of exercise",
+               "common mistakes of new programmers", "ways to reduce stress", "uses of a Linux terminal",
+               "facts about the solar system", "ideas for a rainy day", "tips for writing clear emails"]
+
+
+def build_prompts(descriptions: Sequence[tuple[str, str]], passages: Sequence[str], phrases: Sequence[str],
+                  n: int, seed: int) -> list[dict]:
+    """``n`` varied instruction prompts: {"kind", "text"}. Deterministic in ``seed``."""
+    rng = random.Random(seed)
+    makers = [
+        ("describe", lambda: f"Explain what this software is for: {rng.choice(descriptions)[0]}."),
+        ("summarise", lambda: "Summarize the following text in a few sentences:\n\n"
+                              + rng.choice([d for d in descriptions[:4000] if len(d[1]) > 80] or descriptions)[1][:600]),
+        ("package", lambda: f"What is {rng.choice(descriptions)[0].lower()}? Give an example of when to use it."),
+        ("verse", lambda: f"Explain the meaning of this verse in simple words: \"{rng.choice(passages)}\""),
+        ("continue", lambda: f"Continue this text: {rng.choice(passages)}"),
+        ("phrase", lambda: f"Use the phrase \"{rng.choice(phrases)}\" in three example sentences."),
+        ("define", lambda: f"What does \"{rng.choice(phrases)}\" mean?"),
+        ("story", lambda: f"Write a short story about {rng.choice(TOPICS)} and {rng.choice(phrases).lower()}."),
+        ("code", lambda: f"Write a function in {rng.choice(LANGS)} that {rng.choice(CODE_TASKS)}."),
+        ("list", lambda: f"List {rng.randint(3, 8)} {rng.choice(LIST_TOPICS)}."),
+        ("email", lambda: f"Write a short email to a colleague about {rng.choice(descriptions)[0].lower()}."),
+        ("question", lambda: f"Answer briefly: why is {rng.choice(TOPICS)} interesting?"),
+    ]
+    out = []
+    for _ in range(n):
+        kind, make = rng.choice(makers)
+        out.append({"kind": kind, "text": make()})
+    return out
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a one-turn chat prompt with the model's chat template, ready for the assistant's answer."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+# -- self-distillation data -----------------------------------------------------------------------------------------
+@torch.no_grad()
+def greedy_with_hidden(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                       eos_id: int | None) -> list[tuple[list[int], Tensor]]:
+    """Greedy answers and, per answer token y_{j+1}, the final hidden state h_j that predicted it.
+
+    Returns per row (tokens y_1..y_m, hidden (m, D)): hidden[j] is the state whose p1 argmax is tokens[j], so head
+    p_i at hidden[j] has target tokens[j + i - 1]. Rows keep running after their end-of-sequence (batch stays whole);
+    everything after it is dropped.
+    """
+    from ..decoding.common import capacity, prefill
+
+    session, h = prefill(model, prompts, capacity(prompts, max_new_tokens), None)
+    B = len(prompts)
+    tokens, states = [], []
+    done = torch.zeros(B, dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        y = session.scores(h).argmax(-1)  # (B,)
+        tokens.append(y)
+        states.append(h.to(torch.float16))
+        if eos_id is not None:
+            done |= y == eos_id
+            if bool(done.all()):
+                break
+        h = session.feed(y[:, None])[:, 0]
+    tokens_t, states_t = torch.stack(tokens, 1), torch.stack(states, 1)  # (B, m), (B, m, D)
+    out = []
+    for b in range(B):
+        row = tokens_t[b].tolist()
+        m = row.index(eos_id) + 1 if eos_id is not None and eos_id in row else len(row)
+        out.append((row[:m], states_t[b, :m].clone()))
+    return out
+
+
+def write_shard(path: Path, rows: Sequence[tuple[list[int], Tensor]], kinds: Sequence[str]) -> None:
+    tokens = torch.tensor([t for row, _ in rows for t in row], dtype=torch.int32)
+    hidden = torch.cat([h for _, h in rows]).contiguous()
+    lengths = torch.tensor([len(row) for row, _ in rows], dtype=torch.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"tokens": tokens, "hidden": hidden, "lengths": lengths}, str(tmp),
+              metadata={"kinds": json.dumps(list(kinds))})
+    tmp.replace(path)
+
+
+@dataclasses.dataclass
+class Distilled:
+    """Concatenated answers: hidden (N, D) float16, tokens (N,), and per position the index of its answer's end."""
+
+    hidden: Tensor
+    tokens: Tensor
+    end: Tensor  # (N,) one past the last position of the answer each position belongs to
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def targets(self, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Targets (n, k) of heads p1..pk at positions ``index`` and their validity (n, k)."""
+        offs = index[:, None] + torch.arange(k)  # (n, k)
+        valid = offs < self.end[index, None]
+        return self.tokens[offs.clamp(max=len(self) - 1)].long(), valid
+
+
+def load_shards(paths: Sequence[Path]) -> Distilled:
+    hidden, tokens, ends, base = [], [], [], 0
+    for path in paths:
+        t = load_file(str(path))
+        hidden.append(t["hidden"])
+        tokens.append(t["tokens"])
+        lengths = t["lengths"].long()
+        stops = base + lengths.cumsum(0)
+        ends.append(torch.repeat_interleave(stops, lengths))
+        base += int(lengths.sum())
+    return Distilled(torch.cat(hidden), torch.cat(tokens), torch.cat(ends))
+
+
+# -- heads: training and files ------------------------------------------------------------------------------------
+def restricted_vocab(tokens: Tensor, vocab_size: int) -> Tensor:
+    """Sorted ids of every token the base model produced (the classes of the restricted softmax)."""
+    seen = torch.zeros(vocab_size, dtype=torch.bool)
+    seen[tokens.long()] = True
+    return seen.nonzero().squeeze(1)
+
+
+def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+    """Per-head cross-entropy (k-1,) of p2..pk over a restricted vocabulary.
+
+    ``emb`` (V', D) are the output-projection rows of the restricted classes; ``targets`` are indices into them.
+    """
+    out = heads(hidden, heads.k)[:, 1:]  # (n, k-1, D): p1 is the frozen identity path
+    logits = out @ emb.T  # (n, k-1, V')
+    t, v = targets[:, 1:], valid[:, 1:]
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), t.flatten(), reduction="none").view_as(t)
+    return (ce * v).sum(0) / v.sum(0).clamp(min=1)
+
+
+@torch.no_grad()
+def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512) -> dict:
+    """Top-1 agreement of p1..pk with the base model's greedy tokens (full vocabulary), and the expected accepted
+    block size at each k if proposals were judged independently of position (a cumulative product of matches)."""
+    k = heads.k
+    hits = torch.zeros(k)
+    runs = torch.zeros(k)  # sum over positions of "p2..pi all right" (i = 1..k)
+    count = torch.zeros(k)
+    for s in range(0, len(index), batch):
+        idx = index[s: s + batch]
+        targets, valid = data.targets(idx, k)
+        logits = heads(data.hidden[idx].float(), k) @ lm_head.T  # (n, k, V)
+        right = (logits.argmax(-1) == targets) & valid
+        hits += right.sum(0).float()
+        count += valid.sum(0).float()
+        run = right.clone()
+        run[:, 0] = True
+        runs += (run.long().cumprod(1).bool() & valid[:, :1]).sum(0).float()
+    n_pos = count[0].clamp(min=1)
+    acc = (hits / count.clamp(min=1)).tolist()
+    cum = (runs / n_pos).cumsum(0).tolist()  # E[k̂] at k = 1..k
+    return {"top1": {f"p{i + 1}": round(a, 4) for i, a in enumerate(acc)},
+            "expected_accepted": {f"k{i + 1}": round(c, 3) for i, c in enumerate(cum)}}
+
+
+def save_heads(heads: ProposalHeads, path: str | Path, proposal_vocab: Tensor | None = None,
+               extra: dict | None = None) -> None:
+    """Heads in float16 safetensors, with the token ids p2..pk are scored over (if restricted)."""
+    tensors = {n: t.detach().to(torch.float16).contiguous() for n, t in heads.state_dict().items()}
+    if proposal_vocab is not None:
+        tensors["proposal_vocab"] = proposal_vocab.to(torch.int32).contiguous()
+    meta = {"format": FORMAT, "heads": json.dumps(dataclasses.asdict(heads.cfg)), "d_model": str(heads.d_model)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[ProposalHeads, Tensor | None]:
+    """(heads, proposal vocabulary or None) from a file written by ``save_heads``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no trained heads at {path}: train them with recipes/lm/02_train_heads.py")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a heads file (metadata format={meta.get('format')!r})")
+    heads = ProposalHeads(int(meta["d_model"]), HeadsConfig(**json.loads(meta["heads"])))
+    state = load_file(str(path))
+    vocab = state.pop("proposal_vocab", None)
+    heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})
+    return heads.to(dtype).eval(), None if vocab is None else vocab.long()
+
+
+def batches(n: int, size: int, seed: int) -> Iterator[Tensor]:
+    """Endless shuffled minibatches of indices into ``n`` training positions."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n - size + 1, size):
+            yield perm[s: s + size]
+
+
+def split_index(data: Distilled, held_out: float = 0.05, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split by answer (never inside one): returns (train positions, held-out positions)."""
+    ends = torch.unique_consecutive(data.end)  # (answers,) one past each answer's last position
+    answer = torch.searchsorted(ends, torch.arange(len(data)), right=True)  # answer id of each position
+    held = torch.as_tensor(np.random.default_rng(seed).random(len(ends)) < held_out)
+    held_pos = held[answer]
+    return (~held_pos).nonzero().squeeze(1), held_pos.nonzero().squeeze(1)
