@@ -75,7 +75,7 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
         batch = next(batches)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # cpu or cuda
             loss = loss_fn(batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
