@@ -38,10 +38,14 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=32, help="sentences per beam-search batch")
+    ap.add_argument("--partial", action="store_true", help="when time is up, write the outputs done so far as the "
+                    "distilled subset (a single bounded run, e.g. a GPU lease)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     corpus = Corpus(args.data)
-    model = BlockwiseModel.load(args.teacher)
+    model = BlockwiseModel.load(args.teacher, device=args.device)
     english = corpus.lines("train", "en")
     kinds = corpus.kinds("train")
     # sentences and descriptions first: dictionary phrases are short and gain least from a teacher
@@ -60,18 +64,19 @@ def main(argv=None) -> int:
         while done < len(chosen) and time.time() - started < args.minutes * 60:
             rows = chosen[done:done + args.chunk]
             method = "beam" if args.beam > 1 else "greedy"
-            result = translate(model, corpus, [english[i] for i in rows], method, beam_size=args.beam, batch_size=32)
+            result = translate(model, corpus, [english[i] for i in rows], method, beam_size=args.beam,
+                               batch_size=args.batch_size)
             for i, hyp in zip(rows, result.hypotheses):
                 f.write(f"{i}\t{hyp}\n")
             f.flush()
             done += len(rows)
             rate = len(rows) / result.seconds
             print(f"{done:,}/{len(chosen):,} ({rate:.1f} sentences/s)", flush=True)
-    if done >= len(chosen):
+    if done >= len(chosen) or (args.partial and done):
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(work, "rb") as src, gzip.open(args.out, "wb") as dst:
             dst.write(src.read())
-        print(f"wrote {args.out}", flush=True)
+        print(f"wrote {args.out} ({done:,} teacher outputs)", flush=True)
     return 0
 
 

@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 frozen base, 2e-4 fine-tuning")
     ap.add_argument("--max-tokens", type=int, default=2500)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on either)")
+    ap.add_argument("--time-schedule", action="store_true", help="end the cosine schedule when --minutes are up "
+                    "(a single run of unknown speed, e.g. a GPU lease)")
     ap.add_argument("--upsample", type=int, default=2)
     ap.add_argument("--runs", default="runs/mt", help="checkpoints (resume) go to RUNS/<regime>/")
     ap.add_argument("--models", default="models/mt", help="the float16 model goes to MODELS/<regime>.safetensors")
@@ -85,21 +88,28 @@ def main(argv=None) -> int:
     for p in model.base.parameters():
         p.requires_grad_(finetune)
     heads = tuple(range(1 if finetune else 2, args.k + 1))  # a frozen p1 has nothing to learn
+    model.to(args.device)
     g = torch.Generator().manual_seed(0)
 
     def loss_fn(batch):
-        src, tgt = batch
-        hidden = model(tgt[:, :-1], src)
+        src, tgt = (t.to(args.device) for t in batch)
+        if finetune:
+            hidden = model(tgt[:, :-1], src)
+        else:
+            model.base.eval()  # frozen: no dropout either (train() puts the whole model in train mode)
+            with torch.no_grad():
+                hidden = model(tgt[:, :-1], src)
         return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads)
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
-    cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9)
+    cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9,
+                      time_schedule=args.time_schedule)
     run = Path(args.runs) / args.regime
     started = time.time()
     last = train(model, loss_fn, token_batches(pairs, args.max_tokens, 0), cfg, run_dir=run,
                  time_limit=args.minutes * 60)
     out = Path(args.models) / f"{args.regime}.safetensors"
-    model.save(out)
+    model.cpu().save(out)
     info = {"regime": args.regime, "k": args.k, "loss": args.loss, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
             "minutes": (time.time() - started) / 60, "commit": git_commit()}

@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--corrupt", type=float, default=0.25, help="(base stage) probability of replacing a fed pixel "
                     "with a random intensity, so the model learns to read the source")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on either)")
+    ap.add_argument("--time-schedule", action="store_true", help="end the cosine schedule when --minutes are up "
+                    "(a single run of unknown speed, e.g. a GPU lease)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-bf16", action="store_true", help="train in float32 (bf16 autocast is the default)")
     ap.add_argument("--seed", type=int, default=1)
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
     done = torch.load(ckpt, map_location="cpu", weights_only=False)["step"] if ckpt.exists() else 0
     lr = args.lr or (3e-4 if args.stage == "finetune" else 1e-3)
     tc = TrainConfig(steps=args.steps, lr=lr, warmup=args.warmup, weight_decay=0.01, bf16=not args.no_bf16,
-                     save_every=100, eval_every=500, seed=args.seed)
+                     save_every=100, eval_every=500, seed=args.seed,
+                     time_schedule=args.time_schedule)
     batches = sr.training_batches(data.train, args.factor, args.batch, seed=args.seed * 1_000_003 + done,
                                   layout=layout)
     started = time.time()

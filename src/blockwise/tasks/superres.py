@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ OFFSET = 2  # intensity v is token v + OFFSET
 LEVELS = 256
 VOCAB = OFFSET + LEVELS
 HIGH = 28
-DATA_ROOT = Path("/usr/share/datasets/fashion-mnist")
+DATA_ROOT = Path(os.environ.get("BLOCKWISE_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))  # env: elsewhere
 FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
 N_TRAIN = 55_000  # the rest of the training file is the dev split
 

@@ -31,13 +31,14 @@ class TrainConfig:
     save_every: int = 200
     eval_every: int = 200
     seed: int = 0
+    time_schedule: bool = False  # with a time limit: the cosine also ends when the run's time is up (fresh runs)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak, over the steps or (if further) the time spent."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    progress = min(1.0, max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_fraction))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -73,8 +74,9 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
     model.train()
     while step < cfg.steps:
         batch = next(batches)
+        spent = (time.time() - started) / time_limit if cfg.time_schedule and time_limit else 0.0
         for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg, spent)
         with torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # cpu or cuda
             loss = loss_fn(batch)
         optimiser.zero_grad(set_to_none=True)
@@ -83,7 +85,7 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
         nn.utils.clip_grad_norm_(params, cfg.clip)
         optimiser.step()
         step += 1
-        last = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, cfg), "elapsed_s": time.time() - started}
+        last = {"step": step, "loss": loss.item(), "lr": optimiser.param_groups[0]["lr"], "elapsed_s": time.time() - started}
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.3f}")
         if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
