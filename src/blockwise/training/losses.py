@@ -21,8 +21,8 @@ LossMode = Literal["mean", "random"]
 def head_loss(model, hidden: Tensor, targets: Tensor, i: int, pad_id: int) -> Tensor:
     """Cross-entropy of head p_i (1-based) over the positions whose shifted target exists and is not padding."""
     T = targets.shape[1]
-    if i > T:
-        return hidden.new_zeros(())
+    if i > T:  # no target this far ahead in this batch: a zero that still reaches the head (backward needs a graph)
+        return model.head_logits(hidden[:, :1], i).sum() * 0.0
     logits = model.head_logits(hidden[:, : T - (i - 1)], i)  # (B, T-i+1, V)
     shifted = targets[:, i - 1:]  # (B, T-i+1)
     return F.cross_entropy(logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=pad_id)
