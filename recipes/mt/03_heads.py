@@ -67,6 +67,10 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--loss", choices=["random", "mean"], default="random")
+    ap.add_argument("--init", default=None, help="continue from this model with heads (e.g. the GPU lease's heads, "
+                    "or Regular/Distillation heads as the start of fine-tuning) instead of fresh heads on --base")
+    ap.add_argument("--p1-weight", type=float, default=None, help="fine-tuning with --loss mean: weight of p1's loss, "
+                    "the rest shared by p2..pk (default: all k heads equal, as the paper; 0.5 protects the base)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 frozen base, 2e-4 fine-tuning")
@@ -83,8 +87,13 @@ def main(argv=None) -> int:
     finetune, distil = REGIMES[args.regime]
     corpus = Corpus(args.data)
     pairs = teacher_pairs(corpus, args.teacher, args.upsample) if distil else corpus.pairs("train", None, args.upsample)
-    base = BlockwiseModel.load(args.base)
-    model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind="paper", p1="identity"))
+    if args.init:
+        model = BlockwiseModel.load(args.init)
+        if model.num_heads != args.k:
+            raise SystemExit(f"{args.init} has k={model.num_heads} heads, not --k {args.k}")
+    else:
+        base = BlockwiseModel.load(args.base)
+        model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind="paper", p1="identity"))
     for p in model.base.parameters():
         p.requires_grad_(finetune)
     heads = tuple(range(1 if finetune else 2, args.k + 1))  # a frozen p1 has nothing to learn
@@ -99,6 +108,10 @@ def main(argv=None) -> int:
             model.base.eval()  # frozen: no dropout either (train() puts the whole model in train mode)
             with torch.no_grad():
                 hidden = model(tgt[:, :-1], src)
+        if finetune and args.loss == "mean" and args.p1_weight is not None:
+            w = args.p1_weight
+            return (w * proposal_loss(model, hidden, tgt[:, 1:], args.k, pad_id=0, heads=(1,))
+                    + (1 - w) * proposal_loss(model, hidden, tgt[:, 1:], args.k, pad_id=0, heads=heads[1:]))
         return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads)
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
@@ -110,7 +123,8 @@ def main(argv=None) -> int:
                  time_limit=args.minutes * 60)
     out = Path(args.models) / f"{args.regime}.safetensors"
     model.cpu().save(out)
-    info = {"regime": args.regime, "k": args.k, "loss": args.loss, "pairs": len(pairs), "step": last.get("step"),
+    info = {"regime": args.regime, "k": args.k, "loss": args.loss, "p1_weight": args.p1_weight, "init": args.init,
+            "device": args.device, "max_tokens": args.max_tokens, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
             "minutes": (time.time() - started) / 60, "commit": git_commit()}
     with open(run / "runs.jsonl", "a") as f:

