@@ -37,6 +37,16 @@ def record(regime, k, accept, batch, bleu_=None, mean_accepted=None, speedup=Non
             "speedup": speedup, "identical": identical, "n": n, **extra}
 
 
+def join_heads(base: Path, heads: Path, out: Path) -> None:
+    """A full model from the baseline's weights and a heads-only file (its metadata describes the whole model)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(base), "pt") as b, safe_open(str(heads), "pt") as h:
+        tensors = {k: b.get_tensor(k) for k in b.keys()} | {k: h.get_tensor(k) for k in h.keys()}
+        save_file(tensors, str(out), metadata=h.metadata())
+
+
 def timed(model, corpus, sentences, method, k, batch, repeats):
     runs = [translate(model, corpus, sentences, method, k=k, batch_size=batch).seconds for _ in range(repeats)]
     return statistics.median(runs)
@@ -80,6 +90,9 @@ def main(argv=None) -> int:
 
     for regime in args.regimes.split(","):
         path = Path(args.models) / f"{regime}.safetensors"
+        heads_only = Path(args.models) / f"{regime}.heads.safetensors"
+        if not path.exists() and heads_only.exists():  # frozen-base regimes are committed as heads alone
+            join_heads(Path(args.models) / "baseline.safetensors", heads_only, path)
         if not path.exists():
             print(f"skipping {regime}: no {path}", flush=True)
             continue

@@ -146,7 +146,8 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=method):
         rows = order[b:b + batch_size]
         src = [sources[i] for i in rows]
-        max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - k)
+        # the same limit for every k of one model (a k-dependent one cut blockwise outputs short of greedy's)
+        max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - max(k, model.num_heads))
         prefixes = [[BOS]] * len(rows)
         if method == "greedy":
             result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
