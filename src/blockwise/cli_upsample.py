@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = "runs/sr/x4/finetune/model.safetensors"
+DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Regular model
 
 
 class UserError(Exception):
