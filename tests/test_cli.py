@@ -50,7 +50,7 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
 
 @pytest.mark.parametrize("argv,message", [
     (["translate", "--model", "/no/such/model.safetensors", "x"], "no model at"),
-    (["translate", "--file", "/no/such/file.txt"], "no model at"),
+    (["translate", "--file", "/no/such/file.txt"], "no such file"),
     (["demo", "--text", "/no/such/file.txt"], "cannot read"),
 ])
 def test_user_mistakes_get_a_message_not_a_trace(argv, message, capsys, monkeypatch):
