@@ -88,3 +88,21 @@ def test_config_errors_name_the_problem():
         preset("huge")
     with pytest.raises(ValueError, match="k must be >= 1"):
         HeadsConfig(k=0)
+
+
+def test_heads_only_file_joins_back_into_the_same_model(tmp_path):
+    from blockwise.model.blockwise_model import join_heads, save_heads_only
+
+    torch.manual_seed(0)
+    base = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(k=1))
+    model = base.with_heads(HeadsConfig(k=3, d_hidden=8))
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.normal_()
+    base.save(tmp_path / "base.safetensors")
+    model.save(tmp_path / "full.safetensors")
+    save_heads_only(tmp_path / "full.safetensors", tmp_path / "heads.safetensors")
+    join_heads(tmp_path / "base.safetensors", tmp_path / "heads.safetensors", tmp_path / "joined.safetensors")
+    full, joined = (BlockwiseModel.load(tmp_path / f) for f in ("full.safetensors", "joined.safetensors"))
+    assert joined.heads_cfg == full.heads_cfg
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), joined.state_dict().values()))

@@ -3,14 +3,10 @@ so that fewer bytes come back from the GPU machine; recipes/gpu/unpack.py re-joi
 
 import sys
 
-from safetensors import safe_open
-from safetensors.torch import save_file
+from blockwise.model.blockwise_model import save_heads_only
 
 for regime in sys.argv[1:] or ("regular", "distillation"):
-    path = f"lease/models/mt/{regime}.safetensors"
     try:
-        with safe_open(path, "pt") as f:
-            save_file({k: f.get_tensor(k) for k in f.keys() if k.startswith("heads.")},
-                      f"lease/models/mt/{regime}.heads.safetensors", metadata=f.metadata())
+        save_heads_only(f"lease/models/mt/{regime}.safetensors", f"lease/models/mt/{regime}.heads.safetensors")
     except Exception as e:  # a failed stage must not lose the others' outputs
         print(f"{regime}: {e}")

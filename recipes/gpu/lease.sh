@@ -6,7 +6,7 @@
 #            from src/ without installing it.
 #   work:    MT  teacher beam-4 outputs (a time-bounded subset) and the four regimes of Table 1 (k = 10) on the
 #                committed baseline; SR  base model, then Regular heads, then Fine tuning, ×4.
-#   output:  lease/ (models, logs, learning curves), packed into 15 MiB parts under $OUT; `recipes/gpu/unpack.sh`
+#   output:  lease/ (models, logs, learning curves), packed into 15 MiB parts under $OUT; `recipes/gpu/unpack.py`
 #            puts them in place here.
 #
 # Smoke test on the CPU (seconds, nothing is kept): DEVICE=cpu SCALE=0.03 OUT=/tmp/lease-out bash recipes/gpu/lease.sh
@@ -51,19 +51,8 @@ heads both 3.2 &
 wait
 echo "all stages done in $(( $(date +%s) - start )) s" | tee -a $W/logs/gpu.txt
 
-# regular and distillation keep the baseline's weights: bring back their heads alone (unpack.sh re-joins them)
-$PY - <<'EOF'
-from safetensors import safe_open
-from safetensors.torch import save_file
-for regime in ("regular", "distillation"):
-    path = f"lease/models/mt/{regime}.safetensors"
-    try:
-        with safe_open(path, "pt") as f:
-            save_file({k: f.get_tensor(k) for k in f.keys() if k.startswith("heads.")},
-                      f"lease/models/mt/{regime}.heads.safetensors", metadata=f.metadata())
-    except Exception as e:  # a failed stage must not lose the others' outputs
-        print(f"{regime}: {e}")
-EOF
+# regular and distillation keep the baseline's weights: bring back their heads alone (unpack.py re-joins them)
+$PY recipes/gpu/heads_only.py
 tar cf - --exclude='*.pt' --exclude=$W/data --exclude=$W/models/mt/regular.safetensors \
   --exclude=$W/models/mt/distillation.safetensors $W | split -b 15m - "$OUT/lease.tar.part-"
 for f in $W/logs/*.log; do echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^train:' | tail -4; done

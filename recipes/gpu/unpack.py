@@ -12,8 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import save_file
+from blockwise.model.blockwise_model import join_heads
 
 
 def main(folders: list[str]) -> int:
@@ -34,9 +33,7 @@ def main(folders: list[str]) -> int:
         heads = lease / "models/mt" / f"{regime}.heads.safetensors"
         if not heads.exists():
             continue
-        with safe_open(str(models / "baseline.safetensors"), "pt") as b, safe_open(str(heads), "pt") as h:
-            tensors = {k: b.get_tensor(k) for k in b.keys()} | {k: h.get_tensor(k) for k in h.keys()}
-            save_file(tensors, str(models / f"{regime}.safetensors"), metadata=h.metadata())
+        join_heads(models / "baseline.safetensors", heads, models / f"{regime}.safetensors")
     if (lease / "models/mt/teacher_targets.tsv.gz").exists():
         shutil.copy(lease / "models/mt/teacher_targets.tsv.gz", models / "teacher_targets.tsv.gz")
     for stage_dir in (lease / "runs/sr/x4").glob("*"):

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from blockwise import Acceptance, BlockwiseModel  # noqa: E402
 from blockwise.eval.timing import environment  # noqa: E402
+from blockwise.model.blockwise_model import join_heads  # noqa: E402
 from blockwise.tasks.translation import Corpus, bleu, translate  # noqa: E402
 
 KS = (1, 2, 4, 6, 8, 10)
@@ -35,16 +36,6 @@ APPROX = {"top2": Acceptance("top_k", top_k=2), "top3": Acceptance("top_k", top_
 def record(regime, k, accept, batch, bleu_=None, mean_accepted=None, speedup=None, identical=None, n=None, **extra):
     return {"regime": regime, "k": k, "accept": accept, "batch": batch, "bleu": bleu_, "mean_accepted": mean_accepted,
             "speedup": speedup, "identical": identical, "n": n, **extra}
-
-
-def join_heads(base: Path, heads: Path, out: Path) -> None:
-    """A full model from the baseline's weights and a heads-only file (its metadata describes the whole model)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(base), "pt") as b, safe_open(str(heads), "pt") as h:
-        tensors = {k: b.get_tensor(k) for k in b.keys()} | {k: h.get_tensor(k) for k in h.keys()}
-        save_file(tensors, str(out), metadata=h.metadata())
 
 
 def timed(model, corpus, sentences, method, k, batch, repeats):

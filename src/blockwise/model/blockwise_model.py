@@ -102,6 +102,23 @@ class BlockwiseModel(nn.Module):
         return model.to(dtype=dtype, device=device).eval()
 
 
+def save_heads_only(path: str | Path, out: str | Path) -> None:
+    """Write the heads of checkpoint ``path`` alone (with its metadata) to ``out``: for models whose base is frozen."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        save_file({k: f.get_tensor(k) for k in f.keys() if k.startswith("heads.")}, str(out), metadata=f.metadata())
+
+
+def join_heads(base: str | Path, heads: str | Path, out: str | Path) -> None:
+    """Write a full checkpoint from a base's weights and a heads-only file (whose metadata describes the whole)."""
+    from safetensors import safe_open
+
+    with safe_open(str(base), framework="pt") as b, safe_open(str(heads), framework="pt") as h:
+        tensors = {k: b.get_tensor(k) for k in b.keys()} | {k: h.get_tensor(k) for k in h.keys()}
+        save_file(tensors, str(out), metadata=h.metadata())
+
+
 def check_state(model: nn.Module, state: dict[str, Tensor], path: Path | str) -> None:
     """Raise a clear error when a checkpoint's tensors do not match the config it names."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
