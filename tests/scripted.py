@@ -56,7 +56,10 @@ class ScriptedSession:
     def scores(self, hidden: Tensor) -> Tensor:
         return self.proposals(hidden, 1)[..., 0, :]
 
-    def proposals(self, hidden: Tensor, k: int) -> Tensor:
+    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+        return self._proposals(hidden, k)[..., first - 1:, :]
+
+    def _proposals(self, hidden: Tensor, k: int) -> Tensor:
         flat = hidden.reshape(-1, 2)
         out = torch.empty(flat.shape[0], k, self.model.vocab_size, dtype=torch.float64)
         for r, (s, length) in enumerate(flat.long().tolist()):

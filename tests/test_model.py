@@ -16,6 +16,12 @@ def test_single_head_path_equals_all_heads_path(kind, p1):
     for i in range(1, 6):
         torch.testing.assert_close(model.heads.head(h, i), all_heads[..., i - 1, :])
     torch.testing.assert_close(model.heads(h, 3), all_heads[..., :3, :])
+    for first in range(1, 6):  # p_first..pk alone: what blockwise decoding asks for (first=2) after verification
+        torch.testing.assert_close(model.heads(h, 5, first), all_heads[..., first - 1:, :])
+    torch.testing.assert_close(model.heads(h, 4, 2), all_heads[..., 1:4, :])
+    assert not torch.allclose(all_heads[..., 1, :], all_heads[..., 2, :])  # the heads differ: the slices mean something
+    with pytest.raises(ValueError, match="first must be"):
+        model.heads(h, 3, 4)
 
 
 def test_identity_p1_is_the_base_model_and_heads_start_as_copies():

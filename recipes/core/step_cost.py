@@ -51,7 +51,8 @@ def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: in
             session.truncate(base)
             h = session.feed(block)  # (B, k, D)
             session.scores(h).argmax(-1)  # verification: p1 at every fed position
-            session.proposals(h[:, -1], k).argmax(-1)  # next proposal: p1..pk at the last accepted position
+            if k > 1:  # next proposal at the last accepted position: p2..pk (p1 is among the scores above)
+                session.proposals(h[:, -1], k, first=2).argmax(-1)
 
         verify = median_ms(verify_step, repeats)
         records.append({"preset": preset_name, "dtype": str(dtype).replace("torch.", ""), "threads": threads,

@@ -1,8 +1,8 @@
 """Blockwise parallel decoding with combined scoring and proposal (Stern et al. 2018, §3-4).
 
 Each iteration is one model call: the k proposed tokens are fed at once; p1 at every fed position verifies them
-(predict / verify / accept), and the heads p1..pk at the last accepted position propose the next block. m tokens take
-about m/k̂ + 1 calls. Rows of a batch accept different k̂; the cache rolls each row back to its own length.
+(predict / verify / accept), and the heads at the last accepted position propose the next block: p1 from the scores
+just computed, p2..pk from the heads. m tokens take about m/k̂ + 1 calls. Rows of a batch accept different k̂; the cache rolls each row back to its own length.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
         stats.calls += 1
         stats.iterations += 1
-        k_hat = accept(block, session.scores(hidden))  # (B,) in 1..n
+        scores = session.scores(hidden)  # (B, n, V): p1 at every fed position
+        k_hat = accept(block, scores)  # (B,) in 1..n
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
         session.truncate(start + k_hat)
         for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
@@ -48,10 +49,18 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             break
         if bool(finished.any()):
             kept = rows.keep(~finished, session)
-            hidden, k_hat, remaining = hidden[kept], k_hat[kept], remaining[kept]
-        last = hidden[torch.arange(hidden.shape[0]), k_hat - 1]  # (B, D) at the last accepted token
-        block = session.proposals(last, k).argmax(-1)  # (B, k)
+            hidden, scores, k_hat, remaining = hidden[kept], scores[kept], k_hat[kept], remaining[kept]
+        last = torch.arange(hidden.shape[0]), k_hat - 1  # the last accepted token of each row
+        block = propose(session, scores[last], hidden[last], k)  # (B, k)
     return DecodeOutput(rows.tokens, stats)
+
+
+def propose(session, p1_logits: torch.Tensor, hidden: torch.Tensor, k: int) -> torch.Tensor:
+    """The next block ŷ_{j+1..j+k} (B, k): p1's argmax from the scores already computed, p2..pk from the heads."""
+    first = p1_logits.argmax(-1, keepdim=True)  # (B, 1)
+    if k == 1:
+        return first
+    return torch.cat([first, session.proposals(hidden, k, first=2).argmax(-1)], dim=1)
 
 
 def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,

@@ -22,8 +22,10 @@ class Session(Protocol):
     def scores(self, hidden: Tensor) -> Tensor:
         """Logits of p1 (..., V) at hidden states (..., D): the distribution greedy decoding follows."""
 
-    def proposals(self, hidden: Tensor, k: int) -> Tensor:
-        """Logits of p1..pk (..., k, V) at hidden states (..., D)."""
+    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+        """Logits of p_first..p_k (..., k - first + 1, V) at hidden states (..., D).
+
+        Blockwise decoding asks for p2..pk (first=2): p1 at that position is among the ``scores`` it already has."""
 
     def truncate(self, lengths: Tensor) -> None:
         """Roll each row back to an absolute length (B,)."""

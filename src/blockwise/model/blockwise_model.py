@@ -153,8 +153,8 @@ class Session:
         return self.model.head_logits(hidden, 1)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int) -> Tensor:
-        return self.model.base.project(self.model.heads(hidden, k))
+    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+        return self.model.base.project(self.model.heads(hidden, k, first))
 
     def truncate(self, lengths: Tensor) -> None:
         self.cache.truncate(lengths)

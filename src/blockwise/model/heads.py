@@ -48,15 +48,19 @@ class ProposalHeads(nn.Module):
             out = torch.stack([F.silu(self.blocks[i](h)) for i in range(n)], dim=-2)
         return h.unsqueeze(-2) + out
 
-    def forward(self, h: Tensor, n: int | None = None) -> Tensor:
-        """Hidden states of heads p1..pn at every position: (..., D) -> (..., n, D)."""
+    def forward(self, h: Tensor, n: int | None = None, first: int = 1) -> Tensor:
+        """Hidden states of heads p_first..p_n at every position: (..., D) -> (..., n - first + 1, D)."""
         n = self.k if n is None else n
         if not 1 <= n <= self.k:
             raise ValueError(f"asked for {n} heads but the model has k={self.k} (p1..p{self.k})")
+        if not 1 <= first <= n:
+            raise ValueError(f"asked for heads p{first}..p{n}: first must be in 1..{n}")
         if self.cfg.p1 == "identity":
-            first = h.unsqueeze(-2)
-            return first if n == 1 else torch.cat([first, self._layer(h, n - 1)], dim=-2)
-        return self._layer(h, n)
+            if first > 1:
+                return self._layer(h, n - 1)[..., first - 2:, :]
+            start = h.unsqueeze(-2)
+            return start if n == 1 else torch.cat([start, self._layer(h, n - 1)], dim=-2)
+        return self._layer(h, n)[..., first - 1:, :]
 
     def head(self, h: Tensor, i: int) -> Tensor:
         """Hidden state of head p_i alone (1-based): (..., D). Used by the random single-head loss."""

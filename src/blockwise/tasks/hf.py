@@ -117,8 +117,8 @@ class HFSession:
         return self.lm.model.get_output_embeddings()(hidden)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int) -> Tensor:
-        return self.lm.model.get_output_embeddings()(self.lm.heads(hidden, k))
+    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+        return self.lm.model.get_output_embeddings()(self.lm.heads(hidden, k, first))
 
     def truncate(self, lengths: Tensor) -> None:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)

@@ -213,7 +213,6 @@ class NativeLM(nn.Module):
 class NativeSession:
     def __init__(self, model: NativeLM, cache: KVCache) -> None:
         self.model, self.cache = model, cache
-        self._scored: tuple[Tensor, Tensor] | None = None  # the last (hidden (B, n, D), p1 logits) of ``scores``
 
     @property
     def lengths(self) -> Tensor:
@@ -225,42 +224,27 @@ class NativeSession:
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
-        logits = self.model.base.lm_head(hidden)
-        self._scored = (hidden, logits) if hidden.dim() == 3 else None
-        return logits
-
-    def _p1_seen(self, hidden: Tensor) -> Tensor | None:
-        """p1 logits of ``hidden`` (B, D) if every row was among the states just scored, else None.
-
-        Blockwise decoding scores all fed positions, then asks for proposals at the last accepted one: reusing its p1
-        logits saves one pass over the 49,152 x 576 output projection per iteration. Matched by value, so exact.
-        """
-        if self._scored is None or hidden.dim() != 2 or self._scored[0].shape[0] != hidden.shape[0]:
-            return None
-        seen, logits = self._scored
-        match = (seen == hidden[:, None, :]).all(-1)  # (B, n)
-        if not bool(match.any(1).all()):
-            return None
-        return logits[torch.arange(hidden.shape[0]), match.long().argmax(1)]  # (B, V)
+        return self.model.base.lm_head(hidden)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int) -> Tensor:
+    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
         model = self.model
-        out = model.heads(hidden, k)  # (..., k, D)
-        seen = self._p1_seen(hidden)
-        first = model.base.lm_head(out[..., :1, :]) if seen is None else seen[:, None]  # (..., 1, V): p1, exact
-        if k == 1:
-            return first
-        if model.proposal_vocab is None:
-            return torch.cat([first, model.base.lm_head(out[..., 1:, :])], dim=-2)
-        rest = out[..., 1:, :] @ model.w_proposal  # (..., k-1, V')
-        full = rest.new_full(rest.shape[:-1] + (first.shape[-1],), float("-inf"))
-        full[..., model.proposal_vocab] = rest
-        return torch.cat([first, full], dim=-2)
+        out = model.heads(hidden, k, first)  # (..., k - first + 1, D)
+        parts = []
+        if first == 1:  # p1 is the model's own output: always scored over the full vocabulary, so exact
+            parts, out = [model.base.lm_head(out[..., :1, :])], out[..., 1:, :]
+        if out.shape[-2]:
+            if model.proposal_vocab is None:
+                parts.append(model.base.lm_head(out))
+            else:
+                rest = out @ model.w_proposal  # (..., n, V')
+                full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
+                full[..., model.proposal_vocab] = rest
+                parts.append(full)
+        return torch.cat(parts, dim=-2)
 
     def truncate(self, lengths: Tensor) -> None:
         self.cache.truncate(lengths)
 
     def select(self, rows: Tensor) -> None:
         self.cache.select(rows)
-        self._scored = None
