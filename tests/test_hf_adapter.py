@@ -10,7 +10,7 @@ from blockwise import HeadsConfig, blockwise, greedy  # noqa: E402
 from blockwise.model.heads import ProposalHeads  # noqa: E402
 from blockwise.tasks.hf import HFCausalLM  # noqa: E402
 from blockwise.tasks.lm_heads import load_heads, save_heads  # noqa: E402
-from blockwise.tasks.llama import Llama, NativeLM  # noqa: E402
+from blockwise.tasks.llama import Llama, NativeLM, cpu_has_bf16  # noqa: E402
 
 V, EOS, PAD = 48, 1, 0
 PROMPTS = [[5, 9, 3, 17], [2, 30], [11, 4, 6, 20, 8, 13, 7], [40, 41, 42]]
@@ -147,3 +147,67 @@ def test_distilled_targets_stay_inside_each_answer(tmp_path):
     train, held = split_index(data, held_out=0.5, seed=1)
     assert sorted(train.tolist() + held.tolist()) == list(range(5))
     assert set(train.tolist()) in ({0, 1, 2}, {3, 4}, set(), {0, 1, 2, 3, 4})  # whole answers only
+
+
+# -- bfloat16: batch-invariant arithmetic, so that blockwise stays token for token greedy ----------------------------
+# Bit-level facts about oneDNN's kernels on CPUs with native bf16 (where ``--dtype auto`` picks bf16); elsewhere bf16
+# runs through other kernels and these guarantees are not claimed.
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bfloat16 (AVX512-BF16/AMX)")
+
+
+@needs_bf16
+def test_bf16_one_row_product_has_the_bits_it_has_among_others():
+    """oneDNN's one-row bf16 kernel sums in another order than its multi-row one (about 1 output in 600 differs in the
+    last bit for a 1536-wide input); ``mm`` routes a lone row through the multi-row kernel."""
+    from blockwise.tasks.llama import mm
+
+    g = torch.Generator().manual_seed(0)
+    for d_in, d_out in [(1536, 576), (576, 3072)]:
+        w = torch.randn(d_in, d_out, generator=g).bfloat16()
+        x = torch.randn(48, d_in, generator=g).bfloat16()
+        block = mm(x, w)
+        for i in range(x.shape[0]):
+            assert torch.equal(mm(x[i:i + 1], w), block[i:i + 1]), (d_in, d_out, i)
+        assert torch.equal(mm(x[None, :1], w), block[None, :1])  # (1, 1, D) as the model feeds one token
+
+
+def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span():
+    """Greedy feeds one query over exactly its keys; blockwise feeds k queries over a longer, masked span.
+    (The fused CPU attention kernel gives other bits in the second case: that broke bf16 exactness.)"""
+    from blockwise.tasks.llama import attend_per_query
+
+    g = torch.Generator().manual_seed(1)
+    B, H, Hkv, Dh, S, T = 2, 9, 3, 64, 300, 6
+    q = (torch.randn(B, H, T, Dh, generator=g) * 2).bfloat16()
+    k = (torch.randn(B, Hkv, S, Dh, generator=g) * 2).bfloat16()
+    v = torch.randn(B, Hkv, S, Dh, generator=g).bfloat16()
+    positions = torch.tensor([[S - T + t for t in range(T)], [200 + t for t in range(T)]])  # ragged rows
+    mask = torch.arange(S)[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
+    block = attend_per_query(q, k, v, mask)
+    for b in range(B):
+        for t in range(T):
+            p = int(positions[b, t])
+            alone = attend_per_query(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, :p + 1], v[b:b + 1, :, :p + 1],
+                                     torch.ones(1, 1, 1, p + 1, dtype=torch.bool))
+            assert torch.equal(alone, block[b:b + 1, :, t:t + 1]), (b, t)
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                                 attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(block.float(), reference, rtol=0.05, atol=0.05)  # and it is attention
+
+
+@needs_bf16
+def test_bf16_native_blockwise_equals_its_greedy_at_every_batch_shape():
+    """In bfloat16 the native model is batch-invariant: blockwise == greedy, batch 1 == batch 4, token for token."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=192, intermediate_size=1536, num_hidden_layers=2,
+                                   num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
+                                   tie_word_embeddings=True, initializer_range=0.1)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    heads = ProposalHeads(192, HeadsConfig(k=4, d_hidden=16))
+    lm = NativeLM(Llama.from_hf(hf).to(torch.bfloat16), heads.to(torch.bfloat16))
+    ref = [greedy(lm, [p], 40, eos_id=None).tokens[0] for p in PROMPTS]
+    assert greedy(lm, PROMPTS, 40, eos_id=None).tokens == ref
+    for k in (2, 4):
+        out = blockwise(lm, PROMPTS, 40, k=k, eos_id=None)
+        assert out.tokens == ref, f"k={k}"
+        assert [blockwise(lm, [p], 40, k=k, eos_id=None).tokens[0] for p in PROMPTS] == ref

@@ -4,7 +4,9 @@ Why it exists: Hugging Face's per-call overhead made a 5-token forward cost 1.6-
 which eats blockwise decoding's gain. This file is the whole architecture on a page (RMSNorm, rotary positions,
 grouped-query attention, SiLU-gated MLP, tied output projection) with Q/K/V and gate/up fused into one matmul each.
 Exactness is checked against Hugging Face (tests/test_hf_adapter.py): same logits to float32 rounding, same greedy
-tokens.
+tokens. In bfloat16 (on CPUs with native bf16 a call verifying 2-6 tokens then costs about what a 1-token call does)
+the model is batch-invariant: a token's hidden state has the same bits whether it is fed alone or in a block, in a
+batch of one or of eight (``mm``, ``attend_per_query``), so blockwise decoding stays token for token greedy there too.
 """
 
 from __future__ import annotations
@@ -59,6 +61,46 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * x32.to(dtype)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX; Linux flags, False where unknown).
+    There bf16 makes verifying a block nearly as cheap as one token, and the batch invariance below is tested."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def mm(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w``, the same bits for a row whether it comes alone or among others.
+
+    In bfloat16, oneDNN multiplies a lone row (M = 1) with a kernel that sums in another order than its multi-row one,
+    so a token verified inside a block (blockwise) could differ in the last bit from the same token fed alone (greedy)
+    and, after a near-tie, change the output. A lone bf16 row therefore goes through the multi-row kernel beside a copy
+    of itself; bf16 cost here is flat in M (2 rows cost what 1 does). float32 keeps its fast one-row kernel.
+    """
+    if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1]:
+        return (torch.cat([x, x], dim=-2) @ w)[..., :1, :]
+    return x @ w
+
+
+def attend_per_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Attention (B, H, T, Dh) in which each query is its own small matrix product, so that its result has the same
+    bits whatever else is fed beside it (the CPU's fused attention kernel sums in another order when T changes).
+
+    q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible. The G = H / Hkv query heads
+    that share a key head form one (G x Dh) @ (Dh x S) product per query; softmax in float32, as Hugging Face does.
+    """
+    B, H, T, Dh = q.shape
+    Hkv = k.shape[1]
+    qg = q.view(B, Hkv, H // Hkv, T, Dh).transpose(2, 3)  # (B, Hkv, T, G, Dh)
+    scores = (qg * Dh ** -0.5) @ k[:, :, None].transpose(-1, -2)  # (B, Hkv, T, G, S)
+    scores = scores.float().masked_fill(~mask[:, :, :, None, :], float("-inf"))
+    y = scores.softmax(-1).to(v.dtype) @ v[:, :, None]  # (B, Hkv, T, G, Dh)
+    return y.transpose(2, 3).reshape(B, H, T, Dh)
+
+
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding, "rotate half" layout (Hugging Face's): x (B, H, T, Dh), cos/sin (B, 1, T, Dh)."""
     half = x.shape[-1] // 2
@@ -86,18 +128,24 @@ class Block(nn.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
-        q, k, v = (h @ self.w_qkv).split([cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim,
+        q, k, v = mm(h, self.w_qkv).split([cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim,
                                           cfg.n_kv_heads * cfg.head_dim], dim=-1)
         q = rotate(q.view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, H, T, Dh)
         k = rotate(k.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, T, Dh)
         v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
         if cache is not None:
             k, v = cache.write(layer, positions, k, v)  # (B, Hkv, span, Dh)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None,
-                                           enable_gqa=cfg.n_heads != cfg.n_kv_heads)
-        x = x + y.transpose(1, 2).reshape(B, T, -1) @ self.w_out
-        gate, up = (rms_norm(x, self.mlp_norm, cfg.rms_eps) @ self.w_gate_up).chunk(2, dim=-1)
-        return x + (F.silu(gate) * up) @ self.w_down
+        gqa = cfg.n_heads != cfg.n_kv_heads
+        if x.dtype == torch.bfloat16 and mask is not None:
+            # Batch-invariant bfloat16: a token's bits must not depend on what else is fed beside it, or blockwise
+            # (a block per call) and greedy (a token per call) part after a near-tie. The CPU's fused attention
+            # kernel sums differently for other numbers of queries and key spans; see also ``mm``.
+            y = attend_per_query(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=gqa)
+        x = x + mm(y.transpose(1, 2).reshape(B, T, -1), self.w_out)
+        gate, up = mm(rms_norm(x, self.mlp_norm, cfg.rms_eps), self.w_gate_up).chunk(2, dim=-1)
+        return x + mm(F.silu(gate) * up, self.w_down)
 
 
 class Llama(nn.Module):
@@ -123,7 +171,7 @@ class Llama(nn.Module):
 
     def lm_head(self, hidden: Tensor) -> Tensor:
         """Logits (..., V) at final hidden states (..., D)."""
-        return hidden @ self.w_lm_head
+        return mm(hidden, self.w_lm_head)
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
         """Hidden states (B, T, D). Without a cache: whole sequences from position 0. With one: appended after each
@@ -137,7 +185,7 @@ class Llama(nn.Module):
             key_pos = torch.arange(span, device=tokens.device)
             # (B, 1, T, span): a query at position p sees keys at positions <= p; stale entries past it stay hidden
             mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
-            if T == 1 and bool((positions == positions[0]).all()):
+            if T == 1 and bool((positions == positions[0]).all()) and self.embed.weight.dtype != torch.bfloat16:
                 mask = None  # every row's single query sees the whole span
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
