@@ -163,12 +163,14 @@ def test_bf16_one_row_product_has_the_bits_it_has_among_others():
 
     g = torch.Generator().manual_seed(0)
     for d_in, d_out in [(1536, 576), (576, 3072)]:
-        w = torch.randn(d_in, d_out, generator=g).bfloat16()
-        x = torch.randn(48, d_in, generator=g).bfloat16()
-        block = mm(x, w)
-        for i in range(x.shape[0]):
-            assert torch.equal(mm(x[i:i + 1], w), block[i:i + 1]), (d_in, d_out, i)
-        assert torch.equal(mm(x[None, :1], w), block[None, :1])  # (1, 1, D) as the model feeds one token
+        for out_in in (False, True):  # both layouts (Llama.cast picks (out, in) for bf16)
+            w = torch.randn(d_in, d_out, generator=g).bfloat16()
+            w = w.t().contiguous() if out_in else w
+            x = torch.randn(48, d_in, generator=g).bfloat16()
+            block = mm(x, w, out_in)
+            for i in range(x.shape[0]):
+                assert torch.equal(mm(x[i:i + 1], w, out_in), block[i:i + 1]), (d_in, d_out, out_in, i)
+            assert torch.equal(mm(x[None, :1], w, out_in), block[None, :1])  # (1, 1, D): one token fed
 
 
 def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span():
@@ -204,7 +206,7 @@ def test_bf16_native_blockwise_equals_its_greedy_at_every_batch_shape():
                                    tie_word_embeddings=True, initializer_range=0.1)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     heads = ProposalHeads(192, HeadsConfig(k=4, d_hidden=16))
-    lm = NativeLM(Llama.from_hf(hf).to(torch.bfloat16), heads.to(torch.bfloat16))
+    lm = NativeLM(Llama.from_hf(hf).cast(torch.bfloat16), heads.to(torch.bfloat16))
     ref = [greedy(lm, [p], 40, eos_id=None).tokens[0] for p in PROMPTS]
     assert greedy(lm, PROMPTS, 40, eos_id=None).tokens == ref
     for k in (2, 4):

@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     print(f"text: {len(descriptions)} package descriptions, {len(passages)} KJV passages, {len(phrases)} Ding phrases")
     prompts = lm_heads.build_prompts(descriptions, passages, phrases, args.prompts, args.seed)
     tokenizer, hf = load_smollm2()
-    model = NativeLM(Llama.from_hf(hf).to(getattr(torch, args.dtype)))
+    model = NativeLM(Llama.from_hf(hf).cast(getattr(torch, args.dtype)))
     del hf
     ids = [lm_heads.chat_ids(tokenizer, p["text"]) for p in prompts]
     out = Path(args.out)

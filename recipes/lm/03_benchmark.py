@@ -3,8 +3,9 @@ our greedy decoding on the native Llama, and ours blockwise for k = 2..5, at bat
 
 Methods are interleaved within each repeat (so load changes hit all of them alike) and the median over repeats of each
 method's tokens/s is reported; speedups are against HF greedy in the same run and batch. Writes
-``results/lm/summary.json`` (flat records: method, k, batch, tokens_per_s, speedup, mean_accepted, identical, n),
-``details.json`` (per-repeat times, step-cost ratios, load average, head agreement), ``README.md`` and plots.
+``results/lm/summary.json`` (flat records: method, dtype, k, batch, tokens_per_s, speedup, speedup_same_dtype,
+mean_accepted, identical, identical_to_greedy, n), ``details.json`` (per-repeat times, step-cost ratios, load average),
+``benchmark.md`` and plots. Every method runs in float32 and in bfloat16 (``--dtypes``).
 
     python recipes/lm/03_benchmark.py --repeats 3
 """
@@ -12,6 +13,7 @@ method's tokens/s is reported; speedups are against HF greedy in the same run an
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -26,7 +28,8 @@ import torch
 from blockwise import blockwise, greedy
 from blockwise.tasks.hf import HFCausalLM, load_smollm2
 from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
-from blockwise.tasks.llama import Llama, NativeLM
+from blockwise.tasks.llama import Llama, NativeLM, cpu_has_bf16
+from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,6 +78,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--ks", default="2,3,4,5")
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="every method runs in each (HF too); speedup is over HF greedy in float32, "
+                         "speedup_same_dtype over HF greedy in the same dtype")
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
     ap.add_argument("--n8", type=int, default=16, help="prompts at batch 8 (two batches of 8)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -84,105 +90,138 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
 
-    tokenizer, hf = load_smollm2()
+    tokenizer, hf32 = load_smollm2()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    heads, vocab = load_heads(args.heads)
-    native = NativeLM(Llama.from_hf(hf), heads, proposal_vocab=vocab)
+    heads32, vocab = load_heads(args.heads)
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
     ks = [int(k) for k in args.ks.split(",")]
+    dtypes = args.dtypes.split(",")
 
-    methods = [("hf_greedy", None, lambda P: hf_run(hf, P, args.max_new, eos, pad)),
-               ("hf_prompt_lookup", None, lambda P: hf_run(hf, P, args.max_new, eos, pad, lookup=args.lookup)),
-               ("greedy", None, lambda P: ours_run(native, P, args.max_new, eos, None))]
-    methods += [("blockwise", k, (lambda k: lambda P: ours_run(native, P, args.max_new, eos, k))(k)) for k in ks]
+    methods, natives = [], {}  # methods: (name, dtype, k, run)
+    for dt in dtypes:
+        torch_dt = getattr(torch, dt)
+        hf = hf32 if dt == "float32" else copy.deepcopy(hf32).to(torch_dt)
+        native = natives[dt] = NativeLM(Llama.from_hf(hf32).cast(torch_dt), copy.deepcopy(heads32).to(torch_dt),
+                                        proposal_vocab=vocab)
+        methods += [("hf_greedy", dt, None, (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad))(hf)),
+                    ("hf_prompt_lookup", dt, None,
+                     (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad, lookup=args.lookup))(hf)),
+                    ("greedy", dt, None, (lambda m: lambda P: ours_run(m, P, args.max_new, eos, None))(native))]
+        methods += [("blockwise", dt, k, (lambda m, k: lambda P: ours_run(m, P, args.max_new, eos, k))(native, k))
+                    for k in ks]
 
     records, details = [], {"runs": {}, "notes": []}
     for batch in [int(b) for b in args.batches.split(",")]:
         n = args.n1 if batch == 1 else args.n8
         groups = [all_ids[i: i + batch] for i in range(0, n, batch)]
-        for name, k, run in methods:  # warm-up, untimed
+        for name, dt, k, run in methods:  # warm-up, untimed
             try:
                 run(groups[0][:1] if batch == 1 else groups[0])
             except Exception as e:  # HF assisted decoding refuses batch > 1
-                details["notes"].append(f"{name} batch {batch}: {type(e).__name__}: {str(e)[:200]}")
-        times = {(m, k): [] for m, k, _ in methods}
+                details["notes"].append(f"{name} {dt} batch {batch}: {type(e).__name__}: {str(e)[:200]}")
+        keys = [(m, dt, k) for m, dt, k, _ in methods]
+        times = {key: [] for key in keys}
         outputs, stats = {}, {}
-        skip = {(m, k) for m, k, _ in methods if any(f"{m} batch {batch}:" in s for s in details["notes"])}
+        skip = {(m, dt, k) for m, dt, k in keys if any(f"{m} {dt} batch {batch}:" in s for s in details["notes"])}
+        bar = tqdm(total=args.repeats * (len(methods) - len(skip)), desc=f"batch {batch}", dynamic_ncols=True)
         for r in range(args.repeats):
             order = methods if r % 2 == 0 else methods[::-1]
-            for name, k, run in order:
-                if (name, k) in skip:
+            for name, dt, k, run in order:
+                if (name, dt, k) in skip:
                     continue
                 t, rows, blocks = time.perf_counter(), [], []
                 for group in groups:
                     got, st = run(group)
                     rows += got
                     blocks.append(st)
-                times[(name, k)].append(time.perf_counter() - t)
-                outputs[(name, k)], stats[(name, k)] = rows, blocks
-            print(f"batch {batch} repeat {r + 1}/{args.repeats} done, load {os.getloadavg()[0]:.2f}", flush=True)
-        ref = outputs[("hf_greedy", None)]
-        produced = sum(len(r) for r in ref)
-        base_tps = None
-        for name, k, _ in methods:
-            key = (name, k)
-            rec = {"method": name, "k": k, "batch": batch, "tokens_per_s": None, "speedup": None,
-                   "mean_accepted": None, "identical": None, "n": n}
+                times[(name, dt, k)].append(time.perf_counter() - t)
+                outputs[(name, dt, k)], stats[(name, dt, k)] = rows, blocks
+                bar.update(1)
+                bar.set_postfix(load=f"{os.getloadavg()[0]:.2f}")
+        bar.close()
+        tps = {key: sum(len(r) for r in outputs[key]) / statistics.median(times[key]) for key in keys if key not in skip}
+        for name, dt, k in keys:
+            key = (name, dt, k)
+            rec = {"method": name, "dtype": dt, "k": k, "batch": batch, "tokens_per_s": None, "speedup": None,
+                   "speedup_same_dtype": None, "mean_accepted": None, "identical": None, "identical_to_greedy": None,
+                   "n": n}
             if key not in skip:
-                tokens = sum(len(r) for r in outputs[key])
-                tps = tokens / statistics.median(times[key])
-                base_tps = tps if name == "hf_greedy" else base_tps
-                rec.update(tokens_per_s=round(tps, 2), speedup=round(tps / base_tps, 3),
-                           identical=None if name == "hf_greedy" else outputs[key] == ref)
+                ref, ours = outputs[("hf_greedy", dt, None)], outputs[("greedy", dt, None)]
+                rec.update(tokens_per_s=round(tps[key], 2),
+                           speedup=round(tps[key] / tps[("hf_greedy", "float32", None)], 3)
+                           if ("hf_greedy", "float32", None) in tps else None,
+                           speedup_same_dtype=round(tps[key] / tps[("hf_greedy", dt, None)], 3),
+                           identical=None if name == "hf_greedy" else outputs[key] == ref,
+                           identical_to_greedy=outputs[key] == ours if name in ("greedy", "blockwise") else None)
                 if name == "greedy":
                     rec["mean_accepted"] = 1.0
                 if name == "blockwise":
                     st = stats[key]
                     rec["mean_accepted"] = round(sum(s.tokens for s in st) / sum(s.blocks for s in st), 3)
-                details["runs"][f"{name}{'' if k is None else f'_k{k}'}_b{batch}"] = {
-                    "seconds": [round(t, 3) for t in times[key]], "tokens": tokens,
-                    "differing_rows": [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
-                    "identical_to_our_greedy": outputs[key] == outputs[("greedy", None)]}
+                details["runs"][f"{name}_{dt}{'' if k is None else f'_k{k}'}_b{batch}"] = {
+                    "seconds": [round(t, 3) for t in times[key]], "tokens": sum(len(r) for r in outputs[key]),
+                    "rows_differing_from_hf_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
+                    "rows_differing_from_our_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ours))
+                                                       if a != b]}
             records.append(rec)
-        details["runs"][f"tokens_b{batch}"] = produced
         if batch == 1:
+            ref = outputs[("hf_greedy", dtypes[0], None)]
             details["sample_outputs"] = {texts[i]["text"]: tokenizer.decode(ref[i]) for i in range(min(3, n))}
 
     prompt = all_ids[0]
-    details["step_cost_native"] = step_cost(lambda: native.start(1, 1024), prompt, 6, 9)
-    details["step_cost_hf"] = step_cost(lambda: HFCausalLM(hf).start(1, 1024), prompt, 6, 9)
+    for dt, native in natives.items():
+        details[f"step_cost_native_{dt}"] = step_cost(lambda: native.start(1, 1024), prompt, 6, 9)
+    details["step_cost_hf_float32"] = step_cost(lambda: HFCausalLM(hf32).start(1, 1024), prompt, 6, 9)
     details["load_average_at_end"] = os.getloadavg()
     details["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                          "platform": platform.platform()}
+                          "platform": platform.platform(), "cpu_has_bf16": cpu_has_bf16()}
+    details["commit"] = commit()
+    details["minutes"] = round((time.time() - started) / 60, 1)
     details["heads"] = str(args.heads)
     details["args"] = vars(args)
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1))
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str))
     write_report(records, details, out_dir)
-    print(json.dumps(records, indent=1))
+    print((out_dir / "benchmark.md").read_text())
+
+
+def commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=HERE).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
-    lines = ["# SmolLM2-135M-Instruct: blockwise decoding vs Hugging Face generate (CPU, float32)", "",
-             f"Load average at the end of the run: {', '.join(f'{x:.2f}' for x in details['load_average_at_end'])} "
-             f"on {details['machine']['cpus']} cores, {details['machine']['threads']} threads (a shared, noisy "
-             "machine: compare only within this run).", "",
-             "| method | k | batch | tokens/s | speedup vs HF greedy | mean accepted | identical | prompts |",
-             "|---|---|---|---|---|---|---|---|"]
+    m = details["machine"]
+    lines = ["# SmolLM2-135M-Instruct: blockwise decoding vs Hugging Face generate (CPU)", "",
+             f"Commit {details['commit']}, {details['minutes']} min, {m['cpus']} cores, {m['threads']} threads, "
+             f"torch {m['torch']}, native bf16: {m['cpu_has_bf16']}. Load average at the end: "
+             f"{', '.join(f'{x:.2f}' for x in details['load_average_at_end'])}. Medians of "
+             f"{details['args']['repeats']} repeats, methods interleaved. `speedup`: over HF greedy in float32, same "
+             "batch; `same dtype`: over HF greedy in the row's dtype. `identical`: to HF greedy in the row's dtype; "
+             "`= our greedy`: to our greedy decoding in the row's dtype.", "",
+             "| method | dtype | k | batch | tokens/s | speedup | same dtype | mean accepted | identical | = our greedy "
+             "| prompts |", "|---" * 11 + "|"]
     fmt = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in records:
-        lines.append("| " + " | ".join(fmt(r[f]) for f in ("method", "k", "batch", "tokens_per_s", "speedup",
-                                                             "mean_accepted", "identical", "n")) + " |")
+        lines.append("| " + " | ".join(fmt(r[f]) for f in ("method", "dtype", "k", "batch", "tokens_per_s", "speedup",
+                                                             "speedup_same_dtype", "mean_accepted", "identical",
+                                                             "identical_to_greedy", "n")) + " |")
     lines += ["", "Step cost (one call feeding T tokens and scoring them, batch 1, relative to T = 1):", "",
               "| model | " + " | ".join(f"T={t}" for t in range(1, 7)) + " | T=1 ms |", "|---" * 8 + "|"]
-    for name in ("native", "hf"):
+    for name in [k[len("step_cost_"):] for k in details if k.startswith("step_cost_")]:
         sc = details[f"step_cost_{name}"]
         lines.append(f"| {name} | " + " | ".join(str(sc[f"T{t}"]) for t in range(1, 7)) + f" | {sc['T1_ms']} |")
     if details["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in details["notes"]]
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -190,23 +229,32 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, batch in zip(axes, sorted({r["batch"] for r in records})):
+    batches = sorted({r["batch"] for r in records})
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
         rows = [r for r in records if r["batch"] == batch and r["tokens_per_s"] is not None]
-        labels = [r["method"] + (f" k={r['k']}" if r["k"] else "") for r in rows]
-        ax.bar(labels, [r["tokens_per_s"] for r in rows], color=["#999" if r["method"].startswith("hf") else "#37c"
-                                                                 for r in rows])
-        ax.set_title(f"batch {batch}: tokens/s (higher is better)")
-        ax.tick_params(axis="x", rotation=45)
+        labels = [r["method"] + (f" k={r['k']}" if r["k"] else "") + (" bf16" if r["dtype"] == "bfloat16" else " fp32")
+                  for r in rows]
+        colors = [("#bbb" if r["dtype"] == "float32" else "#777") if r["method"].startswith("hf") else
+                  ("#7ad" if r["dtype"] == "float32" else "#15a") for r in rows]
+        ax.barh(labels, [r["tokens_per_s"] for r in rows], color=colors)
+        ax.invert_yaxis()
+        ax.set_title(f"batch {batch}: tokens/s (grey: Hugging Face, blue: ours)")
     fig.tight_layout()
     fig.savefig(out_dir / "tokens_per_s.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for batch in sorted({r["batch"] for r in records}):
-        rows = [r for r in records if r["batch"] == batch and r["method"] == "blockwise"]
-        ax.plot([r["k"] for r in rows], [r["mean_accepted"] for r in rows], "o-", label=f"mean accepted, batch {batch}")
-        ax.plot([r["k"] for r in rows], [r["speedup"] for r in rows], "s--", label=f"speedup, batch {batch}")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for batch in batches:
+        for dt, style in (("float32", "--"), ("bfloat16", "-")):
+            rows = [r for r in records if r["batch"] == batch and r["method"] == "blockwise" and r["dtype"] == dt
+                    and r["speedup"] is not None]
+            if rows:
+                ax.plot([r["k"] for r in rows], [r["speedup"] for r in rows], "s" + style,
+                        label=f"speedup over HF fp32, {dt}, batch {batch}")
+    rows = [r for r in records if r["method"] == "blockwise" and r["batch"] == batches[0] and r["dtype"] == "float32"]
+    ax.plot([r["k"] for r in rows], [r["mean_accepted"] for r in rows], "ko:", label=f"mean accepted, batch {batches[0]}")
+    ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("k")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_dir / "accepted_and_speedup.png", dpi=120)

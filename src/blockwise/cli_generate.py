@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     if args.dtype == "auto":
         args.dtype = "bfloat16" if cpu_has_bf16() else "float32"
     dtype = getattr(torch, args.dtype)
-    lm = NativeLM(Llama.from_hf(hf).to(dtype), heads.to(dtype), proposal_vocab=vocab)
+    lm = NativeLM(Llama.from_hf(hf).cast(dtype), heads.to(dtype), proposal_vocab=vocab)
     del hf
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
