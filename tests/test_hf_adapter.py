@@ -213,3 +213,19 @@ def test_bf16_native_blockwise_equals_its_greedy_at_every_batch_shape():
         out = blockwise(lm, PROMPTS, 40, k=k, eos_id=None)
         assert out.tokens == ref, f"k={k}"
         assert [blockwise(lm, [p], 40, k=k, eos_id=None).tokens[0] for p in PROMPTS] == ref
+
+
+def test_cast_changes_the_layout_not_the_function(hf_model):
+    """Llama.cast(bfloat16) transposes the matrices for oneDNN; the logits stay those of the model (to bf16 rounding),
+    and casting back to float32 restores the float32 layout."""
+    tokens = torch.tensor([PROMPTS[2] + PROMPTS[0]])
+    native, plain = Llama.from_hf(hf_model), Llama.from_hf(hf_model).to(torch.bfloat16)  # plain: same layout as fp32
+    with torch.no_grad():
+        native.cast(torch.bfloat16)
+        assert all(layer.out_in and layer.w_qkv.dtype == torch.bfloat16 for layer in native.layers)
+        low = native.lm_head(native(tokens)).float()
+        torch.testing.assert_close(low, plain.lm_head(plain(tokens)).float(), rtol=0.02, atol=0.05)
+        native.cast(torch.float32)
+        assert not any(layer.out_in for layer in native.layers)
+        back = native.lm_head(native(tokens))
+        torch.testing.assert_close(back, plain.float().lm_head(plain.float()(tokens)), rtol=1e-5, atol=1e-5)
