@@ -159,7 +159,7 @@ needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native b
 def test_bf16_one_row_product_has_the_bits_it_has_among_others():
     """oneDNN's one-row bf16 kernel sums in another order than its multi-row one (about 1 output in 600 differs in the
     last bit for a 1536-wide input); ``mm`` routes a lone row through the multi-row kernel."""
-    from blockwise.tasks.llama import mm
+    from blockwise.model.invariant import mm
 
     g = torch.Generator().manual_seed(0)
     for d_in, d_out in [(1536, 576), (576, 3072)]:
@@ -176,7 +176,7 @@ def test_bf16_one_row_product_has_the_bits_it_has_among_others():
 def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span():
     """Greedy feeds one query over exactly its keys; blockwise feeds k queries over a longer, masked span.
     (The fused CPU attention kernel gives other bits in the second case: that broke bf16 exactness.)"""
-    from blockwise.tasks.llama import attend_per_query
+    from blockwise.model.invariant import attend_per_query
 
     g = torch.Generator().manual_seed(1)
     B, H, Hkv, Dh, S, T = 2, 9, 3, 64, 300, 6

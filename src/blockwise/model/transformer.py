@@ -15,6 +15,12 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .cache import KVCache
+from .invariant import attend_per_query, mm
+
+
+def linear(layer: nn.Linear, x: Tensor) -> Tensor:
+    """``layer(x)``; in bfloat16 batch-invariant (see ``invariant.mm``)."""
+    return mm(x, layer.weight, out_in=True, bias=layer.bias) if x.dtype == torch.bfloat16 else layer(x)
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
@@ -40,15 +46,20 @@ class Attention(nn.Module):
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = self.kv(x).chunk(2, dim=-1)
+        k, v = linear(self.kv, x).chunk(2, dim=-1)
         return self.split(k), self.split(v)  # (B, H, S, Dh) each
 
     def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
-        q = self.split(self.q(x))  # (B, H, T, Dh)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
+        q = self.split(linear(self.q, x))  # (B, H, T, Dh)
+        if q.dtype == torch.bfloat16 and not causal and not self.training:  # decoding in bf16: batch-invariant
+            if mask is None:
+                mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
+            y = attend_per_query(q, k, v, mask)
+        else:
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
         B, _, T, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+        return linear(self.out, y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
 
 
 class FeedForward(nn.Module):
@@ -58,7 +69,7 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.drop(F.gelu(self.up(x))))
+        return linear(self.down, self.drop(F.gelu(linear(self.up, x))))
 
 
 class EncoderLayer(nn.Module):
@@ -106,6 +117,8 @@ class Transformer(nn.Module):
 
     def project(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits (..., V) of hidden states (..., D): the embedding matrix, tied."""
+        if hidden.dtype == torch.bfloat16:
+            return mm(hidden, self.embed.weight, out_in=True)  # batch-invariant (and oneDNN's fast layout)
         return hidden @ self.embed.weight.t()
 
     def encode(self, source: Tensor, source_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

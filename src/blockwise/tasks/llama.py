@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..config import HeadsConfig
 from ..model.cache import KVCache
 from ..model.heads import ProposalHeads
+from ..model.invariant import attend_per_query, cpu_has_bf16, mm  # noqa: F401  (cpu_has_bf16: for callers)
 
 
 @dataclass(frozen=True)
@@ -59,47 +60,6 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * x32.to(dtype)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX; Linux flags, False where unknown).
-    There bf16 makes verifying a block nearly as cheap as one token, and the batch invariance below is tested."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def mm(x: Tensor, w: Tensor, out_in: bool = False) -> Tensor:
-    """``x @ w``, the same bits for a row whether it comes alone or among others.
-
-    In bfloat16, oneDNN multiplies a lone row (M = 1) with a kernel that sums in another order than its multi-row one,
-    so a token verified inside a block (blockwise) could differ in the last bit from the same token fed alone (greedy)
-    and, after a near-tie, change the output. A lone bf16 row therefore goes through the multi-row kernel beside a copy
-    of itself; bf16 cost here is flat in M (2 rows cost what 1 does). float32 keeps its fast one-row kernel.
-    """
-    product = F.linear if out_in else torch.matmul  # w is (out, in) for F.linear, (in, out) for matmul
-    if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1]:
-        return product(torch.cat([x, x], dim=-2), w)[..., :1, :]
-    return product(x, w)
-
-
-def attend_per_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-    """Attention (B, H, T, Dh) in which each query is its own small matrix product, so that its result has the same
-    bits whatever else is fed beside it (the CPU's fused attention kernel sums in another order when T changes).
-
-    q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible. The G = H / Hkv query heads
-    that share a key head form one (G x Dh) @ (Dh x S) product per query; softmax in float32, as Hugging Face does.
-    """
-    B, H, T, Dh = q.shape
-    Hkv = k.shape[1]
-    qg = q.view(B, Hkv, H // Hkv, T, Dh).transpose(2, 3)  # (B, Hkv, T, G, Dh)
-    scores = (qg * Dh ** -0.5) @ k[:, :, None].transpose(-1, -2)  # (B, Hkv, T, G, S)
-    scores = scores.float().masked_fill(~mask[:, :, :, None, :], float("-inf"))
-    y = scores.softmax(-1).to(v.dtype) @ v[:, :, None]  # (B, Hkv, T, G, Dh)
-    return y.transpose(2, 3).reshape(B, H, T, Dh)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
