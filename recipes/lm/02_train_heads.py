@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget; sets the schedule's length")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs that have it)")
+    ap.add_argument("--init", default=None, help="start from these trained heads (a heads file of the same shape)")
     ap.add_argument("--ship", action="store_true", help="write the heads to the package's assets folder too")
     ap.add_argument("--eval-positions", type=int, default=6000)
     args = ap.parse_args(argv)
@@ -67,6 +68,9 @@ def main(argv=None) -> None:
     print(f"answers use {len(vocab)} distinct tokens; softmax over the top {len(top)} + batch targets")
 
     heads = ProposalHeads(embed.shape[1], HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind))
+    if args.init and not (run / "checkpoint.pt").exists():
+        heads.load_state_dict(lm_heads.load_heads(args.init)[0].state_dict())
+        print(f"initialised from {args.init}")
     n_params = sum(p.numel() for p in heads.parameters())
     print(f"{args.kind} heads: {n_params / 1e6:.2f}M parameters ({2 * n_params / 2**20:.1f} MiB in float16)")
 
