@@ -33,10 +33,11 @@ def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None) -
     and, after a near-tie, change the output. A lone bf16 row therefore goes through the multi-row kernel beside a copy
     of itself; bf16 cost here is flat in M (2 rows cost what 1 does). float32 keeps its fast one-row kernel.
     """
-    if out_in:  # w is (out, in), as nn.Linear keeps it
-        product = lambda a: F.linear(a, w, bias)  # noqa: E731
-    else:  # w is (in, out)
-        product = lambda a: a @ w if bias is None else torch.addmm(bias, a.flatten(0, -2), w).view(*a.shape[:-1], -1)  # noqa: E731
+    def product(a: Tensor) -> Tensor:
+        if out_in:  # w is (out, in), as nn.Linear keeps it
+            return F.linear(a, w, bias)
+        return a @ w if bias is None else a @ w + bias  # w is (in, out)
+
     if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1]:
         return product(torch.cat([x, x], dim=-2))[..., :1, :]
     return product(x)

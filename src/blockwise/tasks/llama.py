@@ -93,8 +93,8 @@ class Block(nn.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
-        q, k, v = mm(h, self.w_qkv, self.out_in).split([cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim,
-                                          cfg.n_kv_heads * cfg.head_dim], dim=-1)
+        kv = cfg.n_kv_heads * cfg.head_dim
+        q, k, v = mm(h, self.w_qkv, self.out_in).split([cfg.n_heads * cfg.head_dim, kv, kv], dim=-1)
         q = rotate(q.view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, H, T, Dh)
         k = rotate(k.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, T, Dh)
         v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
