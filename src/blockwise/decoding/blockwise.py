@@ -2,7 +2,8 @@
 
 Each iteration is one model call: the k proposed tokens are fed at once; p1 at every fed position verifies them
 (predict / verify / accept), and the heads at the last accepted position propose the next block: p1 from the scores
-just computed, p2..pk from the heads. m tokens take about m/k̂ + 1 calls. Rows of a batch accept different k̂; the cache rolls each row back to its own length.
+just computed, p2..pk from the heads. m tokens take about m/k̂ + 1 calls. Rows of a batch accept different k̂; the
+cache rolls each row back to its own length.
 """
 
 from __future__ import annotations
