@@ -10,7 +10,8 @@ from blockwise import HeadsConfig, blockwise, greedy  # noqa: E402
 from blockwise.model.heads import ProposalHeads  # noqa: E402
 from blockwise.tasks.hf import HFCausalLM  # noqa: E402
 from blockwise.tasks.lm_heads import load_heads, save_heads  # noqa: E402
-from blockwise.tasks.llama import Llama, NativeLM, cpu_has_bf16  # noqa: E402
+from blockwise.model.invariant import cpu_has_bf16  # noqa: E402
+from blockwise.tasks.llama import Llama, NativeLM  # noqa: E402
 
 V, EOS, PAD = 48, 1, 0
 PROMPTS = [[5, 9, 3, 17], [2, 30], [11, 4, 6, 20, 8, 13, 7], [40, 41, 42]]

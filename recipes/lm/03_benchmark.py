@@ -26,9 +26,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from blockwise import blockwise, greedy
+from blockwise.eval.timing import git_commit
+from blockwise.model.invariant import cpu_has_bf16
 from blockwise.tasks.hf import HFCausalLM, load_smollm2
 from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
-from blockwise.tasks.llama import Llama, NativeLM, cpu_has_bf16
+from blockwise.tasks.llama import Llama, NativeLM
 from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
@@ -178,7 +180,7 @@ def main(argv=None) -> None:
     details["load_average_at_end"] = os.getloadavg()
     details["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                           "platform": platform.platform(), "cpu_has_bf16": cpu_has_bf16()}
-    details["commit"] = commit()
+    details["commit"] = git_commit()
     details["minutes"] = round((time.time() - started) / 60, 1)
     details["heads"] = str(args.heads)
     details["args"] = vars(args)
@@ -186,16 +188,6 @@ def main(argv=None) -> None:
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str))
     write_report(records, details, out_dir)
     print((out_dir / "benchmark.md").read_text())
-
-
-def commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=HERE).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def write_report(records: list[dict], details: dict, out_dir: Path) -> None:

@@ -69,7 +69,8 @@ def main(argv=None) -> int:
 
     from .decoding import blockwise, greedy
     from .tasks.hf import load_smollm2
-    from .tasks.llama import Llama, NativeLM, cpu_has_bf16
+    from .model.invariant import cpu_has_bf16
+    from .tasks.llama import Llama, NativeLM
     from .tasks.lm_heads import ASSET, chat_ids, load_heads
 
     torch.set_num_threads(args.threads)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..config import HeadsConfig
 from ..model.cache import KVCache
 from ..model.heads import ProposalHeads
-from ..model.invariant import attend_per_query, cpu_has_bf16, mm  # noqa: F401  (cpu_has_bf16: for callers)
+from ..model.invariant import attend_per_query, mm
 
 
 @dataclass(frozen=True)
