@@ -8,9 +8,9 @@ transformers = pytest.importorskip("transformers")
 
 from blockwise import HeadsConfig, blockwise, greedy  # noqa: E402
 from blockwise.model.heads import ProposalHeads  # noqa: E402
+from blockwise.model.invariant import cpu_has_bf16  # noqa: E402
 from blockwise.tasks.hf import HFCausalLM  # noqa: E402
 from blockwise.tasks.lm_heads import load_heads, save_heads  # noqa: E402
-from blockwise.model.invariant import cpu_has_bf16  # noqa: E402
 from blockwise.tasks.llama import Llama, NativeLM  # noqa: E402
 
 V, EOS, PAD = 48, 1, 0

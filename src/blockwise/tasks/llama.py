@@ -223,9 +223,11 @@ class NativeLM(nn.Module):
             raise ValueError("a frozen base decodes as itself only with p1='identity' heads")
         self._max_positions = max_positions or base.cfg.max_positions
         self.proposal_vocab = None if proposal_vocab is None else torch.as_tensor(proposal_vocab, dtype=torch.long)
-        self.w_proposal = None if proposal_vocab is None else base.w_lm_head[:, self.proposal_vocab].contiguous()
-        # the same rows in the (out, in) layout that oneDNN's bf16 kernel prefers (see Llama.lm_head)
-        self.w_proposal_t = None if proposal_vocab is None else self.w_proposal.t().contiguous()
+        # the proposal vocabulary's columns of the output projection, laid out as the base's dtype runs fastest
+        # (see Llama.cast): (out, in) for bfloat16, (in, out) for float32
+        self.proposal_out_in = base.w_lm_head.dtype == torch.bfloat16
+        rows = None if proposal_vocab is None else base.w_lm_head[:, self.proposal_vocab]  # (D, V')
+        self.w_proposal = None if rows is None else (rows.t() if self.proposal_out_in else rows).contiguous()
 
     @property
     def num_heads(self) -> int:
@@ -268,7 +270,7 @@ class NativeSession:
             if model.proposal_vocab is None:
                 parts.append(model.base.lm_head(out))
             else:
-                rest = F.linear(out, model.w_proposal_t) if out.dtype == torch.bfloat16 else out @ model.w_proposal
+                rest = mm(out, model.w_proposal, model.proposal_out_in)  # (..., n, V')
                 full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
                 full[..., model.proposal_vocab] = rest
                 parts.append(full)
