@@ -56,7 +56,7 @@ class ScriptedSession:
     def scores(self, hidden: Tensor) -> Tensor:
         return self.proposals(hidden, 1)[..., 0, :]
 
-    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
         return self._proposals(hidden, k)[..., first - 1:, :]
 
     def _proposals(self, hidden: Tensor, k: int) -> Tensor:

@@ -25,7 +25,8 @@ def sources_for(model, n):
 
 # -- exact blockwise == greedy, token for token ------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["tiny", "tiny-encdec"])
-@pytest.mark.parametrize("head_kind,p1", [("paper", "identity"), ("paper", "learned"), ("residual", "identity")])
+@pytest.mark.parametrize("head_kind,p1", [("paper", "identity"), ("paper", "learned"), ("residual", "identity"),
+                                         ("chain", "identity")])
 @pytest.mark.parametrize("batch", [1, 4])
 def test_exact_equals_greedy_random_models(kind, head_kind, p1, batch):
     model = random_model(kind, k=4, seed=11, head_kind=head_kind, p1=p1)

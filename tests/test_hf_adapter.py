@@ -54,7 +54,7 @@ def hf_generate(model, prompts, max_new, eos_id=EOS):
 
 @pytest.mark.parametrize("adapter", ["hf", "native"])
 @pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("kind,seed", [("paper", 0), ("paper", 3), ("residual", 5)])
+@pytest.mark.parametrize("kind,seed", [("paper", 0), ("paper", 3), ("residual", 5), ("chain", 7)])
 def test_blockwise_equals_hf_generate(hf_model, adapter, batch, kind, seed):
     heads = make_heads(kind, seed)
     if adapter == "hf":

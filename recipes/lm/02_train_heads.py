@@ -28,7 +28,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/lm/distill")
     ap.add_argument("--run", default=None, help="run folder (default runs/lm/heads-<kind>)")
-    ap.add_argument("--kind", choices=["paper", "residual"], default="paper")
+    ap.add_argument("--kind", choices=["paper", "residual", "chain"], default="paper",
+                    help="paper: the paper's multi-output layer; residual: Medusa-1's blocks; chain: each head also "
+                         "sees the token proposed before it (Hydra-style)")
     ap.add_argument("--k", type=int, default=6, help="heads p1..pk (p1 is the base model itself)")
     ap.add_argument("--d-hidden", type=int, default=512)
     ap.add_argument("--batch", type=int, default=512)
@@ -41,6 +43,9 @@ def main(argv=None) -> None:
     ap.add_argument("--init", default=None, help="start from these trained heads (a heads file of the same shape)")
     ap.add_argument("--ship", action="store_true", help="write the heads to the package's assets folder too")
     ap.add_argument("--eval-positions", type=int, default=6000)
+    ap.add_argument("--eval-every", type=int, default=0, help="held-out agreement on 1,500 positions every so many "
+                    "steps, into the learning curve (0: only at the end)")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = Path(args.run or f"runs/lm/heads-{args.kind}")
@@ -60,6 +65,7 @@ def main(argv=None) -> None:
 
     _, hf = load_smollm2()
     embed = hf.get_output_embeddings().weight.detach().clone()  # (V, D), frozen
+    token_emb = hf.get_input_embeddings().weight.detach().clone() if args.kind == "chain" else None
     del hf
     V = embed.shape[0]
     vocab = lm_heads.restricted_vocab(data.tokens, V)  # every token the base produced: the shipped proposal set
@@ -79,7 +85,8 @@ def main(argv=None) -> None:
         classes = torch.unique(torch.cat([top, targets[:, 1:][valid[:, 1:]]]))
         remap = torch.full((V,), 0, dtype=torch.long)
         remap[classes] = torch.arange(len(classes))
-        losses = lm_heads.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid)
+        given = None if token_emb is None else token_emb[targets[:, : args.k - 1]]
+        losses = lm_heads.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid, given)
         return losses.mean()
 
     # the schedule's length: measured speed x budget (fixed at the first run, so a resume keeps the same schedule)
@@ -96,15 +103,22 @@ def main(argv=None) -> None:
         heads.zero_grad(set_to_none=True)
         steps = max(50, int(60 * args.minutes / ((time.time() - t) / 3) * 0.9))
         print(f"{(time.time() - t) / 3:.2f} s/step -> {steps} steps")
-    cfg = TrainConfig(steps=steps, lr=args.lr, warmup=min(100, steps // 10), weight_decay=0.0, bf16=args.bf16,
-                      save_every=50, eval_every=10 ** 9, seed=0)
+    cfg = TrainConfig(steps=steps, lr=args.lr, warmup=min(100, steps // 10), weight_decay=args.weight_decay,
+                      bf16=args.bf16, save_every=50, eval_every=args.eval_every or 10 ** 9, seed=0)
     source = lm_heads.batches(len(train_idx), args.batch, seed=0)
     batches = (train_idx[b] for b in source)
-    train(heads, loss_fn, batches, cfg, run_dir=run, time_limit=60 * args.minutes * 1.1)
-
     g = torch.Generator().manual_seed(0)
     pick = held_idx[torch.randperm(len(held_idx), generator=g)[: args.eval_positions]]
-    metrics = lm_heads.agreement(heads.eval(), embed, data, pick)
+
+    def evaluate():  # a learning curve of what matters: expected block size on held-out answers
+        heads.eval()
+        m = lm_heads.agreement(heads, embed, data, pick[:1500], token_emb=token_emb)
+        heads.train()
+        return {"held_out_p2": m["top1"]["p2"], "held_out_expected_accepted": m["expected_accepted"][f"k{args.k}"]}
+
+    train(heads, loss_fn, batches, cfg, run_dir=run, time_limit=60 * args.minutes * 1.1, evaluate=evaluate)
+
+    metrics = lm_heads.agreement(heads.eval(), embed, data, pick, token_emb=token_emb)
     metrics.update({"kind": args.kind, "k": args.k, "d_hidden": args.d_hidden, "parameters": n_params,
                     "train_positions": len(train_idx), "held_out_positions": len(pick), "steps": steps,
                     "proposal_vocab": len(vocab)})

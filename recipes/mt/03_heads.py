@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", default="models/mt/teacher_targets.tsv.gz")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--d-hidden", type=int, default=256)
+    ap.add_argument("--kind", choices=["paper", "chain"], default="paper", help="paper: the paper's multi-output "
+                    "layer; chain: each head also sees the token proposed before it (Hydra-style)")
     ap.add_argument("--loss", choices=["random", "mean"], default="random")
     ap.add_argument("--init", default=None, help="continue from this model with heads (e.g. the GPU lease's heads, "
                     "or Regular/Distillation heads as the start of fine-tuning) instead of fresh heads on --base")
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.init} has k={model.num_heads} heads, not --k {args.k}")
     else:
         base = BlockwiseModel.load(args.base)
-        model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind="paper", p1="identity"))
+        model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind, p1="identity"))
     for p in model.base.parameters():
         p.requires_grad_(finetune)
     heads = tuple(range(1 if finetune else 2, args.k + 1))  # a frozen p1 has nothing to learn
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
                  time_limit=args.minutes * 60)
     out = Path(args.models) / f"{args.regime}.safetensors"
     model.cpu().save(out)
-    info = {"regime": args.regime, "k": args.k, "loss": args.loss, "p1_weight": args.p1_weight, "init": args.init,
+    info = {"regime": args.regime, "kind": model.heads_cfg.kind, "k": args.k, "loss": args.loss, "p1_weight": args.p1_weight, "init": args.init,
             "device": args.device, "max_tokens": args.max_tokens, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
             "minutes": (time.time() - started) / 60, "commit": git_commit()}

@@ -41,7 +41,7 @@ class ModelConfig:
         return self.n_encoder_layers > 0
 
 
-HeadKind = Literal["paper", "residual"]
+HeadKind = Literal["paper", "residual", "chain"]
 P1Mode = Literal["identity", "learned"]
 
 
@@ -54,6 +54,7 @@ class HeadsConfig:
     owns its slice of the hidden layer and its own output matrix (block-diagonal output, k times cheaper than a dense
     k·d_hidden × k·d_model matrix).
     kind="residual": Medusa-1's head, h + SiLU(W h + b) with W of size d_model × d_model, one per head.
+    kind="chain": each head also sees the token proposed before it (``ProposalHeads.step``); hidden size d_hidden.
     p1="identity": p1 is the untouched base output, so a frozen base decodes exactly as the original model.
     p1="learned": p1 passes through the layer too (the paper's footnote 1).
     """
@@ -68,8 +69,10 @@ class HeadsConfig:
             raise ValueError(f"HeadsConfig.k must be >= 1, got {self.k}")
         if self.d_hidden < 1:
             raise ValueError(f"HeadsConfig.d_hidden must be >= 1, got {self.d_hidden}")
-        if self.kind not in ("paper", "residual"):
-            raise ValueError(f"HeadsConfig.kind must be 'paper' or 'residual', got {self.kind!r}")
+        if self.kind not in ("paper", "residual", "chain"):
+            raise ValueError(f"HeadsConfig.kind must be 'paper', 'residual' or 'chain', got {self.kind!r}")
+        if self.kind == "chain" and self.p1 != "identity":
+            raise ValueError("chained heads start from the base model's own p1: use p1='identity'")
         if self.p1 not in ("identity", "learned"):
             raise ValueError(f"HeadsConfig.p1 must be 'identity' or 'learned', got {self.p1!r}")
 

@@ -61,7 +61,7 @@ def propose(session, p1_logits: torch.Tensor, hidden: torch.Tensor, k: int) -> t
     first = p1_logits.argmax(-1, keepdim=True)  # (B, 1)
     if k == 1:
         return first
-    return torch.cat([first, session.proposals(hidden, k, first=2).argmax(-1)], dim=1)
+    return torch.cat([first, session.proposals(hidden, k, first=2, given=first[:, 0]).argmax(-1)], dim=1)
 
 
 def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,

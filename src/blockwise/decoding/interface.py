@@ -22,10 +22,11 @@ class Session(Protocol):
     def scores(self, hidden: Tensor) -> Tensor:
         """Logits of p1 (..., V) at hidden states (..., D): the distribution greedy decoding follows."""
 
-    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
         """Logits of p_first..p_k (..., k - first + 1, V) at hidden states (..., D).
 
-        Blockwise decoding asks for p2..pk (first=2): p1 at that position is among the ``scores`` it already has."""
+        Blockwise decoding asks for p2..pk (first=2): p1 at that position is among the ``scores`` it already has, and
+        ``given`` (...,) is p1's argmax there, which chained heads build on (other heads ignore it)."""
 
     def truncate(self, lengths: Tensor) -> None:
         """Roll each row back to an absolute length (B,)."""

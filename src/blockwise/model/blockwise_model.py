@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..batching import lengths_mask, pad
 from ..config import HeadsConfig, ModelConfig
 from .cache import KVCache
-from .heads import ProposalHeads
+from .heads import ProposalHeads, chained_proposals
 from .transformer import Transformer
 
 FORMAT = "blockwise/1"
@@ -153,8 +153,11 @@ class Session:
         return self.model.head_logits(hidden, 1)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
-        return self.model.base.project(self.model.heads(hidden, k, first))
+    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
+        heads, base = self.model.heads, self.model.base
+        if not heads.chained:
+            return base.project(heads(hidden, k, first))
+        return chained_proposals(heads, hidden, k, first, given, base.embed, self.scores, base.project)
 
     def truncate(self, lengths: Tensor) -> None:
         self.cache.truncate(lengths)

