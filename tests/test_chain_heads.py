@@ -78,3 +78,12 @@ def test_chained_heads_learn_the_language_and_decode_exactly():
     out = blockwise(model, prefixes, 30, k=4, eos_id=EOS)
     assert out.tokens == ref.tokens
     assert out.stats.mean_accepted > 2.5, out.stats.as_dict()
+
+
+@torch.no_grad()
+def test_chained_loss_is_finite_when_a_head_has_no_target():
+    """Sentences shorter than k: the far heads have nothing to predict and add 0, not NaN."""
+    model = random_model("tiny", k=6, seed=1, head_kind="chain")
+    seq, _ = pattern_batch(2, 4, torch.Generator().manual_seed(0), False)  # 3 targets per row, heads up to p6
+    loss = proposal_loss(model, model(seq[:, :-1]), seq[:, 1:], 6, pad_id=-100)
+    assert torch.isfinite(loss)

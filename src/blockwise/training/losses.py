@@ -59,6 +59,7 @@ def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...],
     losses = []
     for i in heads:
         logits = model.base.project(states[..., i - 1, :])  # (B, T, V)
-        losses.append(F.cross_entropy(logits.flatten(0, 1).float(), shifted[..., i - 1].flatten(),
-                                      ignore_index=pad_id))
+        target = shifted[..., i - 1].flatten()
+        total = F.cross_entropy(logits.flatten(0, 1).float(), target, ignore_index=pad_id, reduction="sum")
+        losses.append(total / (target != pad_id).sum().clamp(min=1))  # a head with no target this far ahead: 0
     return torch.stack(losses).mean()
