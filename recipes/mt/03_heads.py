@@ -125,8 +125,8 @@ def main(argv=None) -> int:
                  time_limit=args.minutes * 60)
     out = Path(args.models) / f"{args.regime}.safetensors"
     model.cpu().save(out)
-    info = {"regime": args.regime, "kind": model.heads_cfg.kind, "k": args.k, "loss": args.loss, "p1_weight": args.p1_weight, "init": args.init,
-            "device": args.device, "max_tokens": args.max_tokens, "pairs": len(pairs), "step": last.get("step"),
+    info = {"regime": args.regime, "kind": model.heads_cfg.kind, "k": args.k, "loss": args.loss,
+            "p1_weight": args.p1_weight, "init": args.init, "device": args.device, "max_tokens": args.max_tokens, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
             "minutes": (time.time() - started) / 60, "commit": git_commit()}
     with open(run / "runs.jsonl", "a") as f:

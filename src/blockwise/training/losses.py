@@ -32,24 +32,18 @@ def proposal_loss(model, hidden: Tensor, targets: Tensor, k: int, mode: LossMode
                   generator: torch.Generator | None = None, heads: tuple[int, ...] | None = None) -> Tensor:
     """Loss of heads p1..pk (or of ``heads`` only, e.g. (2, ..., k) when p1 is frozen as the identity path)."""
     heads = tuple(range(1, k + 1)) if heads is None else heads
-    if model.heads.chained:
-        return chained_loss(model, hidden, targets, heads, mode, pad_id, generator)
-    if mode == "random":
-        pick = int(torch.randint(len(heads), (1,), generator=generator))
-        return head_loss(model, hidden, targets, heads[pick], pad_id)
-    if mode != "mean":
-        raise ValueError(f"unknown loss mode {mode!r}: use 'mean' or 'random'")
-    return torch.stack([head_loss(model, hidden, targets, i, pad_id) for i in heads]).mean()
-
-
-def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], mode: LossMode, pad_id: int,
-                 generator: torch.Generator | None = None) -> Tensor:
-    """``proposal_loss`` for chained heads, teacher-forced: head p_i at position t is given the embeddings of the true
-    tokens targets[t..t+i-2] (what p1..p_{i-1} should have proposed) and predicts targets[t+i-1]."""
     if mode not in ("mean", "random"):
         raise ValueError(f"unknown loss mode {mode!r}: use 'mean' or 'random'")
     if mode == "random":
         heads = (heads[int(torch.randint(len(heads), (1,), generator=generator))],)
+    if model.heads.chained:
+        return chained_loss(model, hidden, targets, heads, pad_id)
+    return torch.stack([head_loss(model, hidden, targets, i, pad_id) for i in heads]).mean()
+
+
+def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], pad_id: int) -> Tensor:
+    """Mean loss of ``heads`` when they are chained, teacher-forced: head p_i at position t is given the embeddings of
+    the true tokens targets[t..t+i-2] (what p1..p_{i-1} should have proposed) and predicts targets[t+i-1]."""
     n = max(heads)
     B, T = targets.shape
     ahead = F.pad(targets, (0, n), value=pad_id)  # (B, T + n): targets, then padding past the end
