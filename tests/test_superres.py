@@ -105,6 +105,41 @@ def test_corrupt_inputs_keeps_bos_and_range():
     assert (noisy[:, 1:] != tgt[:, 1:]).float().mean() > 0.9
 
 
+def test_ordinal_criterion_is_cross_entropy_against_smoothed_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(5, sr.VOCAB, dtype=torch.float64)
+    targets = torch.tensor([sr.OFFSET, sr.OFFSET + 3, sr.OFFSET + 128, sr.VOCAB - 1, -100])
+    plain = sr.ordinal_criterion(0)(logits, targets, -100)
+    assert torch.allclose(plain[:4], torch.nn.functional.cross_entropy(logits[:4], targets[:4], reduction="none"))
+    assert plain[4] == 0
+    sigma = 3.0
+    got = sr.ordinal_criterion(sigma)(logits, targets, -100)
+    logp = logits.log_softmax(-1)[:, sr.OFFSET:]
+    for row, y in enumerate(targets[:4].tolist()):
+        v = y - sr.OFFSET
+        w = torch.tensor([np.exp(-(u - v) ** 2 / (2 * sigma ** 2)) for u in range(256)], dtype=torch.float64)
+        w = w / sum(np.exp(-(j ** 2) / (2 * sigma ** 2)) for j in range(-255, 256))
+        assert float(got[row]) == pytest.approx(float(-(w * logp[row]).sum()), rel=1e-5)
+        # inside the range the weights sum to 1; at the edges the part of the kernel past 0 or 255 is lost
+        assert abs(float(w.sum()) - 1) < 1e-6 if 10 < v < 245 else float(w.sum()) < (0.6 if v in (0, 255) else 1)
+    assert got[4] == 0
+
+
+def test_smoothed_training_moves_the_argmax_off_the_spike():
+    """The reason for ordinal smoothing: a spike at white (255, p 0.2) and a broad bump around 200 (p 0.8 over 21
+    levels). The cross-entropy optimum's argmax is the spike; the smoothed loss's optimum puts it in the bump."""
+    data = torch.cat([torch.full((20,), 255), 190 + torch.arange(21).repeat(4)]) + sr.OFFSET
+    for sigma, expect in ((0.0, lambda a: a == 255), (4.0, lambda a: 185 <= a <= 215)):
+        logits = torch.zeros(1, sr.VOCAB, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([logits], lr=0.1)
+        for _ in range(400):
+            opt.zero_grad()
+            sr.ordinal_criterion(sigma)(logits.expand(len(data), -1), data, -100).mean().backward()
+            opt.step()
+        best = int(logits[0, sr.OFFSET:].argmax())
+        assert expect(best), (sigma, best)
+
+
 def test_source_layouts():
     low = np.array([[[10, 20], [30, 40]]], dtype=np.uint8)
     assert sr.sources(low, 2, "raster") == [[12, 22, 32, 42]]

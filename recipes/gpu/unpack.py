@@ -3,7 +3,9 @@
     python recipes/gpu/unpack.py /work/.device/1 /work/.device/3     # folders holding *.tar.part-* files, in order
 
 MT: models/mt/{finetune,both}.safetensors as they came; models/mt/{regular,distillation}.safetensors re-joined from
-the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz. SR: runs/sr/x4/<stage>/.
+the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_chain/ as it
+came. SR: runs/sr/x<factor>/<stage>/ (a Regular stage that came back as heads.safetensors alone is re-joined with its
+base).
 Learning curves and logs are copied to results/<task>/lease/ so that the tables can cite them.
 """
 
@@ -36,11 +38,18 @@ def main(folders: list[str]) -> int:
         join_heads(models / "baseline.safetensors", heads, models / f"{regime}.safetensors")
     if (lease / "models/mt/teacher_targets.tsv.gz").exists():
         shutil.copy(lease / "models/mt/teacher_targets.tsv.gz", models / "teacher_targets.tsv.gz")
-    for stage_dir in (lease / "runs/sr/x4").glob("*"):
-        shutil.copytree(stage_dir, Path("runs/sr/x4") / stage_dir.name, dirs_exist_ok=True)
-    for task in ("mt", "sr"):
+    for model in (lease / "models/mt_chain").glob("*.safetensors"):
+        Path("models/mt_chain").mkdir(parents=True, exist_ok=True)
+        shutil.copy(model, Path("models/mt_chain") / model.name)
+    stages = [Path("runs/sr") / d.relative_to(lease / "runs/sr") for d in (lease / "runs/sr").glob("x*/*")]
+    for dest in stages:
+        shutil.copytree(lease / "runs/sr" / dest.relative_to("runs/sr"), dest, dirs_exist_ok=True)
+    for dest in stages:  # every base is in place before a Regular stage is re-joined with it
+        if (dest / "heads.safetensors").exists():
+            join_heads(dest.parent / "base" / "model.safetensors", dest / "heads.safetensors", dest / "model.safetensors")
+    for task, results in (("mt", "results/mt/lease"), ("mt_chain", "results/mt/chain/lease"), ("sr", "results/sr/lease")):
         for log in (lease / "runs" / task).rglob("*.jsonl"):
-            dest = Path("results") / task / "lease" / log.relative_to(lease / "runs" / task)
+            dest = Path(results) / log.relative_to(lease / "runs" / task)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(log, dest)
     print("\n".join(sorted(str(p) for p in models.glob("*"))))

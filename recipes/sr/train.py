@@ -39,8 +39,9 @@ from blockwise.tasks import superres as sr  # noqa: E402
 from blockwise.training import TrainConfig, proposal_loss, train  # noqa: E402
 
 
-def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str]:
-    """The model of this stage, the parameters that train, and the source layout."""
+def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str, float | None]:
+    """The model of this stage, the parameters that train, the source layout and the target smoothing σ the model
+    was trained with (None for a fresh base)."""
     root = run.parent
     if args.stage == "base":
         overrides = {"d_model": args.d_model, "n_layers": args.layers, "n_encoder_layers": args.encoder_layers,
@@ -48,7 +49,7 @@ def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str]:
         torch.manual_seed(args.seed)
         model = BlockwiseModel(sr.model_config(**overrides), HeadsConfig(k=1))
         sr.ordinal_init(model, args.seed)
-        return model, list(model.parameters()), args.source
+        return model, list(model.parameters()), args.source, None
     base_path = root / "base" / "model.safetensors"
     init = root / "regular" / "model.safetensors"
     if args.stage == "finetune" and init.exists():
@@ -67,8 +68,8 @@ def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str]:
     if args.stage == "regular":
         for p in model.base.parameters():
             p.requires_grad_(False)
-        return model, list(model.heads.parameters()), meta["source"]
-    return model, list(model.parameters()), meta["source"]
+        return model, list(model.heads.parameters()), meta["source"], meta.get("smooth", 0.0)
+    return model, list(model.parameters()), meta["source"], meta.get("smooth", 0.0)
 
 
 def main(argv=None) -> int:
@@ -96,6 +97,9 @@ def main(argv=None) -> int:
                     "low-res pixels repeated onto the high-res grid (aligned) or the l² pixels alone (raster)")
     ap.add_argument("--corrupt", type=float, default=0.25, help="(base stage) probability of replacing a fed pixel "
                     "with a random intensity, so the model learns to read the source")
+    ap.add_argument("--smooth", type=float, default=None, help="σ (intensity levels) of the Gaussian that smooths the "
+                    "targets over neighbouring intensities (sr.ordinal_criterion); 0: plain cross-entropy. Default 4 "
+                    "for the base; the heads stages take the base's")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on either)")
     ap.add_argument("--time-schedule", action="store_true", help="end the cosine schedule when --minutes are up "
                     "(a single run of unknown speed, e.g. a GPU lease)")
@@ -108,7 +112,9 @@ def main(argv=None) -> int:
     run = Path(args.run or f"runs/sr/x{args.factor}/{args.stage}")
     run.mkdir(parents=True, exist_ok=True)
     data = sr.load_fashion_mnist()
-    model, params, layout = build_model(args, run)
+    model, params, layout, base_smooth = build_model(args, run)
+    smooth = args.smooth if args.smooth is not None else (4.0 if args.stage == "base" else base_smooth)
+    criterion = sr.ordinal_criterion(smooth)
     model.to(args.device)
     k = model.heads_cfg.k
     n_train = sum(p.numel() for p in params)
@@ -118,14 +124,18 @@ def main(argv=None) -> int:
     def loss_fn(batch):
         src, tgt = (t.to(args.device) for t in batch)
         if args.stage == "base":
-            return sr.pixel_loss(model, src, tgt, corrupt=args.corrupt)
+            return sr.pixel_loss(model, src, tgt, corrupt=args.corrupt, smooth=smooth)
         if args.stage == "regular":
-            model.base.eval()  # frozen: no dropout either (train() switches the whole model to train mode)
+            # frozen: no dropout either (train() switches the whole model to train mode). Without dropout train mode
+            # is the same function, and eval mode in bf16 would take the batch-invariant decoding path for attention
+            # (one small product per query), which made Regular steps ~15x slower over 784 positions on the GPU
+            model.base.train(model.base.cfg.dropout == 0)
             with torch.no_grad():  # no graph through the base
                 hidden = model(tgt[:, :-1], src)
             return proposal_loss(model, hidden, tgt[:, 1:], k, mode=args.loss, pad_id=-100,
-                                 heads=tuple(range(2, k + 1)))
-        return proposal_loss(model, model(tgt[:, :-1], src), tgt[:, 1:], k, mode=args.loss, pad_id=-100)
+                                 heads=tuple(range(2, k + 1)), criterion=criterion)
+        return proposal_loss(model, model(tgt[:, :-1], src), tgt[:, 1:], k, mode=args.loss, pad_id=-100,
+                             criterion=criterion)
 
     dev = data.dev[:64]
 
@@ -145,7 +155,8 @@ def main(argv=None) -> int:
                  time_limit=args.minutes * 60)
     model.eval().cpu()  # the float16 export and the look at real outputs run on the CPU
     minutes = (time.time() - started) / 60
-    sr.save_sr(model, run / "model.safetensors", args.factor, layout=layout, stage=args.stage, step=last.get("step"))
+    sr.save_sr(model, run / "model.safetensors", args.factor, layout=layout, stage=args.stage, step=last.get("step"),
+                smooth=smooth)
 
     # a look at real outputs: greedy images of a few dev images, next to bicubic upsampling
     highs = data.dev[: args.eval_images]
@@ -156,6 +167,7 @@ def main(argv=None) -> int:
               "dev_loss_64": sr.dev_loss(model, dev, args.factor, layout), "greedy_psnr": sr.psnr(out.images, highs),
               "greedy_ssim": sr.ssim(out.images, highs), "bicubic_psnr": sr.psnr(cubic, highs),
               "bicubic_ssim": sr.ssim(cubic, highs), "eval_images": len(highs), "k": k, "source": layout,
+              "smooth": smooth,
               "args": vars(args)}
     if k > 1:
         for name, accept in (("exact", Acceptance()), ("eps2", Acceptance("distance", eps=2))):

@@ -215,10 +215,42 @@ def corrupt_inputs(inputs: torch.Tensor, p: float) -> torch.Tensor:
     return noisy
 
 
-def pixel_loss(model: BlockwiseModel, src: torch.Tensor, tgt: torch.Tensor, corrupt: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of p1 (next pixel) with teacher forcing (fed pixels corrupted with probability ``corrupt``)."""
+def ordinal_criterion(sigma: float):
+    """A loss criterion (``blockwise.training.Criterion``) whose target is the true intensity smoothed by a Gaussian of
+    ``sigma`` levels: weight exp(-(v - y)² / 2σ²) / Z on intensity v, Z the kernel's sum over all integer offsets, so
+    near 0 and 255 the part of the kernel that falls outside is lost rather than piled onto the edge.
+
+    Why: intensities are ordinal but the argmax treats 256 classes as unrelated. On textured areas the mass spreads
+    over many neighbouring levels, each small, while pure black (0) and pure white (255) are single spikes; greedy
+    decoding then picks a spike and draws flat black or white shapes (PSNR 13.0 dB against bicubic's 15.7 on 8 dev
+    images). A model trained on smoothed targets learns the true distribution convolved with the kernel, whose argmax
+    is the centre of the mass: the same base, its probabilities smoothed with σ = 4 at decoding time, reached 17.8 dB.
+    Training on smoothed targets puts that inside the model, so greedy stays "the model's argmax". σ = 0: plain
+    cross-entropy.
+    """
+    if sigma <= 0:
+        return lambda logits, targets, pad_id: F.cross_entropy(logits, targets, ignore_index=pad_id, reduction="none")
+    offsets = torch.arange(-(LEVELS - 1), LEVELS, dtype=torch.float64)
+    z = float(torch.exp(-offsets ** 2 / (2 * sigma * sigma)).sum())
+
+    def criterion(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
+        valid = (targets != pad_id) & (targets >= OFFSET)
+        levels = torch.arange(LEVELS, device=logits.device, dtype=torch.float32)
+        y = (targets - OFFSET).clamp(0, LEVELS - 1).float()
+        weights = torch.exp(-(levels - y[:, None]) ** 2 / (2 * sigma * sigma)) / z  # (N, 256)
+        logp = logits.float().log_softmax(-1)[:, OFFSET:OFFSET + LEVELS]
+        return -(weights * logp).sum(-1) * valid
+
+    return criterion
+
+
+def pixel_loss(model: BlockwiseModel, src: torch.Tensor, tgt: torch.Tensor, corrupt: float = 0.0,
+               smooth: float = 0.0) -> torch.Tensor:
+    """Loss of p1 (next pixel) with teacher forcing (fed pixels corrupted with probability ``corrupt``): cross-entropy,
+    or with ``smooth`` > 0 against targets smoothed over neighbouring intensities (``ordinal_criterion``)."""
     logits = model.base.project(model(corrupt_inputs(tgt[:, :-1], corrupt), src))
-    return F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten())
+    target = tgt[:, 1:].flatten()
+    return ordinal_criterion(smooth)(logits.flatten(0, 1).float(), target, -100).mean()
 
 
 @torch.no_grad()

@@ -9,39 +9,56 @@ Given hidden states ``hidden[:, t]`` whose p1 target is ``targets[:, t]``, head 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 LossMode = Literal["mean", "random"]
+# per-position losses (N,) of float logits (N, V) against target ids (N,), 0 where the target is pad_id
+Criterion = Callable[[Tensor, Tensor, int], Tensor]
 
 
-def head_loss(model, hidden: Tensor, targets: Tensor, i: int, pad_id: int) -> Tensor:
-    """Cross-entropy of head p_i (1-based) over the positions whose shifted target exists and is not padding."""
+def cross_entropy(logits: Tensor, targets: Tensor, pad_id: int) -> Tensor:
+    """The default criterion: per-position cross-entropy, 0 at padding."""
+    return F.cross_entropy(logits, targets, ignore_index=pad_id, reduction="none")
+
+
+def _mean(losses: Tensor, targets: Tensor, pad_id: int) -> Tensor:
+    return losses.sum() / (targets != pad_id).sum().clamp(min=1)  # a head with no target this far ahead: 0
+
+
+def head_loss(model, hidden: Tensor, targets: Tensor, i: int, pad_id: int,
+              criterion: Criterion = cross_entropy) -> Tensor:
+    """Loss (cross-entropy unless ``criterion`` says otherwise) of head p_i (1-based) over the positions whose shifted
+    target exists and is not padding."""
     T = targets.shape[1]
     if i > T:  # no target this far ahead in this batch: a zero that still reaches the head (backward needs a graph)
         return model.head_logits(hidden[:, :1], i).sum() * 0.0
     logits = model.head_logits(hidden[:, : T - (i - 1)], i)  # (B, T-i+1, V)
     shifted = targets[:, i - 1:]  # (B, T-i+1)
-    return F.cross_entropy(logits.flatten(0, 1).float(), shifted.flatten(), ignore_index=pad_id)
+    return _mean(criterion(logits.flatten(0, 1).float(), shifted.flatten(), pad_id), shifted, pad_id)
 
 
 def proposal_loss(model, hidden: Tensor, targets: Tensor, k: int, mode: LossMode = "mean", pad_id: int = 0,
-                  generator: torch.Generator | None = None, heads: tuple[int, ...] | None = None) -> Tensor:
-    """Loss of heads p1..pk (or of ``heads`` only, e.g. (2, ..., k) when p1 is frozen as the identity path)."""
+                  generator: torch.Generator | None = None, heads: tuple[int, ...] | None = None,
+                  criterion: Criterion = cross_entropy) -> Tensor:
+    """Loss of heads p1..pk (or of ``heads`` only, e.g. (2, ..., k) when p1 is frozen as the identity path).
+    ``criterion``: per-position loss against the target ids (default cross-entropy; the super-resolution task smooths
+    the targets over neighbouring intensities)."""
     heads = tuple(range(1, k + 1)) if heads is None else heads
     if mode not in ("mean", "random"):
         raise ValueError(f"unknown loss mode {mode!r}: use 'mean' or 'random'")
     if mode == "random":
         heads = (heads[int(torch.randint(len(heads), (1,), generator=generator))],)
     if model.heads.chained:
-        return chained_loss(model, hidden, targets, heads, pad_id)
-    return torch.stack([head_loss(model, hidden, targets, i, pad_id) for i in heads]).mean()
+        return chained_loss(model, hidden, targets, heads, pad_id, criterion)
+    return torch.stack([head_loss(model, hidden, targets, i, pad_id, criterion) for i in heads]).mean()
 
 
-def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], pad_id: int) -> Tensor:
+def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], pad_id: int,
+                 criterion: Criterion = cross_entropy) -> Tensor:
     """Mean loss of ``heads`` when they are chained, teacher-forced: head p_i at position t is given the embeddings of
     the true tokens targets[t..t+i-2] (what p1..p_{i-1} should have proposed) and predicts targets[t+i-1]."""
     n = max(heads)
@@ -54,6 +71,5 @@ def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...],
     for i in heads:
         logits = model.base.project(states[..., i - 1, :])  # (B, T, V)
         target = shifted[..., i - 1].flatten()
-        total = F.cross_entropy(logits.flatten(0, 1).float(), target, ignore_index=pad_id, reduction="sum")
-        losses.append(total / (target != pad_id).sum().clamp(min=1))  # a head with no target this far ahead: 0
+        losses.append(_mean(criterion(logits.flatten(0, 1).float(), target, pad_id), target, pad_id))
     return torch.stack(losses).mean()
