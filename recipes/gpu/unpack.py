@@ -46,8 +46,10 @@ def main(folders: list[str]) -> int:
         shutil.copytree(lease / "runs/sr" / dest.relative_to("runs/sr"), dest, dirs_exist_ok=True)
     for dest in stages:  # every base is in place before a Regular stage is re-joined with it
         if (dest / "heads.safetensors").exists():
-            join_heads(dest.parent / "base" / "model.safetensors", dest / "heads.safetensors", dest / "model.safetensors")
-    for task, results in (("mt", "results/mt/lease"), ("mt_chain", "results/mt/chain/lease"), ("sr", "results/sr/lease")):
+            base = dest.parent / "base" / "model.safetensors"
+            join_heads(base, dest / "heads.safetensors", dest / "model.safetensors")
+    results_of = {"mt": "results/mt/lease", "mt_chain": "results/mt/chain/lease", "sr": "results/sr/lease"}
+    for task, results in results_of.items():
         for log in (lease / "runs" / task).rglob("*.jsonl"):
             dest = Path(results) / log.relative_to(lease / "runs" / task)
             dest.parent.mkdir(parents=True, exist_ok=True)

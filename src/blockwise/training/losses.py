@@ -1,7 +1,7 @@
 """Losses of the proposal heads: head p_i at position t predicts the target i-1 positions after p1's target.
 
-Given hidden states ``hidden[:, t]`` whose p1 target is ``targets[:, t]``, head p_i's target is ``targets[:, t + i - 1]``
-(the targets shifted left by i - 1). Two ways to combine the k cross-entropies:
+Given hidden states ``hidden[:, t]`` whose p1 target is ``targets[:, t]``, head p_i's target is
+``targets[:, t + i - 1]`` (the targets shifted left by i - 1). Two ways to combine the k cross-entropies:
     "mean":   the mean of all k losses;
     "random": the paper's choice when memory is short: one head drawn uniformly per minibatch (an unbiased estimate
               of the mean, at the cost of one head's vocabulary projection).
