@@ -31,6 +31,7 @@ from ..config import HeadsConfig, ModelConfig, preset
 from ..decoding import EXACT, Acceptance, blockwise, greedy
 from ..decoding.common import DecodeStats
 from ..model import BlockwiseModel
+from ..training import cross_entropy
 from .translation import merge
 
 PAD, BOS = 0, 1
@@ -229,7 +230,7 @@ def ordinal_criterion(sigma: float):
     cross-entropy.
     """
     if sigma <= 0:
-        return lambda logits, targets, pad_id: F.cross_entropy(logits, targets, ignore_index=pad_id, reduction="none")
+        return cross_entropy
     offsets = torch.arange(-(LEVELS - 1), LEVELS, dtype=torch.float64)
     z = float(torch.exp(-offsets ** 2 / (2 * sigma * sigma)).sum())
 
