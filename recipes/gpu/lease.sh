@@ -10,20 +10,8 @@
 #            puts them in place here.
 #
 # Smoke test on the CPU (seconds, nothing is kept): DEVICE=cpu SCALE=0.03 OUT=/tmp/lease-out bash recipes/gpu/lease.sh
-set -u
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE TQDM_MININTERVAL=20
-export BLOCKWISE_FASHION_MNIST=$PWD/.devcarry
-DEVICE=${DEVICE:-cuda}
-SCALE=${SCALE:-1}
-OUT=${OUT:-/tmp/lease-out}
-PY=${PY:-python3}
-W=lease
-m() { $PY -c "print(round($1 * $SCALE, 3))"; }
-mkdir -p "$OUT" $W/logs $W/data/mt $W/models/mt
-tar xJf .devcarry/mt.tar.xz -C $W/data/mt
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee $W/logs/gpu.txt
-$PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" | tee -a $W/logs/gpu.txt
-start=$(date +%s)
+. "$(dirname "$0")/setup.sh"
+mkdir -p $W/models/mt
 
 heads() {  # regime minutes
   $PY recipes/mt/03_heads.py --regime "$1" --device "$DEVICE" --minutes "$(m "$2")" --steps 100000 --time-schedule \
