@@ -13,6 +13,11 @@ W=lease
 m() { $PY -c "print(round($1 * $SCALE, 3))"; }
 mkdir -p "$OUT" $W/logs $W/data/mt
 tar xJf .devcarry/mt.tar.xz -C $W/data/mt
+if ls .devcarry/*-ubyte.xz >/dev/null 2>&1; then  # Fashion-MNIST packed as xz (smaller): back to the gzip IDX files
+  mkdir -p $W/data/fashion-mnist
+  for f in .devcarry/*-ubyte.xz; do xz -dc "$f" | gzip -1 > $W/data/fashion-mnist/"$(basename "${f%.xz}")".gz; done
+  export BLOCKWISE_FASHION_MNIST=$PWD/$W/data/fashion-mnist
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee $W/logs/gpu.txt
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" | tee -a $W/logs/gpu.txt
 start=$(date +%s)

@@ -3,8 +3,8 @@
     python recipes/gpu/unpack.py /work/.device/1 /work/.device/3     # folders holding *.tar.part-* files, in order
 
 MT: models/mt/{finetune,both}.safetensors as they came; models/mt/{regular,distillation}.safetensors re-joined from
-the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_chain/ as it
-came. SR: runs/sr/x<factor>/<stage>/ (a Regular stage that came back as heads.safetensors alone is re-joined with its
+the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_<name>/ (mt_chain, mt_self, ...) as
+they came, heads alone re-joined with the baseline. SR: runs/sr/x<factor>/<stage>/ (a Regular stage that came back as heads.safetensors alone is re-joined with its
 base).
 Learning curves and logs are copied to results/<task>/lease/ so that the tables can cite them.
 """
@@ -38,9 +38,13 @@ def main(folders: list[str]) -> int:
         join_heads(models / "baseline.safetensors", heads, models / f"{regime}.safetensors")
     if (lease / "models/mt/teacher_targets.tsv.gz").exists():
         shutil.copy(lease / "models/mt/teacher_targets.tsv.gz", models / "teacher_targets.tsv.gz")
-    for model in (lease / "models/mt_chain").glob("*.safetensors"):
-        Path("models/mt_chain").mkdir(parents=True, exist_ok=True)
-        shutil.copy(model, Path("models/mt_chain") / model.name)
+    for folder in (lease / "models").glob("mt_*"):  # mt_chain, mt_self, ...: as they came, heads alone re-joined
+        dest = Path("models") / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in folder.glob("*"):
+            shutil.copy(f, dest / f.name)
+            if f.name.endswith(".heads.safetensors"):
+                join_heads(models / "baseline.safetensors", f, dest / f.name.replace(".heads", ""))
     stages = [Path("runs/sr") / d.relative_to(lease / "runs/sr") for d in (lease / "runs/sr").glob("x*/*")]
     for dest in stages:
         shutil.copytree(lease / "runs/sr" / dest.relative_to("runs/sr"), dest, dirs_exist_ok=True)
@@ -48,7 +52,8 @@ def main(folders: list[str]) -> int:
         if (dest / "heads.safetensors").exists():
             base = dest.parent / "base" / "model.safetensors"
             join_heads(base, dest / "heads.safetensors", dest / "model.safetensors")
-    results_of = {"mt": "results/mt/lease", "mt_chain": "results/mt/chain/lease", "sr": "results/sr/lease"}
+    results_of = {"mt": "results/mt/lease", "sr": "results/sr/lease"}
+    results_of |= {d.name: f"results/mt/{d.name[3:]}/lease" for d in (lease / "runs").glob("mt_*")}
     for task, results in results_of.items():
         for log in (lease / "runs" / task).rglob("*.jsonl"):
             dest = Path(results) / log.relative_to(lease / "runs" / task)
