@@ -150,6 +150,24 @@ def test_distilled_targets_stay_inside_each_answer(tmp_path):
     assert set(train.tolist()) in ({0, 1, 2}, {3, 4}, set(), {0, 1, 2, 3, 4})  # whole answers only
 
 
+def test_chat_prompts_are_distinct_seeded_and_never_a_benchmark_prompt():
+    import json
+    from pathlib import Path
+
+    from blockwise.tasks.lm_heads import build_chat_prompts
+
+    benchmark = [p["text"] for p in json.loads((Path(__file__).parents[1] / "recipes/lm/prompts.json").read_text())]
+    everything = build_chat_prompts(10**6, seed=3)
+    texts = [p["text"] for p in everything]
+    assert len(texts) == len(set(texts)) > 2000  # the pool runs out instead of repeating itself
+    assert {p["kind"] for p in everything} == {"instruction", "code", "prose", "list"}
+    assert not {t.lower() for t in texts} & {t.lower() for t in benchmark}
+    some = build_chat_prompts(50, seed=3)
+    assert some == everything[:50] and some != build_chat_prompts(50, seed=4)
+    # an excluded prompt is dropped (the generator passes the benchmark's prompts here)
+    assert texts[0] not in [p["text"] for p in build_chat_prompts(10**6, seed=3, exclude=[texts[0].upper()])]
+
+
 # -- bfloat16: batch-invariant arithmetic, so that blockwise stays token for token greedy ----------------------------
 # Bit-level facts about oneDNN's kernels on CPUs with native bf16 (where ``--dtype auto`` picks bf16); elsewhere bf16
 # runs through other kernels and these guarantees are not claimed.

@@ -3,6 +3,7 @@
 Resumable: one shard per batch under --out; a rerun skips the shards already written. Stop it any time.
 
     python recipes/lm/01_generate_data.py --minutes 50
+    python recipes/lm/01_generate_data.py --prompt-set chat --dtype bfloat16 --minutes 45   # general chat requests
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from blockwise.tasks.llama import Llama, NativeLM
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/lm", help="where recipes/lm/00_setup.sh put the English text")
-    ap.add_argument("--out", default="data/lm/distill")
+    ap.add_argument("--out", default=None, help="shards folder (default data/lm/distill, or data/lm/distill_chat)")
+    ap.add_argument("--prompt-set", choices=["text", "chat"], default="text",
+                    help="text: instructions built from Debian descriptions, the Bible and Ding phrases (needs "
+                         "recipes/lm/00_setup.sh); chat: ~2,300 general chat requests from word lists (how-to, "
+                         "explanations, stories, code, lists), none of them a benchmark prompt")
     ap.add_argument("--prompts", type=int, default=20000, help="prompt pool size (generation stops earlier on time)")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--max-new", type=int, default=160)
@@ -38,17 +43,23 @@ def main(argv=None) -> None:
                          "only after rare near-ties, which is fine for training targets")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = Path(args.data)
-    descriptions = lm_heads.debian_descriptions(data / "apt" / "lists")
-    passages = lm_heads.kjv_passages(next((data / "deb").rglob("engKJV2006eb")))
-    phrases = lm_heads.ding_phrases()
-    print(f"text: {len(descriptions)} package descriptions, {len(passages)} KJV passages, {len(phrases)} Ding phrases")
-    prompts = lm_heads.build_prompts(descriptions, passages, phrases, args.prompts, args.seed)
+    if args.prompt_set == "chat":
+        benchmark = json.loads((Path(__file__).parent / "prompts.json").read_text())
+        prompts = lm_heads.build_chat_prompts(args.prompts, args.seed, exclude=[p["text"] for p in benchmark])
+        print(f"{len(prompts)} chat prompts")
+    else:
+        data = Path(args.data)
+        descriptions = lm_heads.debian_descriptions(data / "apt" / "lists")
+        passages = lm_heads.kjv_passages(next((data / "deb").rglob("engKJV2006eb")))
+        phrases = lm_heads.ding_phrases()
+        print(f"text: {len(descriptions)} package descriptions, {len(passages)} KJV passages, {len(phrases)} Ding "
+              "phrases")
+        prompts = lm_heads.build_prompts(descriptions, passages, phrases, args.prompts, args.seed)
     tokenizer, hf = load_smollm2()
     model = NativeLM(Llama.from_hf(hf).cast(getattr(torch, args.dtype)))
     del hf
     ids = [lm_heads.chat_ids(tokenizer, p["text"]) for p in prompts]
-    out = Path(args.out)
+    out = Path(args.out or ("data/lm/distill_chat" if args.prompt_set == "chat" else "data/lm/distill"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
     n_batches = len(ids) // args.batch

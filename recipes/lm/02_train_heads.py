@@ -26,7 +26,7 @@ from blockwise.training import TrainConfig, train
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="data/lm/distill")
+    ap.add_argument("--data", nargs="+", default=["data/lm/distill"], help="shard folders (01_generate_data.py)")
     ap.add_argument("--run", default=None, help="run folder (default runs/lm/heads-<kind>)")
     ap.add_argument("--kind", choices=["paper", "residual", "chain"], default="paper",
                     help="paper: the paper's multi-output layer; residual: Medusa-1's blocks; chain: each head also "
@@ -51,12 +51,14 @@ def main(argv=None) -> None:
     run = Path(args.run or f"runs/lm/heads-{args.kind}")
     run.mkdir(parents=True, exist_ok=True)
 
-    shards = sorted(Path(args.data).glob("shard_*.safetensors"))
+    shards = [p for folder in args.data for p in sorted(Path(folder).glob("shard_*.safetensors"))]
     if (run / "shards.json").exists():  # a resumed run keeps its data, even if more shards appeared meanwhile
         names = json.loads((run / "shards.json").read_text())
-        shards = [Path(args.data) / n for n in names]
+        shards = [Path(n) if "/" in n else Path(args.data[0]) / n for n in names]  # bare names: older runs
     else:
-        (run / "shards.json").write_text(json.dumps([p.name for p in shards]))
+        (run / "shards.json").write_text(json.dumps([str(p) for p in shards]))
+    if not shards:
+        raise SystemExit(f"no shard_*.safetensors in {', '.join(args.data)}: run recipes/lm/01_generate_data.py")
     data = lm_heads.load_shards(shards)
     train_idx, held_idx = lm_heads.split_index(data, held_out=0.05, seed=0)
     print(f"{len(shards)} shards, {len(data)} positions: {len(train_idx)} train, {len(held_idx)} held out")

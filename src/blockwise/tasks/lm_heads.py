@@ -129,6 +129,91 @@ def build_prompts(descriptions: Sequence[tuple[str, str]], passages: Sequence[st
     return out
 
 
+# General chat prompts built from word lists alone: the kinds of request a user types (how-to, explanations,
+# comparisons, tips, descriptions, stories, code, lists, notes). None of them is one of the benchmark's prompts
+# (recipes/lm/prompts.json), whose subjects the lists below avoid; ``build_chat_prompts`` also drops exact matches.
+HOWTO = ["bake a loaf of bread", "start running as a beginner", "write a cover letter", "plant tomatoes on a balcony",
+         "learn to touch type", "set up a Python virtual environment", "back up the files on my laptop",
+         "make pancakes", "prepare for a job interview", "clean a cast iron pan", "paint a room",
+         "choose a good password", "tie a bowline knot", "care for a houseplant", "cook rice on the stove",
+         "write a good commit message", "install a Linux distribution", "save money on groceries",
+         "learn to juggle", "make a budget", "brew coffee with a French press", "study for an exam",
+         "start a vegetable garden", "train a puppy to sit", "give a short presentation", "fold a paper crane"]
+CONCEPTS = ["a database", "an operating system", "photosynthesis", "inflation", "a neural network", "gravity",
+            "the internet", "DNA", "a black hole", "recursion", "encryption", "a vaccine", "electricity",
+            "a spreadsheet", "supply and demand", "an API", "version control", "a volcano", "the immune system",
+            "a hash table", "democracy", "renewable energy", "a web browser", "the stock market", "evolution",
+            "a cloud server", "interest rates", "a programming language", "machine learning", "an earthquake"]
+PAIRS = [("a virus", "a bacterium"), ("RAM", "a hard disk"), ("a lake", "a sea"), ("a crocodile", "an alligator"),
+         ("Python", "JavaScript"), ("a list", "a tuple in Python"), ("speed", "velocity"), ("a loan", "a grant"),
+         ("a frog", "a toad"), ("TCP", "UDP"), ("baking soda", "baking powder"), ("a comet", "an asteroid"),
+         ("HTTP", "HTTPS"), ("a poem", "a song"), ("a republic", "a monarchy"), ("mass", "weight"),
+         ("a compiler error", "a runtime error"), ("an ape", "a monkey"), ("a latte", "a cappuccino")]
+GOALS = ["staying focused while working", "learning to cook", "keeping a tidy desk", "making new friends in a new city",
+         "writing better essays", "saving for a holiday", "staying healthy in winter", "learning to draw",
+         "keeping a journal", "running a meeting", "reading more books", "staying safe online",
+         "getting started with photography", "travelling on a budget", "learning a musical instrument"]
+SCENES = ["a busy market square at noon", "a snowy forest at dawn", "a small café on a rainy afternoon",
+          "a desert road at sunset", "a crowded train station", "an empty beach in winter", "a mountain lake",
+          "a city park in spring", "an old farmhouse kitchen", "a night sky far from any city", "a school playground",
+          "a bookshop in the evening", "a fishing boat at sea", "a field of sunflowers", "a quiet hospital corridor"]
+CHARACTERS = ["a bear who cannot sleep", "a girl who finds a map", "a robot who wants a garden", "a shy dragon",
+              "an old sailor and his cat", "two friends lost in a city", "a boy who talks to birds",
+              "a baker who loses her recipe book", "a turtle who wants to fly", "a knight afraid of the dark",
+              "a mouse in a library", "a child who builds a boat"]
+CODE = ["returns the sum of the even numbers in a list", "counts how often each character occurs in a string",
+        "checks whether two words are anagrams", "converts a number to Roman numerals", "returns the median of a list",
+        "capitalises the first letter of every word", "finds the longest word in a sentence",
+        "checks whether a year is a leap year", "returns the greatest common divisor of two numbers",
+        "rotates a list by k positions", "validates a phone number", "merges two dictionaries",
+        "computes the area of a circle", "generates a random password", "reads a JSON file and prints its keys",
+        "counts the lines of a file", "sorts a list of names alphabetically", "removes whitespace from a string"]
+LANGUAGES = ["Python", "JavaScript", "Java", "C", "C++", "Rust", "Go", "TypeScript", "Ruby", "bash"]
+SQL = ["lists all orders placed in the last 30 days", "counts the employees in each department",
+       "finds the products that have never been ordered", "returns the average salary per job title",
+       "deletes duplicate rows from a table of emails"]
+LISTS = [("countries in South America", "their capitals"), ("vegetables", "their colours"),
+         ("programming languages", "what each is used for"), ("famous painters", "one painting by each"),
+         ("birds", "where they live"), ("board games", "how many players each needs"),
+         ("kitchen tools", "what each is for"), ("types of clouds", "how to recognise them"),
+         ("dog breeds", "their typical size"), ("European rivers", "the countries they flow through"),
+         ("inventions of the 20th century", "who made them"), ("sports", "the equipment each needs")]
+NOTES = [("a neighbour", "watered your plants while you were away"), ("a colleague", "covered your shift"),
+         ("a friend", "helped you move house"), ("your grandmother", "sent you a birthday present"),
+         ("a coach", "trained your team all season"), ("a doctor", "looked after you in hospital")]
+
+
+STYLES = ["", " Keep it short.", " Use simple words.", " Answer in one paragraph.", " Include an example.",
+          " Be concise."]
+CODE_STYLES = ["", ", with comments", ", and explain how it works", ", with a short usage example"]
+
+
+def build_chat_prompts(n: int, seed: int, exclude: Sequence[str] = ()) -> list[dict]:
+    """Up to ``n`` distinct general chat prompts {"kind", "text"} (instruction, code, prose, list), in a seeded random
+    order, none equal to ``exclude``. The word lists allow about 2,300 distinct prompts."""
+    word = ["two", "three", "four", "five", "six", "seven"]
+    s = STYLES
+    pool = ([("instruction", f"How do I {x}? Give step-by-step instructions.{y}") for x in HOWTO for y in s]
+            + [("instruction", f"Explain to a beginner what {x} is.{y}") for x in CONCEPTS for y in s]
+            + [("instruction", f"What is the difference between {a} and {b}?{y}") for a, b in PAIRS for y in s]
+            + [("instruction", f"Give me {w} tips for {x}.{y}") for w in word for x in GOALS for y in s]
+            + [("prose", f"Write a short paragraph describing {x}.{y}") for x in SCENES for y in s]
+            + [("prose", f"Tell a short story about {x}.{y}") for x in CHARACTERS for y in s]
+            + [("prose", f"Describe {x} in simple terms.{y}") for x in CONCEPTS for y in s]
+            + [("prose", f"Write a thank-you note to {a} who {b}.{y}") for a, b in NOTES for y in s]
+            + [("code", f"Write a {lang} function that {x}{y}.") for lang in LANGUAGES for x in CODE
+               for y in CODE_STYLES]
+            + [("code", f"Write a SQL query that {x}.") for x in SQL]
+            + [("list", f"Name {w} {a} and {b}.") for w in word for a, b in LISTS]
+            + [("list", f"List {w} {a} with {b}.") for w in word for a, b in LISTS]
+            + [("list", f"List the steps to {x}.") for x in HOWTO]
+            + [("list", f"What are {w} {a}? Answer as a list.") for w in word for a, _ in LISTS])
+    banned = {t.strip().lower() for t in exclude}
+    pool = [(kind, text) for kind, text in dict.fromkeys(pool) if text.lower() not in banned]
+    random.Random(seed).shuffle(pool)
+    return [{"kind": kind, "text": text} for kind, text in pool[:n]]
+
+
 def chat_ids(tokenizer, text: str) -> list[int]:
     """Token ids of a one-turn chat prompt with the model's chat template, ready for the assistant's answer."""
     ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
