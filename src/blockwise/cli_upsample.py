@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Regular model
+DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Fine-tuning (Both) model
 
 
 class UserError(Exception):
