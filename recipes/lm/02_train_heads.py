@@ -118,9 +118,32 @@ def main(argv=None) -> None:
         heads.train()
         return {"held_out_p2": m["top1"]["p2"], "held_out_expected_accepted": m["expected_accepted"][f"k{args.k}"]}
 
+    # held-out positions of each data folder (shards load in order, so a folder's positions are one range)
+    from safetensors import safe_open
+
+    ends = torch.tensor([0] + [sum(int(safe_open(str(p), "pt").get_tensor("lengths").sum()) for p in shards
+                                   if str(p.parent) == str(Path(folder))) for folder in args.data]).cumsum(0)
+    per_folder = {folder: pick[(pick >= ends[i]) & (pick < ends[i + 1])] for i, folder in enumerate(args.data)}
+
+    def scores() -> dict:
+        heads.eval()
+        out = lm_heads.agreement(heads, embed, data, pick, token_emb=token_emb)
+        if len(args.data) > 1:
+            out["by_data"] = {folder: lm_heads.agreement(heads, embed, data, idx, token_emb=token_emb)
+                              for folder, idx in per_folder.items() if len(idx)}
+        heads.train()
+        return out
+
+    before = None
+    if args.init:  # what the starting heads score on this run's held-out answers, for comparison with the end
+        before = scores()
+        print(f"held out, before training: {json.dumps(before)}", flush=True)
     train(heads, loss_fn, batches, cfg, run_dir=run, time_limit=60 * args.minutes * 1.1, evaluate=evaluate)
 
-    metrics = lm_heads.agreement(heads.eval(), embed, data, pick, token_emb=token_emb)
+    metrics = scores()
+    heads.eval()
+    if before is not None:
+        metrics["init_metrics"] = before
     metrics.update({"kind": args.kind, "k": args.k, "d_hidden": args.d_hidden, "parameters": n_params,
                     "train_positions": len(train_idx), "held_out_positions": len(pick), "steps": steps,
                     "proposal_vocab": len(vocab)})
