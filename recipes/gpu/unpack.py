@@ -3,9 +3,9 @@
     python recipes/gpu/unpack.py /work/.device/1 /work/.device/3     # folders holding *.tar.part-* files, in order
 
 MT: models/mt/{finetune,both}.safetensors as they came; models/mt/{regular,distillation}.safetensors re-joined from
-the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_<name>/ (mt_chain, mt_self, ...) as
-they came, heads alone re-joined with the baseline. SR: runs/sr/x<factor>/<stage>/ (a Regular stage that came back as heads.safetensors alone is re-joined with its
-base).
+the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_<name>/
+(mt_chain, mt_self, ...) as they came, heads alone re-joined with the baseline. SR: runs/sr/x<factor>/<stage>/ (a
+Regular stage that came back as heads.safetensors alone is re-joined with its base).
 Learning curves and logs are copied to results/<task>/lease/ so that the tables can cite them.
 """
 
