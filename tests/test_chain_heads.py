@@ -55,6 +55,23 @@ def test_chained_random_loss_is_one_of_the_head_losses():
         assert min(abs(pick - x) for x in single) < 1e-9
 
 
+@pytest.mark.parametrize("head_kind", ["paper", "chain"])
+def test_p1_weight_splits_the_loss_between_p1_and_the_other_heads(head_kind):
+    model = random_model("tiny", k=4, seed=2, head_kind=head_kind)
+    seq, _ = pattern_batch(3, 12, torch.Generator().manual_seed(1), False)
+    hidden = model(seq[:, :-1])
+    single = [float(proposal_loss(model, hidden, seq[:, 1:], 4, heads=(i,), pad_id=-100)) for i in range(1, 5)]
+    weighted = float(proposal_loss(model, hidden, seq[:, 1:], 4, pad_id=-100, p1_weight=0.3))
+    assert weighted == pytest.approx(0.3 * single[0] + 0.7 * sum(single[1:]) / 3)
+    for seed in range(4):  # random mode: p1 weighted, one of p2..p4 drawn for the rest
+        pick = float(proposal_loss(model, hidden, seq[:, 1:], 4, mode="random", pad_id=-100, p1_weight=0.3,
+                                   generator=torch.Generator().manual_seed(seed)))
+        assert min(abs(pick - (0.3 * single[0] + 0.7 * x)) for x in single[1:]) < 1e-5  # float32 sums
+    # without p1 among the heads (a frozen base) the weight has nothing to weigh
+    frozen = float(proposal_loss(model, hidden, seq[:, 1:], 4, pad_id=-100, heads=(2, 3, 4), p1_weight=0.3))
+    assert frozen == pytest.approx(sum(single[1:]) / 3)
+
+
 def test_chained_heads_learn_the_language_and_decode_exactly():
     """Base and heads p2..p4 trained together (mean loss, teacher-forced): long blocks accepted, output greedy's."""
     torch.manual_seed(0)

@@ -110,11 +110,8 @@ def main(argv=None) -> int:
             model.base.eval()  # frozen: no dropout either (train() puts the whole model in train mode)
             with torch.no_grad():
                 hidden = model(tgt[:, :-1], src)
-        if finetune and args.loss == "mean" and args.p1_weight is not None:
-            w = args.p1_weight
-            return (w * proposal_loss(model, hidden, tgt[:, 1:], args.k, pad_id=0, heads=(1,))
-                    + (1 - w) * proposal_loss(model, hidden, tgt[:, 1:], args.k, pad_id=0, heads=heads[1:]))
-        return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads)
+        return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads,
+                             p1_weight=args.p1_weight if args.loss == "mean" else None)
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
     cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9,

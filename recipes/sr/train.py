@@ -127,23 +127,18 @@ def main(argv=None) -> int:
     def loss_fn(batch):
         src, tgt = (t.to(args.device) for t in batch)
         if args.stage == "base":
-            return sr.pixel_loss(model, src, tgt, corrupt=args.corrupt, smooth=smooth)
+            return sr.pixel_loss(model, src, tgt, corrupt=args.corrupt, criterion=criterion)
         if args.stage == "regular":
             # frozen: no dropout either (train() switches the whole model to train mode). Without dropout train mode
-            # is the same function, and eval mode in bf16 would take the batch-invariant decoding path for attention
-            # (one small product per query), which made Regular steps ~15x slower over 784 positions on the GPU
+            # is the same function, and eval mode in bf16 on the CPU takes the batch-invariant decoding path for
+            # attention (one small product per query; transformer.Attention), far slower over 784 positions
             model.base.train(model.base.cfg.dropout == 0)
             with torch.no_grad():  # no graph through the base
                 hidden = model(tgt[:, :-1], src)
             return proposal_loss(model, hidden, tgt[:, 1:], k, mode=args.loss, pad_id=-100,
                                  heads=tuple(range(2, k + 1)), criterion=criterion)
-        hidden = model(tgt[:, :-1], src)
-        if args.p1_weight is not None:  # protect the base: p1's loss weighs w, the other heads share 1 - w
-            w = args.p1_weight
-            return (w * proposal_loss(model, hidden, tgt[:, 1:], k, pad_id=-100, heads=(1,), criterion=criterion)
-                    + (1 - w) * proposal_loss(model, hidden, tgt[:, 1:], k, mode=args.loss, pad_id=-100,
-                                              heads=tuple(range(2, k + 1)), criterion=criterion))
-        return proposal_loss(model, hidden, tgt[:, 1:], k, mode=args.loss, pad_id=-100, criterion=criterion)
+        return proposal_loss(model, model(tgt[:, :-1], src), tgt[:, 1:], k, mode=args.loss, pad_id=-100,
+                             criterion=criterion, p1_weight=args.p1_weight)
 
     dev = data.dev[:64]
 

@@ -32,6 +32,7 @@ from ..decoding import EXACT, Acceptance, blockwise, greedy
 from ..decoding.common import DecodeStats
 from ..model import BlockwiseModel
 from ..training import cross_entropy
+from ..training.losses import Criterion
 from .translation import merge
 
 PAD, BOS = 0, 1
@@ -246,12 +247,11 @@ def ordinal_criterion(sigma: float):
 
 
 def pixel_loss(model: BlockwiseModel, src: torch.Tensor, tgt: torch.Tensor, corrupt: float = 0.0,
-               smooth: float = 0.0) -> torch.Tensor:
+               criterion: Criterion = cross_entropy) -> torch.Tensor:
     """Loss of p1 (next pixel) with teacher forcing (fed pixels corrupted with probability ``corrupt``): cross-entropy,
-    or with ``smooth`` > 0 against targets smoothed over neighbouring intensities (``ordinal_criterion``)."""
+    or ``criterion``, e.g. ``ordinal_criterion(σ)`` (targets smoothed over neighbouring intensities)."""
     logits = model.base.project(model(corrupt_inputs(tgt[:, :-1], corrupt), src))
-    target = tgt[:, 1:].flatten()
-    return ordinal_criterion(smooth)(logits.flatten(0, 1).float(), target, -100).mean()
+    return criterion(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(), -100).mean()
 
 
 @torch.no_grad()

@@ -43,13 +43,20 @@ def head_loss(model, hidden: Tensor, targets: Tensor, i: int, pad_id: int,
 
 def proposal_loss(model, hidden: Tensor, targets: Tensor, k: int, mode: LossMode = "mean", pad_id: int = 0,
                   generator: torch.Generator | None = None, heads: tuple[int, ...] | None = None,
-                  criterion: Criterion = cross_entropy) -> Tensor:
+                  criterion: Criterion = cross_entropy, p1_weight: float | None = None) -> Tensor:
     """Loss of heads p1..pk (or of ``heads`` only, e.g. (2, ..., k) when p1 is frozen as the identity path).
     ``criterion``: per-position loss against the target ids (default cross-entropy; the super-resolution task smooths
-    the targets over neighbouring intensities)."""
+    the targets over neighbouring intensities). ``p1_weight`` w (fine tuning, p1 among ``heads``): p1's loss weighs w
+    and the other heads' loss (by ``mode``) 1 - w, instead of p1 counting as one head in k — which let fine tuning
+    pull the base away from its own predictions."""
     heads = tuple(range(1, k + 1)) if heads is None else heads
     if mode not in ("mean", "random"):
         raise ValueError(f"unknown loss mode {mode!r}: use 'mean' or 'random'")
+    if p1_weight is not None and heads[0] == 1 and len(heads) > 1:
+        def part(chosen: tuple[int, ...], how: LossMode) -> Tensor:
+            return proposal_loss(model, hidden, targets, k, how, pad_id, generator, chosen, criterion)
+
+        return p1_weight * part((1,), "mean") + (1 - p1_weight) * part(heads[1:], mode)
     if mode == "random":
         heads = (heads[int(torch.randint(len(heads), (1,), generator=generator))],)
     if model.heads.chained:
