@@ -166,6 +166,12 @@ def test_chat_prompts_are_distinct_seeded_and_never_a_benchmark_prompt():
     assert some == everything[:50] and some != build_chat_prompts(50, seed=4)
     # an excluded prompt is dropped (the generator passes the benchmark's prompts here)
     assert texts[0] not in [p["text"] for p in build_chat_prompts(10**6, seed=3, exclude=[texts[0].upper()])]
+    # the second set: other prompts, again never a benchmark prompt, and disjoint from the first
+    second = [p["text"] for p in build_chat_prompts(10**6, seed=3, version=2)]
+    assert len(second) == len(set(second)) > 3000
+    assert not {t.lower() for t in second} & ({t.lower() for t in benchmark} | {t.lower() for t in texts})
+    with pytest.raises(ValueError, match="version"):
+        build_chat_prompts(5, seed=3, version=3)
 
 
 # -- bfloat16: batch-invariant arithmetic, so that blockwise stays token for token greedy ----------------------------

@@ -4,6 +4,7 @@ Resumable: one shard per batch under --out; a rerun skips the shards already wri
 
     python recipes/lm/01_generate_data.py --minutes 50
     python recipes/lm/01_generate_data.py --prompt-set chat --dtype bfloat16 --minutes 45   # general chat requests
+    python recipes/lm/01_generate_data.py --prompt-set chat2 --dtype bfloat16 --minutes 45  # ~3,800 more, other lists
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from blockwise.tasks.llama import Llama, NativeLM
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/lm", help="where recipes/lm/00_setup.sh put the English text")
-    ap.add_argument("--out", default=None, help="shards folder (default data/lm/distill, or data/lm/distill_chat)")
-    ap.add_argument("--prompt-set", choices=["text", "chat"], default="text",
+    ap.add_argument("--out", default=None, help="shards folder (default data/lm/distill, data/lm/distill_chat or "
+                    "data/lm/distill_chat2)")
+    ap.add_argument("--prompt-set", choices=["text", "chat", "chat2"], default="text",
                     help="text: instructions built from Debian descriptions, the Bible and Ding phrases (needs "
                          "recipes/lm/00_setup.sh); chat: ~2,300 general chat requests from word lists (how-to, "
-                         "explanations, stories, code, lists), none of them a benchmark prompt")
+                         "explanations, stories, code, lists), none of them a benchmark prompt; chat2: ~3,800 more from other "
+                         "subjects and phrasings, none of them a chat or benchmark prompt")
     ap.add_argument("--prompts", type=int, default=20000, help="prompt pool size (generation stops earlier on time)")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--max-new", type=int, default=160)
@@ -43,9 +46,12 @@ def main(argv=None) -> None:
                          "only after rare near-ties, which is fine for training targets")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.prompt_set == "chat":
-        benchmark = json.loads((Path(__file__).parent / "prompts.json").read_text())
-        prompts = lm_heads.build_chat_prompts(args.prompts, args.seed, exclude=[p["text"] for p in benchmark])
+    if args.prompt_set in ("chat", "chat2"):
+        exclude = [p["text"] for p in json.loads((Path(__file__).parent / "prompts.json").read_text())]
+        if args.prompt_set == "chat2":  # nor any prompt of the first set
+            exclude += [p["text"] for p in lm_heads.build_chat_prompts(10**6, args.seed)]
+        prompts = lm_heads.build_chat_prompts(args.prompts, args.seed, exclude=exclude,
+                                              version=2 if args.prompt_set == "chat2" else 1)
         print(f"{len(prompts)} chat prompts")
     else:
         data = Path(args.data)
@@ -59,7 +65,8 @@ def main(argv=None) -> None:
     model = NativeLM(Llama.from_hf(hf).cast(getattr(torch, args.dtype)))
     del hf
     ids = [lm_heads.chat_ids(tokenizer, p["text"]) for p in prompts]
-    out = Path(args.out or ("data/lm/distill_chat" if args.prompt_set == "chat" else "data/lm/distill"))
+    default_out = {"text": "data/lm/distill", "chat": "data/lm/distill_chat", "chat2": "data/lm/distill_chat2"}
+    out = Path(args.out or default_out[args.prompt_set])
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
     n_batches = len(ids) // args.batch

@@ -188,12 +188,96 @@ STYLES = ["", " Keep it short.", " Use simple words.", " Answer in one paragraph
 CODE_STYLES = ["", ", with comments", ", and explain how it works", ", with a short usage example"]
 
 
-def build_chat_prompts(n: int, seed: int, exclude: Sequence[str] = ()) -> list[dict]:
-    """Up to ``n`` distinct general chat prompts {"kind", "text"} (instruction, code, prose, list), in a seeded random
-    order, none equal to ``exclude``. The word lists allow about 2,300 distinct prompts."""
+# A second, broader set (``build_chat_prompts(version=2)``): other subjects and other phrasings, one style suffix at
+# most, so that the answers differ more from one another than the first set's did. Same rule: no benchmark subject.
+V2_SUBJECTS = ["the printing press", "coral reefs", "the Roman empire", "honey bees", "the human heart", "glaciers",
+               "the Silk Road", "solar panels", "rainforests", "the moon landing", "bicycles", "chess",
+               "the Olympic games", "volcanic islands", "penguins", "the pyramids of Egypt", "electric cars",
+               "the history of paper money", "wind turbines", "octopuses", "the human brain", "deserts", "tea ceremonies",
+               "the Great Wall of China", "jazz music", "recycling", "the metric system", "bridges", "submarines",
+               "earthworms", "the Renaissance", "maps", "satellites", "sourdough bread", "elephants", "clocks",
+               "the alphabet", "tides", "libraries", "trains", "mushrooms", "castles", "whales", "the telephone",
+               "cheese making", "migration of birds", "lighthouses", "windmills", "origami", "the Amazon river",
+               "the Industrial Revolution", "dinosaurs", "the Northern Lights", "skyscrapers", "ants", "the violin",
+               "hot air balloons", "the Vikings", "olive oil", "the Internet of Things", "typewriters", "sharks",
+               "the Arctic", "chocolate", "the Eiffel Tower", "wolves", "compost", "calendars", "marathons",
+               "ancient Greece", "the piano", "rice farming", "space stations", "the Sahara", "owls", "museums",
+               "public transport", "photography", "wool", "the Moon", "rivers", "the bicycle helmet", "comic books",
+               "the periodic table", "volcanoes in Iceland", "sign language", "fireworks", "the postal service",
+               "submarine cables", "spiders", "kites", "the Mayan civilisation", "robots in factories", "potatoes"]
+V2_AUDIENCES = ["a ten-year-old", "a university student", "my grandfather", "a new employee", "a tourist"]
+V2_TASKS = ["write a resume", "organise a small wedding", "learn basic Spanish", "fix a leaking tap",
+            "start a podcast", "plan a road trip", "make homemade pasta", "improve my handwriting", "grow herbs indoors",
+            "write a short speech for a birthday", "set up a home network", "choose a laptop", "learn to swim as an adult",
+            "keep a cat entertained", "make a smoothie", "plan a week of meals", "write a haiku", "negotiate a salary",
+            "learn chess openings", "clean a laptop keyboard", "memorise a poem", "organise my email inbox",
+            "make a paper airplane", "teach a child to ride a bike", "prepare for a marathon", "write unit tests",
+            "debug a slow website", "read a scientific paper", "start journaling", "build a birdhouse",
+            "make candles at home", "sharpen a kitchen knife", "host a board game night", "learn to knit",
+            "write a product description", "apologise to a friend", "prepare for a long flight", "repot a cactus"]
+V2_CODE = ["reverses the words in a sentence", "finds duplicate values in an array", "computes Fibonacci numbers",
+           "converts Celsius to Fahrenheit", "checks whether a string is a palindrome", "flattens a nested list",
+           "counts the vowels in a string", "returns the n largest values of a list", "implements binary search",
+           "parses a CSV line into fields", "removes duplicates while keeping order", "computes a running average",
+           "checks whether brackets in a string are balanced", "converts a string to title case",
+           "implements a stack with push and pop", "returns the prime factors of a number",
+           "groups words by their first letter", "computes the dot product of two vectors",
+           "formats a number of seconds as hours and minutes", "shuffles a list", "transposes a matrix",
+           "finds the most common word in a text", "implements bubble sort", "checks whether a number is a power of two",
+           "converts a binary string to an integer", "truncates a string to a maximum length",
+           "computes the distance between two points", "counts words in a text file", "zips two lists into pairs",
+           "returns the day of the week for a date"]
+V2_LANGUAGES = ["Python", "JavaScript", "Java", "C", "C++", "Rust", "Go", "TypeScript", "Ruby", "PHP", "Kotlin",
+                "Swift", "C#", "Haskell", "Lua"]
+V2_SQL = ["shows the total sales per month", "finds users who signed up but never logged in",
+          "lists the three most expensive products in each category", "counts books per author",
+          "updates the price of every product in a category by ten percent", "finds employees who earn more than "
+          "their manager", "returns students with an average grade above 80", "joins orders with their customers",
+          "lists cities with more than five stores", "finds the second highest salary"]
+V2_WRITING = [("a poem", "the first snow of winter"), ("a limerick", "a forgetful wizard"),
+              ("a short dialogue", "two strangers waiting for a bus"), ("a diary entry", "a first day at a new job"),
+              ("a product review", "a pair of hiking boots"), ("a news report", "a town festival"),
+              ("a letter", "a pen pal in another country"), ("a motivational message", "a team before a big match"),
+              ("a recipe introduction", "a family soup"), ("a short fable", "an ant and a grasshopper"),
+              ("an advertisement", "a new bakery"), ("a welcome message", "new members of a hiking club"),
+              ("a bedtime story", "a sleepy owl"), ("a toast", "a friend's graduation"),
+              ("a complaint letter", "a delayed parcel"), ("a short mystery", "a missing umbrella"),
+              ("an invitation", "a summer barbecue"), ("a speech", "the opening of a library"),
+              ("a description", "a robot vacuum cleaner"), ("a travel blog post", "a weekend in Lisbon")]
+V2_QUESTIONS = ["Why is the sky blue?", "Why do leaves change colour in autumn?", "How do airplanes stay in the air?",
+                "Why do we dream?", "How does a refrigerator keep food cold?", "Why is the ocean salty?",
+                "How do magnets work?", "What causes thunder?", "How do bees make honey?", "Why do cats purr?",
+                "How does a microwave oven heat food?", "What makes a rainbow?", "How do vaccines train the body?",
+                "Why do we have seasons?", "How does GPS know where I am?", "Why does bread rise?",
+                "How do noise-cancelling headphones work?", "What is the speed of light?", "How do fish breathe?",
+                "Why do onions make people cry?", "How does a credit card work?", "What is a leap second?",
+                "How do search engines rank pages?", "Why is exercise good for the brain?", "How do tides work?",
+                "What is the tallest mountain on Earth?", "How does a battery store energy?",
+                "Why do some animals hibernate?", "How are diamonds formed?", "What does a project manager do?"]
+V2_COMPARE = [("a laptop", "a desktop computer"), ("coffee", "tea"), ("renting", "buying a home"),
+              ("cats", "dogs as pets"), ("trains", "planes for travel in Europe"), ("SQL", "NoSQL databases"),
+              ("e-books", "paper books"), ("running", "swimming"), ("Linux", "Windows"), ("a novel", "a short story"),
+              ("solar power", "wind power"), ("git merge", "git rebase"), ("a city", "a village to live in"),
+              ("classes", "functions in Python"), ("working from home", "working in an office")]
+V2_LIST_THINGS = ["famous scientists and what they discovered", "spices and the dishes they are used in",
+                  "desert animals and how they survive", "Shakespeare plays and their themes",
+                  "Linux commands and what they do", "countries in Africa and their capitals",
+                  "units of measurement and what they measure", "ancient wonders of the world",
+                  "common houseplants and how much light they need", "Greek gods and what they ruled",
+                  "data structures and when to use them", "types of pasta and matching sauces",
+                  "famous bridges and where they are", "chemical elements and their symbols",
+                  "ocean animals and what they eat", "classic novels and their authors",
+                  "keyboard shortcuts and what they do", "yoga poses and their benefits",
+                  "words that are often confused in English", "mountains and the countries they are in"]
+V2_FORMS = ["a short poem", "a short story", "a riddle", "a song for children", "a tweet", "an encyclopedia entry"]
+V2_COUNTS = ["three", "four", "five", "six", "eight", "ten"]
+V2_STYLES = ["", " Keep it brief.", " Use bullet points.", " Write it for a child."]
+
+
+def _chat_pool_v1() -> list[tuple[str, str]]:
     word = ["two", "three", "four", "five", "six", "seven"]
     s = STYLES
-    pool = ([("instruction", f"How do I {x}? Give step-by-step instructions.{y}") for x in HOWTO for y in s]
+    return ([("instruction", f"How do I {x}? Give step-by-step instructions.{y}") for x in HOWTO for y in s]
             + [("instruction", f"Explain to a beginner what {x} is.{y}") for x in CONCEPTS for y in s]
             + [("instruction", f"What is the difference between {a} and {b}?{y}") for a, b in PAIRS for y in s]
             + [("instruction", f"Give me {w} tips for {x}.{y}") for w in word for x in GOALS for y in s]
@@ -208,6 +292,43 @@ def build_chat_prompts(n: int, seed: int, exclude: Sequence[str] = ()) -> list[d
             + [("list", f"List {w} {a} with {b}.") for w in word for a, b in LISTS]
             + [("list", f"List the steps to {x}.") for x in HOWTO]
             + [("list", f"What are {w} {a}? Answer as a list.") for w in word for a, _ in LISTS])
+
+
+def _chat_pool_v2() -> list[tuple[str, str]]:
+    s, n = V2_STYLES, V2_COUNTS
+    return ([("instruction", f"Explain {x} to {a}.") for x in V2_SUBJECTS for a in V2_AUDIENCES]
+            + [("prose", f"Write a short paragraph about {x}.{y}") for x in V2_SUBJECTS for y in s]
+            + [("instruction", f"Tell me {w} interesting facts about {x}.") for w in n[:4] for x in V2_SUBJECTS]
+            + [("instruction", f"What is the history of {x}?{y}") for x in V2_SUBJECTS for y in s[:2]]
+            + [("list", f"Write a quiz with {w} questions about {x}, with the answers.") for w in n[:2]
+               for x in V2_SUBJECTS]
+            + [("prose", f"Summarise what you know about {x} in {w} sentences.") for w in n[:3] for x in V2_SUBJECTS]
+            + [("prose", f"Write {form} about {x}.") for form in V2_FORMS for x in V2_SUBJECTS]
+            + [("instruction", f"How can I {x}?{y}") for x in V2_TASKS for y in s]
+            + [("list", f"What do I need to {x}? Make a checklist.") for x in V2_TASKS]
+            + [("instruction", f"What are common mistakes people make when they {x}?") for x in V2_TASKS[::2]]
+            + [("code", f"Implement a function in {lang} that {x}.") for lang in V2_LANGUAGES for x in V2_CODE]
+            + [("code", f"Write {lang} code that {x}, and show an example call.") for lang in V2_LANGUAGES[:6]
+               for x in V2_CODE]
+            + [("code", f"Write unit tests in {lang} for a function that {x}.") for lang in V2_LANGUAGES[:3]
+               for x in V2_CODE]
+            + [("code", f"Explain step by step how to write a function that {x}.") for x in V2_CODE]
+            + [("code", f"Write an SQL query that {x}.{y}") for x in V2_SQL for y in ("", " Explain each clause.")]
+            + [("prose", f"Write {a} about {b}.{y}") for a, b in V2_WRITING for y in s]
+            + [("instruction", f"{q}{y}") for q in V2_QUESTIONS for y in s]
+            + [("instruction", f"Compare {a} and {b}. Which would you choose and why?") for a, b in V2_COMPARE]
+            + [("list", f"What are the pros and cons of {a} compared with {b}?") for a, b in V2_COMPARE]
+            + [("list", f"List {w} {x}.") for w in n for x in V2_LIST_THINGS]
+            + [("list", f"Make a table of {w} {x}.") for w in n[:3] for x in V2_LIST_THINGS])
+
+
+def build_chat_prompts(n: int, seed: int, exclude: Sequence[str] = (), version: int = 1) -> list[dict]:
+    """Up to ``n`` distinct general chat prompts {"kind", "text"} (instruction, code, prose, list), in a seeded random
+    order, none equal to ``exclude``. Version 1's word lists allow about 2,300 distinct prompts; version 2 (other
+    subjects and phrasings) about 3,800 more."""
+    if version not in (1, 2):
+        raise ValueError(f"chat prompt version must be 1 or 2, got {version}")
+    pool = _chat_pool_v1() if version == 1 else _chat_pool_v2()
     banned = {t.strip().lower() for t in exclude}
     pool = [(kind, text) for kind, text in dict.fromkeys(pool) if text.lower() not in banned]
     random.Random(seed).shuffle(pool)
