@@ -150,6 +150,30 @@ def test_distilled_targets_stay_inside_each_answer(tmp_path):
     assert set(train.tolist()) in ({0, 1, 2}, {3, 4}, set(), {0, 1, 2, 3, 4})  # whole answers only
 
 
+def test_agreement_counts_matches_and_respects_the_proposal_vocabulary(tmp_path):
+    from blockwise.tasks.lm_heads import agreement, load_shards, write_shard
+
+    torch.manual_seed(0)
+    D, V = 8, 20
+    lm_head = torch.randn(V, D)
+    hidden = torch.randn(6, D).repeat_interleave(2, 0).half()  # each state twice: the next token often repeats
+    tokens = (hidden.float() @ lm_head.T).argmax(-1).tolist()  # the base's own greedy tokens: p1 is always right
+    write_shard(tmp_path / "shard_00000.safetensors", [(tokens, hidden)], ["a"])
+    data = load_shards([tmp_path / "shard_00000.safetensors"])
+    heads = ProposalHeads(D, HeadsConfig(k=3, d_hidden=4, kind="paper"))  # zero-initialised: p2, p3 copy p1's state
+    index = torch.arange(12)
+    full = agreement(heads, lm_head, data, index)
+    assert full["top1"]["p1"] == 1.0 and full["expected_accepted"]["k1"] == 1.0
+    # p2 repeats p1's token: right exactly where the next greedy token equals this one
+    repeats = sum(a == b for a, b in zip(tokens, tokens[1:])) / 11
+    assert repeats >= 6 / 11 and full["top1"]["p2"] == round(repeats, 4)
+    # with none of the answer's tokens in the proposal vocabulary, p2..pk can never be right
+    outside = torch.tensor(sorted(set(range(V)) - set(tokens)))
+    none = agreement(heads, lm_head, data, index, proposal_vocab=outside)
+    assert none["top1"]["p1"] == 1.0 and none["top1"]["p2"] == 0.0
+    assert none["expected_accepted"]["k3"] == 1.0
+
+
 def test_chat_prompts_are_distinct_seeded_and_never_a_benchmark_prompt():
     import json
     from pathlib import Path

@@ -37,6 +37,10 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--top-vocab", type=int, default=4096, help="softmax classes: the most frequent answer tokens "
                     "plus every target of the batch")
+    ap.add_argument("--proposal-vocab", type=int, default=0,
+                    help="tokens p2..pk are scored over at decoding time: the N most frequent answer tokens (each head "
+                         "then reads a smaller slice of the output projection per call); 0 (default): every token the "
+                         "base produced")
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget; sets the schedule's length")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs that have it)")
@@ -72,8 +76,12 @@ def main(argv=None) -> None:
     V = embed.shape[0]
     vocab = lm_heads.restricted_vocab(data.tokens, V)  # every token the base produced: the shipped proposal set
     counts = torch.bincount(data.tokens[train_idx].long(), minlength=V)
+    if 0 < args.proposal_vocab < len(vocab):
+        vocab = counts.topk(args.proposal_vocab).indices.sort().values
+        covered = counts[vocab].sum() / counts.sum()
+        print(f"proposals over the {len(vocab)} most frequent answer tokens ({covered:.1%} of training targets)")
     top = counts.topk(min(args.top_vocab, int((counts > 0).sum()))).indices
-    print(f"answers use {len(vocab)} distinct tokens; softmax over the top {len(top)} + batch targets")
+    print(f"answers use {int((counts > 0).sum())} distinct tokens; softmax over the top {len(top)} + batch targets")
 
     heads = ProposalHeads(embed.shape[1], HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind))
     if args.init and not (run / "checkpoint.pt").exists():
@@ -114,7 +122,7 @@ def main(argv=None) -> None:
 
     def evaluate():  # a learning curve of what matters: expected block size on held-out answers
         heads.eval()
-        m = lm_heads.agreement(heads, embed, data, pick[:1500], token_emb=token_emb)
+        m = lm_heads.agreement(heads, embed, data, pick[:1500], token_emb=token_emb, proposal_vocab=vocab)
         heads.train()
         return {"held_out_p2": m["top1"]["p2"], "held_out_expected_accepted": m["expected_accepted"][f"k{args.k}"]}
 
@@ -127,9 +135,10 @@ def main(argv=None) -> None:
 
     def scores() -> dict:
         heads.eval()
-        out = lm_heads.agreement(heads, embed, data, pick, token_emb=token_emb)
+        out = lm_heads.agreement(heads, embed, data, pick, token_emb=token_emb, proposal_vocab=vocab)
         if len(args.data) > 1:
-            out["by_data"] = {folder: lm_heads.agreement(heads, embed, data, idx, token_emb=token_emb)
+            out["by_data"] = {folder: lm_heads.agreement(heads, embed, data, idx, token_emb=token_emb,
+                                                         proposal_vocab=vocab)
                               for folder, idx in per_folder.items() if len(idx)}
         heads.train()
         return out

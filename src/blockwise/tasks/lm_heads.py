@@ -441,14 +441,19 @@ def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tens
 
 @torch.no_grad()
 def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512,
-              token_emb: Tensor | None = None) -> dict:
+              token_emb: Tensor | None = None, proposal_vocab: Tensor | None = None) -> dict:
     """Top-1 agreement of p1..pk with the base model's greedy tokens (full vocabulary), and the expected accepted
     block size at each k if proposals were judged independently of position (a cumulative product of matches).
 
     Chained heads (``token_emb``: the base's input embeddings) are teacher-forced: their p_i agreement is conditional
     on right tokens before it. The expected block size is the same as with their own proposals (a run of right
-    proposals feeds each head exactly the true tokens), so it compares across kinds; per-head agreement does not."""
+    proposals feeds each head exactly the true tokens), so it compares across kinds; per-head agreement does not.
+    With ``proposal_vocab`` p2..pk choose among those tokens only, as they do at decoding time."""
     k = heads.k
+    outside = None
+    if proposal_vocab is not None:
+        outside = torch.ones(lm_head.shape[0], dtype=torch.bool)
+        outside[proposal_vocab] = False
     hits = torch.zeros(k)
     runs = torch.zeros(k)  # sum over positions of "p2..pi all right" (i = 1..k)
     count = torch.zeros(k)
@@ -457,6 +462,8 @@ def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Ten
         targets, valid = data.targets(idx, k)
         given = None if token_emb is None else token_emb[targets[:, : k - 1]].float()
         logits = heads(data.hidden[idx].float(), k, given=given) @ lm_head.T  # (n, k, V)
+        if outside is not None:
+            logits[:, 1:, outside] = float("-inf")
         right = (logits.argmax(-1) == targets) & valid
         hits += right.sum(0).float()
         count += valid.sum(0).float()
