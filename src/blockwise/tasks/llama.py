@@ -257,7 +257,9 @@ class NativeSession:
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
-        return self.model.base.lm_head(hidden)
+        # Logits in float32 (exact: every bfloat16 is a float32): PyTorch's CPU argmax over 49k bf16 logits runs ~5x
+        # slower than the conversion plus a float32 argmax, and the decoders take several argmaxes per call.
+        return self.model.base.lm_head(hidden).float()
 
     @torch.no_grad()
     def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
@@ -268,7 +270,7 @@ class NativeSession:
         out = model.heads(hidden, k, first)  # (..., k - first + 1, D)
         parts = []
         if first == 1:  # p1 is the model's own output: always scored over the full vocabulary, so exact
-            parts, out = [model.base.lm_head(out[..., :1, :])], out[..., 1:, :]
+            parts, out = [self.scores(out[..., :1, :])], out[..., 1:, :]
         if out.shape[-2]:
             parts.append(self._score_proposal(out))
         return torch.cat(parts, dim=-2)
@@ -277,8 +279,8 @@ class NativeSession:
         """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
         model = self.model
         if model.proposal_vocab is None:
-            return model.base.lm_head(out)
-        rest = mm(out, model.w_proposal, model.proposal_out_in)  # (..., V')
+            return model.base.lm_head(out).float()
+        rest = mm(out, model.w_proposal, model.proposal_out_in).float()  # (..., V'); float32 as in ``scores``
         full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
         full[..., model.proposal_vocab] = rest
         return full
