@@ -189,7 +189,8 @@ CODE_STYLES = ["", ", with comments", ", and explain how it works", ", with a sh
 
 
 # A second, broader set (``build_chat_prompts(version=2)``): other subjects and other phrasings, one style suffix at
-# most, so that the answers differ more from one another than the first set's did. Same rule: no benchmark subject.
+# most, so that the answers differ more from one another than the first set's did. Same rule: no benchmark prompt
+# (tested), and none of the benchmark's requests (sleep tips, a compiler, the planets, a harbour town, ...).
 V2_SUBJECTS = ["the printing press", "coral reefs", "the Roman empire", "honey bees", "the human heart", "glaciers",
                "the Silk Road", "solar panels", "rainforests", "the moon landing", "bicycles", "chess",
                "the Olympic games", "volcanic islands", "penguins", "the pyramids of Egypt", "electric cars",
