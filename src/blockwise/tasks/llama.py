@@ -279,7 +279,7 @@ class NativeSession:
         """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
         model = self.model
         if model.proposal_vocab is None:
-            return model.base.lm_head(out).float()
+            return self.scores(out)
         rest = mm(out, model.w_proposal, model.proposal_out_in).float()  # (..., V'); float32 as in ``scores``
         full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
         full[..., model.proposal_vocab] = rest
