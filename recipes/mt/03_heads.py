@@ -71,8 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--loss", choices=["random", "mean"], default="random")
     ap.add_argument("--init", default=None, help="continue from this model with heads (e.g. the GPU lease's heads, "
                     "or Regular/Distillation heads as the start of fine-tuning) instead of fresh heads on --base")
-    ap.add_argument("--p1-weight", type=float, default=None, help="fine-tuning with --loss mean: weight of p1's loss, "
-                    "the rest shared by p2..pk (default: all k heads equal, as the paper; 0.5 protects the base)")
+    ap.add_argument("--p1-weight", type=float, default=None, help="fine tuning: weight of p1's loss, the rest "
+                    "shared by p2..pk as --loss says (default: p1 is one head among k, as the paper; 0.5 protects the "
+                    "base)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--lr", type=float, default=None, help="default: 1e-3 frozen base, 2e-4 fine-tuning")
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 hidden = model(tgt[:, :-1], src)
         return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads,
-                             p1_weight=args.p1_weight if args.loss == "mean" else None)
+                             p1_weight=args.p1_weight)
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
     cfg = TrainConfig(steps=args.steps, lr=lr, warmup=100, bf16=True, save_every=200, eval_every=10**9,
