@@ -119,7 +119,8 @@ def markdown(records, args, info, curve, env, data_info, k_grid) -> str:
            f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `recipes/sr/table.py` "
            f"from the models in `{args.root}`. Test images: the first {n} of the t10k file (batch {b}); batch-1 "
            f"timings on the first {n1}. ε = {fmt(args.eps, 0)}. Every number below is from these few images and "
-           "one timed run each (after a warm-up) on a 2-core CPU, one thread: few images, so read speedups to ±10%.",
+           f"one timed run each (after a warm-up) on a 2-core CPU, {args.threads} thread(s), {args.dtype}: few images, so "
+           "read speedups to ±10%.",
            ""]
     cubic = next((r for r in records if r["regime"] == "Bicubic"), None)
     for r in records:
@@ -188,21 +189,27 @@ def main(argv=None) -> int:
     ap.add_argument("--lfw", type=int, default=6, help="LFW faces in grid_lfw.png (0: none)")
     ap.add_argument("--device", default="cpu", help="decode on cpu or cuda")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="decode in this dtype, greedy and blockwise alike (bfloat16 decoding is batch-invariant, so exact "
+                    "stays exact; for these small models on the 2-core CPU it was slower than float32 in a first check)")
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                    help="which of the two models to decode (default both)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root, out_dir = Path(args.root), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = sr.load_fashion_mnist()
     env = environment()
+    env["dtype"] = args.dtype
 
     def log(msg):
         print(msg, flush=True)
 
     models = {}
-    for key in MODELS:
+    for key in args.models:
         path = root / key / "model.safetensors"
         if path.exists():
-            model, meta = sr.load_sr(path)
+            model, meta = sr.load_sr(path, dtype=getattr(torch, args.dtype))
             models[key] = (model.to(args.device), meta)
         else:
             log(f"no {path}: its regimes are left out")
