@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         if args.stage == "regular":
             # frozen: no dropout either (train() switches the whole model to train mode). Without dropout train mode
             # is the same function, and eval mode in bf16 on the CPU takes the batch-invariant decoding path for
-            # attention (one small product per query; transformer.Attention), far slower over 784 positions
+            # attention (unfused products, materialised scores; transformer.Attention), far slower over 784 positions
             model.base.train(model.base.cfg.dropout == 0)
             with torch.no_grad():  # no graph through the base
                 hidden = model(tgt[:, :-1], src)
