@@ -119,8 +119,8 @@ def markdown(records, args, info, curve, env, data_info, k_grid) -> str:
            f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `recipes/sr/table.py` "
            f"from the models in `{args.root}`. Test images: the first {n} of the t10k file (batch {b}); batch-1 "
            f"timings on the first {n1}. ε = {fmt(args.eps, 0)}. Every number below is from these few images and "
-           f"one timed run each (after a warm-up) on a 2-core CPU, {args.threads} thread(s), {args.dtype}: few images, so "
-           "read speedups to ±10%.",
+           f"one timed run each (after a warm-up) on a 2-core CPU, {args.threads} thread(s), {args.dtype}: few "
+           "images, so read speedups to ±10%.",
            ""]
     cubic = next((r for r in records if r["regime"] == "Bicubic"), None)
     for r in records:
@@ -190,8 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="decode on cpu or cuda")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="decode in this dtype, greedy and blockwise alike (bfloat16 decoding is batch-invariant, so exact "
-                    "stays exact; for these small models on the 2-core CPU it was slower than float32 in a first check)")
+                    help="decode in this dtype, greedy and blockwise alike (bfloat16 decoding is batch-invariant, "
+                    "so exact stays exact; for these small models on the 2-core CPU it was slower than float32 in a "
+                    "first, unquiet check)")
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                     help="which of the two models to decode (default both)")
     args = ap.parse_args(argv)

@@ -50,9 +50,9 @@ def attend_per_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible. For each key head, the
     T x G queries that use it (G = H / Hkv) are the rows of two plain matrix products, scores = rows @ kᵀ and
     y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend on the other rows, one row alone
-    included (unlike the 2-D one-row product of ``mm``: no difference in 90 probes over S, Dh and batch shapes, and
-    tests/test_hf_adapter.py checks it for grouped and single heads). Softmax in float32, as Hugging Face does.
-    (Until 2026-11-26 each query was its own small product, K and V expanded per query: the same bits, ~4x slower.)
+    included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py checks it for grouped and single
+    heads). Softmax in float32, as Hugging Face does. (Until 2026-11-26 each query was its own small product, with K
+    and V expanded per query: the same bits, more copying.)
     """
     B, H, T, Dh = q.shape
     Hkv, S = k.shape[1], k.shape[2]
