@@ -23,7 +23,7 @@ def random_model(kind: str = "tiny", k: int = 4, seed: int = 0, head_kind: str =
                  p1: str = "identity") -> BlockwiseModel:
     torch.manual_seed(seed)
     cfg = preset(kind, vocab_size=V)
-    model = BlockwiseModel(cfg, HeadsConfig(k=k, d_hidden=32, kind=head_kind, p1=p1)).double().eval()
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=k, d_hidden=32, kind=head_kind, p1=p1)).double().eval()
     return chaotic(model, seed)
 
 
@@ -39,7 +39,7 @@ def pattern_batch(n: int, length: int, g: torch.Generator, encdec: bool):
 def _train_tiny(kind: str, k: int, seed: int) -> BlockwiseModel:
     torch.manual_seed(seed)
     cfg = preset(kind, vocab_size=V)
-    model = BlockwiseModel(cfg, HeadsConfig(k=k, d_hidden=32, p1="learned")).double()
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=k, d_hidden=32, p1="learned")).double()
     g = torch.Generator().manual_seed(seed)
     encdec = cfg.encoder_decoder
 

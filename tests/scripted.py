@@ -54,10 +54,10 @@ class ScriptedSession:
         return row
 
     def scores(self, hidden: Tensor) -> Tensor:
-        return self.proposals(hidden, 1)[..., 0, :]
+        return self._proposals(hidden, 1)[..., 0, :]
 
-    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
-        return self._proposals(hidden, k)[..., first - 1:, :]
+    def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
+        return self._proposals(hidden, k)[..., 1:, :]
 
     def _proposals(self, hidden: Tensor, k: int) -> Tensor:
         flat = hidden.reshape(-1, 2)

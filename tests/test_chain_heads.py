@@ -10,34 +10,33 @@ from conftest import EOS, V, pattern_batch, random_model
 
 
 def test_teacher_forced_states_equal_the_sequential_proposals():
-    """forward(h, given=embeddings of the proposals) reproduces propose(): training sees what decoding will do."""
+    """forward(h, given=the proposed tokens) reproduces propose(): training sees what decoding will do."""
     model = random_model("tiny", k=5, seed=3, head_kind="chain")
     heads, base = model.heads, model.base
     h = torch.randn(2, 3, model.cfg.d_model, dtype=torch.float64)
-    first = base.project(h).argmax(-1)  # ŷ1: p1's choice
-    logits = heads.propose(h, 5, first, base.embed, base.project)  # (2, 3, 4, V): p2..p5
+    first = model.scores(h).argmax(-1)  # ŷ1: p1's choice
+    logits = heads.propose(h, first, 5)  # (2, 3, 4, V): p2..p5
     chosen = torch.cat([first[..., None], logits.argmax(-1)], dim=-1)  # ŷ1..ŷ5
-    states = heads(h, 5, given=base.embed(chosen[..., :4]))  # (2, 3, 5, D): p1..p5
+    states = heads(h, 5, given=chosen[..., :4])  # (2, 3, 5, D): p1..p5
     torch.testing.assert_close(base.project(states[..., 1:, :]), logits)
     torch.testing.assert_close(states[..., 0, :], h)  # p1 is the base itself
-    for first_head in (2, 3, 5):
-        torch.testing.assert_close(heads(h, 5, first_head, given=base.embed(chosen[..., :4])),
-                                   states[..., first_head - 1:, :])
+    for some in ((2,), (3, 5), (1, 2, 4)):
+        torch.testing.assert_close(heads.states(h, some, given=chosen[..., :4]), states[..., [i - 1 for i in some], :])
     assert len(set(chosen[0, 0].tolist())) > 1  # the heads propose different tokens: the comparison has teeth
     # the proposal depends on the token given: a head that ignored it would not be chained
-    other = heads.propose(h, 2, (first + 1) % V, base.embed, base.project)
+    other = heads.propose(h, (first + 1) % V, 2)
     assert not torch.allclose(other, logits[..., :1, :])
 
 
 def test_chained_heads_need_their_tokens():
     model = random_model("tiny", k=3, seed=0, head_kind="chain")
     h = torch.randn(4, model.cfg.d_model, dtype=torch.float64)
-    with pytest.raises(ValueError, match="need the embeddings"):
+    with pytest.raises(ValueError, match="need the 2 tokens"):
         model.heads(h, 3)
-    with pytest.raises(ValueError, match="tokens proposed before it"):
-        model.heads.head(h, 2)
+    with pytest.raises(ValueError, match="need the 1 tokens"):
+        model.heads.states(h, (2,))
     with pytest.raises(ValueError, match="p1='identity'"):
-        HeadsConfig(k=3, kind="chain", p1="learned")
+        HeadsConfig(num_heads=3, kind="chain", p1="learned")
 
 
 @torch.no_grad()
@@ -76,7 +75,7 @@ def test_chained_heads_learn_the_language_and_decode_exactly():
     """Base and heads p2..p4 trained together (mean loss, teacher-forced): long blocks accepted, output greedy's."""
     torch.manual_seed(0)
     cfg = preset("tiny", vocab_size=V)
-    model = BlockwiseModel(cfg, HeadsConfig(k=4, d_hidden=32, kind="chain")).double()
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=4, d_hidden=32, kind="chain")).double()
     g = torch.Generator().manual_seed(0)
 
     def batches():

@@ -13,22 +13,24 @@ def test_single_head_path_equals_all_heads_path(kind, p1):
     model = random_model("tiny", k=5, seed=1, head_kind=kind, p1=p1)
     h = torch.randn(3, 7, model.cfg.d_model, dtype=torch.float64)
     all_heads = model.heads(h)  # (3, 7, 5, D)
-    for i in range(1, 6):
-        torch.testing.assert_close(model.heads.head(h, i), all_heads[..., i - 1, :])
+    for i in range(1, 6):  # one head alone (the random single-head loss)
+        torch.testing.assert_close(model.heads.states(h, (i,))[..., 0, :], all_heads[..., i - 1, :])
+    torch.testing.assert_close(model.heads.states(h, (2, 4)), all_heads[..., [1, 3], :])
     torch.testing.assert_close(model.heads(h, 3), all_heads[..., :3, :])
-    for first in range(1, 6):  # p_first..pk alone: what blockwise decoding asks for (first=2) after verification
-        torch.testing.assert_close(model.heads(h, 5, first), all_heads[..., first - 1:, :])
-    torch.testing.assert_close(model.heads(h, 4, 2), all_heads[..., 1:4, :])
+    torch.testing.assert_close(model.heads.p1(h), all_heads[..., 0, :])
+    y1 = model.scores(h).argmax(-1)
+    for k in range(2, 6):  # decoding: p2..pk proposed at once, what training computed
+        torch.testing.assert_close(model.heads.propose(h, y1, k), model.base.project(all_heads[..., 1:k, :]))
     assert not torch.allclose(all_heads[..., 1, :], all_heads[..., 2, :])  # the heads differ: the slices mean something
-    with pytest.raises(ValueError, match="first must be"):
-        model.heads(h, 3, 4)
+    with pytest.raises(ValueError, match="asked for 6 heads"):
+        model.heads(h, 6)
 
 
 def test_identity_p1_is_the_base_model_and_heads_start_as_copies():
     torch.manual_seed(0)
-    model = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(k=4, d_hidden=16)).double()
+    model = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(num_heads=4, d_hidden=16)).double()
     h = torch.randn(2, 5, model.cfg.d_model, dtype=torch.float64)
-    torch.testing.assert_close(model.head_logits(h, 1), model.base.project(h))
+    torch.testing.assert_close(model.scores(h), model.base.project(h))
     heads = model.heads(h)  # zero-initialised output layer: every head starts as a copy of h
     for i in range(4):
         torch.testing.assert_close(heads[..., i, :], h)
@@ -49,7 +51,7 @@ def test_every_head_has_its_own_parameters():
 
 def test_heads_added_to_a_trained_base_keep_its_greedy_output():
     base = random_model("tiny", k=1, seed=3)
-    with_heads = base.with_heads(HeadsConfig(k=4, d_hidden=16)).double()
+    with_heads = base.with_heads(HeadsConfig(num_heads=4, d_hidden=16)).double()
     chaotic(with_heads.heads, 4)
     assert with_heads.base is base.base
     prefixes = [[2, 3], [4]]
@@ -92,16 +94,16 @@ def test_config_errors_name_the_problem():
         preset("tiny", d_model=30)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
-    with pytest.raises(ValueError, match="k must be >= 1"):
-        HeadsConfig(k=0)
+    with pytest.raises(ValueError, match="num_heads must be >= 1"):
+        HeadsConfig(num_heads=0)
 
 
 def test_heads_only_file_joins_back_into_the_same_model(tmp_path):
     from blockwise.model.blockwise_model import join_heads, save_heads_only
 
     torch.manual_seed(0)
-    base = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(k=1))
-    model = base.with_heads(HeadsConfig(k=3, d_hidden=8))
+    base = BlockwiseModel(preset("tiny", vocab_size=V), HeadsConfig(num_heads=1))
+    model = base.with_heads(HeadsConfig(num_heads=3, d_hidden=8))
     with torch.no_grad():
         for p in model.heads.parameters():
             p.normal_()

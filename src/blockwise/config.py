@@ -1,7 +1,8 @@
 """One source of truth for configuration: frozen dataclasses and named presets.
 
 Glossary, used everywhere in this package:
-    k       number of proposal heads used by a decoder (p1 ... pk)
+    num_heads  heads a model has (available): p1 ... p_num_heads
+    k       number of heads a decoder uses (p1 ... pk), k <= num_heads
     k̂       accepted block size of one iteration (1 <= k̂ <= k)
     p1..pk  the scoring head (p1) and the proposal heads; p_i predicts the token i positions ahead
     ε       distance tolerance of the ordinal acceptance rule (|proposal - argmax| <= ε)
@@ -47,26 +48,25 @@ P1Mode = Literal["identity", "learned"]
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    """The proposal heads (the paper's multi-output layer, §6).
+    """The proposal heads: ``num_heads`` heads available, p1..p_num_heads (a decoder uses the first k of them).
 
-    kind="paper": one feed-forward layer, hidden size k·d_hidden (ReLU), output size k·d_model, a residual
-    connection from the decoder output to each of the k outputs, then the model's vocabulary projection. Each head
-    owns its slice of the hidden layer and its own output matrix (block-diagonal output, k times cheaper than a dense
-    k·d_hidden × k·d_model matrix).
+    kind="paper": the paper's multi-output layer (§6): one feed-forward layer, hidden size n·d_hidden (ReLU),
+    output size n·d_model, a residual connection from the decoder output to each output, then the model's vocabulary
+    projection; block-diagonal output (``model.heads.PaperHeads``).
     kind="residual": Medusa-1's head, h + SiLU(W h + b) with W of size d_model × d_model, one per head.
-    kind="chain": each head also sees the token proposed before it (``ProposalHeads.step``); hidden size d_hidden.
+    kind="chain": each head also sees the token proposed before it (``model.heads.ChainHeads``); hidden d_hidden.
     p1="identity": p1 is the untouched base output, so a frozen base decodes exactly as the original model.
     p1="learned": p1 passes through the layer too (the paper's footnote 1).
     """
 
-    k: int = 4
+    num_heads: int = 4
     d_hidden: int = 256
     kind: HeadKind = "paper"
     p1: P1Mode = "identity"
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"HeadsConfig.k must be >= 1, got {self.k}")
+        if self.num_heads < 1:
+            raise ValueError(f"HeadsConfig.num_heads must be >= 1, got {self.num_heads}")
         if self.d_hidden < 1:
             raise ValueError(f"HeadsConfig.d_hidden must be >= 1, got {self.d_hidden}")
         if self.kind not in ("paper", "residual", "chain"):
@@ -75,6 +75,14 @@ class HeadsConfig:
             raise ValueError("chained heads start from the base model's own p1: use p1='identity'")
         if self.p1 not in ("identity", "learned"):
             raise ValueError(f"HeadsConfig.p1 must be 'identity' or 'learned', got {self.p1!r}")
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "HeadsConfig":
+        """From a checkpoint's metadata; files written before 2026-12 call ``num_heads`` "k"."""
+        fields = dict(fields)
+        if "k" in fields:
+            fields["num_heads"] = fields.pop("k")
+        return cls(**fields)
 
 
 # Named model shapes. ``vocab_size`` is a placeholder: pass the real one with ``preset(name, vocab_size=...)``.

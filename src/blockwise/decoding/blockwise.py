@@ -30,7 +30,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, k), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
-    block = session.proposals(hidden, k).argmax(-1)  # (B, k): ŷ_{j+1..j+k}; ŷ_{j+1} is p1's own argmax
+    block = propose(session, session.scores(hidden), hidden, k)  # (B, k): ŷ_{j+1..j+k}; ŷ_{j+1} is p1's argmax
     while True:
         n = min(k, int(remaining.max()))  # near the end, feed no more than any row may still accept
         block = block[:, :n]
@@ -61,7 +61,7 @@ def propose(session, p1_logits: torch.Tensor, hidden: torch.Tensor, k: int) -> t
     first = p1_logits.argmax(-1, keepdim=True)  # (B, 1)
     if k == 1:
         return first
-    return torch.cat([first, session.proposals(hidden, k, first=2, given=first[:, 0]).argmax(-1)], dim=1)
+    return torch.cat([first, session.proposals(hidden, first[:, 0], k).argmax(-1)], dim=1)
 
 
 def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,

@@ -1,9 +1,9 @@
 """The small protocol every decoder is written against.
 
 A ``DecodingModel`` opens a ``Session`` for one batch. A session owns the model's cache: ``feed`` appends tokens after
-each row's cached length and returns hidden states at every fed position; ``scores`` and ``proposals`` turn hidden
-states into logits of p1, or of p1..pk. The in-house Transformer, the Hugging Face adapter and the scripted test
-models all satisfy it, so one decoding loop serves them all.
+each row's cached length and returns hidden states at every fed position; ``scores`` turns hidden states into p1's
+logits and ``proposals`` into the logits of p2..pk. Our own models (``blockwise.model.CachedSession``), the Hugging
+Face adapter and the scripted test models all satisfy it, so one decoding loop serves them all.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ class Session(Protocol):
     def scores(self, hidden: Tensor) -> Tensor:
         """Logits of p1 (..., V) at hidden states (..., D): the distribution greedy decoding follows."""
 
-    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
-        """Logits of p_first..p_k (..., k - first + 1, V) at hidden states (..., D).
+    def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
+        """Logits of p2..pk (..., k - 1, V) at hidden states (..., D), k >= 2.
 
-        Blockwise decoding asks for p2..pk (first=2): p1 at that position is among the ``scores`` it already has, and
-        ``given`` (...,) is p1's argmax there, which chained heads build on (other heads ignore it)."""
+        ``given`` (...,) is ŷ1, p1's argmax at ``hidden`` (the decoder has it from ``scores``), which chained heads
+        build on (other heads ignore it)."""
 
     def truncate(self, lengths: Tensor) -> None:
         """Roll each row back to an absolute length (B,)."""
@@ -36,7 +36,7 @@ class Session(Protocol):
 
 
 class DecodingModel(Protocol):
-    num_heads: int  # k available: p1..pk
+    num_heads: int  # heads available, p1..p_num_heads: a decoder uses k <= num_heads
     max_positions: int
 
     def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> Session:

@@ -1,6 +1,8 @@
-from .blockwise_model import BlockwiseModel, Session
+from .blockwise_model import BlockwiseModel
 from .cache import KVCache
-from .heads import ProposalHeads
+from .heads import ChainHeads, Heads, PaperHeads, ResidualHeads, make_heads
+from .session import CachedSession
 from .transformer import Transformer
 
-__all__ = ["BlockwiseModel", "KVCache", "ProposalHeads", "Session", "Transformer"]
+__all__ = ["BlockwiseModel", "CachedSession", "ChainHeads", "Heads", "KVCache", "PaperHeads", "ResidualHeads",
+           "Transformer", "make_heads"]

@@ -1,4 +1,4 @@
-"""A Transformer with proposal heads, its decoding session, and float16 safetensors checkpoints."""
+"""A Transformer with proposal heads, and its float16 safetensors checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from ..batching import lengths_mask, pad
 from ..config import HeadsConfig, ModelConfig
 from .cache import KVCache
-from .heads import ProposalHeads, chained_proposals
+from .heads import make_heads
+from .session import CachedSession
 from .transformer import Transformer
 
 FORMAT = "blockwise/1"
@@ -27,20 +28,20 @@ class BlockwiseModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.base = Transformer(cfg)
-        self.heads_cfg = heads or HeadsConfig(k=1)
-        self.heads = ProposalHeads(cfg.d_model, self.heads_cfg)
+        self.heads_cfg = heads or HeadsConfig(num_heads=1)
+        self.heads = make_heads(cfg.d_model, self.heads_cfg).bind(self.base.embed, self.base.project)
 
     # -- the decoding interface -------------------------------------------------------------------------------
     @property
     def num_heads(self) -> int:
-        return self.heads_cfg.k
+        return self.heads_cfg.num_heads
 
     @property
     def max_positions(self) -> int:
         return self.cfg.max_positions
 
     @torch.no_grad()
-    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> "Session":
+    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> CachedSession:
         cache = self.base.new_cache(batch_size, capacity)
         if self.cfg.encoder_decoder:
             if sources is None:
@@ -51,11 +52,20 @@ class BlockwiseModel(nn.Module):
             if source.shape[1] > self.cfg.max_positions:
                 raise ValueError(f"a source of {source.shape[1]} tokens is beyond the model's "
                                  f"{self.cfg.max_positions} positions")
-            memory, mask = self.base.encode(source, source_mask=lengths_mask(sources, source.shape[1], source.device))
+            memory, mask = self.base.encode(source, lengths_mask(sources, source.shape[1], source.device),
+                                            invariant=cache.invariant)
             self.base.attach_memory(cache, memory, mask)
         elif sources is not None:
             raise ValueError("this model is decoder-only: pass prompts as prefixes, not sources")
-        return Session(self, cache)
+        return CachedSession(self, cache)
+
+    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """Hidden states (B, T, D) of tokens appended after each row's cached length."""
+        return self.base.decode(tokens, cache)
+
+    def scores(self, hidden: Tensor, invariant: bool = False) -> Tensor:
+        """Logits (..., V) of p1 at hidden states (..., D)."""
+        return self.base.project(self.heads.p1(hidden), invariant)
 
     @property
     def embed_device(self) -> torch.device:
@@ -66,14 +76,11 @@ class BlockwiseModel(nn.Module):
         """Uncached hidden states (B, T, D) of whole target sequences."""
         return self.base(tokens, source)
 
-    def head_logits(self, hidden: Tensor, i: int) -> Tensor:
-        """Logits (..., V) of head p_i (1-based) at hidden states (..., D)."""
-        return self.base.project(self.heads.head(hidden, i))
-
     def with_heads(self, heads: HeadsConfig) -> "BlockwiseModel":
         """A model with the same base (shared parameters) and freshly initialised heads."""
         model = BlockwiseModel(self.cfg, heads).to(self.embed_device)
         model.base = self.base
+        model.heads.bind(self.base.embed, self.base.project)
         return model
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -95,7 +102,7 @@ class BlockwiseModel(nn.Module):
             meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is not a blockwise checkpoint (metadata format={meta.get('format')!r})")
-        model = cls(ModelConfig(**json.loads(meta["model"])), HeadsConfig(**json.loads(meta["heads"])))
+        model = cls(ModelConfig(**json.loads(meta["model"])), HeadsConfig.from_dict(json.loads(meta["heads"])))
         state = load_file(str(path))
         check_state(model, state, path)
         model.load_state_dict({name: t.to(dtype) for name, t in state.items()})
@@ -133,34 +140,3 @@ def check_state(model: nn.Module, state: dict[str, Tensor], path: Path | str) ->
         lines += [f"  {w}" for w in wrong[:5]]
         raise ValueError("\n".join(lines))
 
-
-class Session:
-    """One batch's decoding state over a ``BlockwiseModel``: its cache, and the head computations."""
-
-    def __init__(self, model: BlockwiseModel, cache: KVCache) -> None:
-        self.model, self.cache = model, cache
-
-    @property
-    def lengths(self) -> Tensor:
-        return self.cache.lengths
-
-    @torch.no_grad()
-    def feed(self, tokens: Tensor) -> Tensor:
-        return self.model.base.decode(tokens, self.cache)
-
-    @torch.no_grad()
-    def scores(self, hidden: Tensor) -> Tensor:
-        return self.model.head_logits(hidden, 1)
-
-    @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
-        heads, base = self.model.heads, self.model.base
-        if not heads.chained:
-            return base.project(heads(hidden, k, first))
-        return chained_proposals(heads, hidden, k, first, given, base.embed, self.scores, base.project)
-
-    def truncate(self, lengths: Tensor) -> None:
-        self.cache.truncate(lengths)
-
-    def select(self, rows: Tensor) -> None:
-        self.cache.select(rows)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .invariant import batch_invariant
+
 
 class KVCache:
     """Self-attention K/V of every decoder layer, shape (L, B, H, T_max, Dh), plus the encoder's cross-attention K/V.
 
     ``lengths[b]`` is the number of tokens of row b held in the cache; the next token fed to row b sits at that position.
+    ``invariant``: whether the session decoding over this cache is batch-invariant (``invariant.batch_invariant``,
+    decided by the dtype when the cache is made); the model reads it on every call that uses the cache.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_heads: int, capacity: int, head_dim: int,
@@ -26,6 +30,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
+        self.invariant = batch_invariant(dtype)
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
         self.memory_mask: Tensor | None = None

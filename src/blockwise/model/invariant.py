@@ -4,7 +4,11 @@ Blockwise decoding is exactly greedy only if a token's hidden state has the same
 one token per call) or inside a block (verification: k tokens per call), in a batch of one or of many. float32 gets
 there in practice (differences of 1e-7 almost never flip an argmax); bfloat16 does not, because oneDNN's kernels sum
 in a different order for one row than for several, and the fused attention kernel for a different number of queries
-or keys. The two functions here avoid both; the models use them whenever they decode in bfloat16.
+or keys. The two functions here avoid both.
+
+Whether a model decodes batch-invariantly is one setting, decided once when a decoding session starts
+(``batch_invariant(dtype)``, stored as ``KVCache.invariant``) and passed down explicitly to every product and every
+attention of that session. Training and uncached forwards never take these paths.
 """
 
 from __future__ import annotations
@@ -25,25 +29,31 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None) -> Tensor:
-    """``x @ w``, the same bits for a row whether it comes alone or among others.
+def batch_invariant(dtype: torch.dtype) -> bool:
+    """The one condition: a session decoding in ``dtype`` must make every token's bits independent of what is fed
+    beside it. bfloat16 needs it (see above); float32 and float64 decode with the fast kernels."""
+    return dtype == torch.bfloat16
+
+
+def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None, invariant: bool = False) -> Tensor:
+    """``x @ w``; with ``invariant``, the same bits for a row whether it comes alone or among others.
 
     In bfloat16, oneDNN multiplies a lone row (M = 1) with a kernel that sums in another order than its multi-row one,
     so a token verified inside a block (blockwise) could differ in the last bit from the same token fed alone (greedy)
-    and, after a near-tie, change the output. A lone bf16 row therefore goes through the multi-row kernel beside a copy
-    of itself; bf16 cost here is flat in M (2 rows cost what 1 does). float32 keeps its fast one-row kernel.
+    and, after a near-tie, change the output. An invariant lone row therefore goes through the multi-row kernel beside
+    a copy of itself; bf16 cost here is flat in M (2 rows cost what 1 does).
     """
     def product(a: Tensor) -> Tensor:
         if out_in:  # w is (out, in), as nn.Linear keeps it
             return F.linear(a, w, bias)
         return a @ w if bias is None else a @ w + bias  # w is (in, out)
 
-    if x.dtype == torch.bfloat16 and x.numel() == x.shape[-1]:
+    if invariant and x.numel() == x.shape[-1]:
         return product(torch.cat([x, x], dim=-2))[..., :1, :]
     return product(x)
 
 
-def attend_per_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """Attention (B, H, T, Dh) in which each query's result has the same bits whatever else is fed beside it and
     however long the (masked) key span is (the CPU's fused attention kernel sums in another order when T changes).
 
@@ -51,8 +61,7 @@ def attend_per_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     T x G queries that use it (G = H / Hkv) are the rows of two plain matrix products, scores = rows @ kᵀ and
     y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend on the other rows, one row alone
     included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py checks it for grouped and single
-    heads). Softmax in float32, as Hugging Face does. (Until 2026-11-26 each query was its own small product, with K
-    and V expanded per query: the same bits, more copying.)
+    heads). Softmax in float32, as Hugging Face does.
     """
     B, H, T, Dh = q.shape
     Hkv, S = k.shape[1], k.shape[2]

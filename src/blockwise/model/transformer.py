@@ -15,12 +15,12 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .cache import KVCache
-from .invariant import attend_per_query, mm
+from . import invariant as inv
 
 
-def linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    """``layer(x)``; in bfloat16 batch-invariant (see ``invariant.mm``)."""
-    return mm(x, layer.weight, out_in=True, bias=layer.bias) if x.dtype == torch.bfloat16 else layer(x)
+def linear(layer: nn.Linear, x: Tensor, invariant: bool = False) -> Tensor:
+    """``layer(x)``; batch-invariant if asked (see ``invariant.mm``)."""
+    return inv.mm(x, layer.weight, out_in=True, bias=layer.bias, invariant=True) if invariant else layer(x)
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
@@ -45,23 +45,22 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = linear(self.kv, x).chunk(2, dim=-1)
+    def keys_values(self, x: Tensor, invariant: bool = False) -> tuple[Tensor, Tensor]:
+        k, v = linear(self.kv, x, invariant).chunk(2, dim=-1)
         return self.split(k), self.split(v)  # (B, H, S, Dh) each
 
-    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
-        q = self.split(linear(self.q, x))  # (B, H, T, Dh)
-        # decoding in bf16 on the CPU: batch-invariant (invariant.py; the oneDNN kernels are what it works around).
-        # Elsewhere (training, or a frozen base on a GPU) the fused kernel, which is much faster there
-        if q.dtype == torch.bfloat16 and q.is_cpu and not causal and not self.training:
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False,
+               invariant: bool = False) -> Tensor:
+        q = self.split(linear(self.q, x, invariant))  # (B, H, T, Dh)
+        if invariant:  # a batch-invariant decoding session (invariant.py); elsewhere the fused kernel
             if mask is None:
                 mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
-            y = attend_per_query(q, k, v, mask)
+            y = inv.attend(q, k, v, mask)
         else:
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
         B, _, T, _ = y.shape
-        return linear(self.out, y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+        return linear(self.out, y.transpose(1, 2).reshape(B, T, -1), invariant)  # (B, T, D)
 
 
 class FeedForward(nn.Module):
@@ -70,8 +69,8 @@ class FeedForward(nn.Module):
         self.up, self.down = nn.Linear(cfg.d_model, cfg.d_ff), nn.Linear(cfg.d_ff, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return linear(self.down, self.drop(F.gelu(linear(self.up, x))))
+    def forward(self, x: Tensor, invariant: bool = False) -> Tensor:
+        return linear(self.down, self.drop(F.gelu(linear(self.up, x, invariant))), invariant)
 
 
 class EncoderLayer(nn.Module):
@@ -81,10 +80,10 @@ class EncoderLayer(nn.Module):
         self.norm2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, invariant: bool = False) -> Tensor:
         h = self.norm1(x)
-        x = x + self.drop(self.attn.attend(h, *self.attn.keys_values(h), mask))
-        return x + self.drop(self.ff(self.norm2(x)))
+        x = x + self.drop(self.attn.attend(h, *self.attn.keys_values(h, invariant), mask, invariant=invariant))
+        return x + self.drop(self.ff(self.norm2(x), invariant))
 
 
 class DecoderLayer(nn.Module):
@@ -117,13 +116,14 @@ class Transformer(nn.Module):
         x = self.embed(tokens) * math.sqrt(self.cfg.d_model) + self.pos_table[positions].to(self.embed.weight.dtype)
         return self.drop(x)
 
-    def project(self, hidden: Tensor) -> Tensor:
+    def project(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Vocabulary logits (..., V) of hidden states (..., D): the embedding matrix, tied."""
-        if hidden.dtype == torch.bfloat16:
-            return mm(hidden, self.embed.weight, out_in=True)  # batch-invariant (and oneDNN's fast layout)
+        if invariant:
+            return inv.mm(hidden, self.embed.weight, out_in=True, invariant=True)
         return hidden @ self.embed.weight.t()
 
-    def encode(self, source: Tensor, source_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def encode(self, source: Tensor, source_mask: Tensor | None = None,
+               invariant: bool = False) -> tuple[Tensor, Tensor]:
         """Encode a right-padded source (B, S) once. Returns memory (B, S, D) and its validity mask (B, S)."""
         if not self.cfg.encoder_decoder:
             raise ValueError("this model is decoder-only: it has no encoder")
@@ -133,7 +133,7 @@ class Transformer(nn.Module):
         x = self.embed_tokens(source, positions)
         mask = source_mask[:, None, None, :]  # (B, 1, 1, S): every query sees the valid keys
         for layer in self.encoder:
-            x = layer(x, mask)
+            x = layer(x, mask, invariant)
         return self.encoder_norm(x), source_mask
 
     # -- the decoder ----------------------------------------------------------------------------------------------
@@ -147,6 +147,7 @@ class Transformer(nn.Module):
         """
         B, T = tokens.shape
         cross = cross_mask = None
+        invariant = cache is not None and cache.invariant
         if cache is None:
             positions = torch.arange(T, device=tokens.device).expand(B, T)
             self_mask = None
@@ -163,7 +164,7 @@ class Transformer(nn.Module):
             key_pos = torch.arange(span, device=tokens.device)
             # (B, 1, T, span): a query at position p sees keys at positions <= p; nothing past it, stale or not
             self_mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
-            if B == 1 and T == 1:
+            if B == 1 and T == 1 and not invariant:
                 self_mask = None  # one query sees the whole span
             if self.cfg.encoder_decoder:
                 if cache.cross is None:
@@ -172,13 +173,13 @@ class Transformer(nn.Module):
         x = self.embed_tokens(tokens, positions)
         for i, layer in enumerate(self.decoder):
             h = layer.norm1(x)
-            k, v = layer.self_attn.keys_values(h)
+            k, v = layer.self_attn.keys_values(h, invariant)
             if cache is not None:
                 k, v = cache.write(i, positions, k, v)
-            x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None))
+            x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None, invariant=invariant))
             if cross is not None:
-                x = x + layer.drop(layer.cross_attn.attend(layer.norm_x(x), *cross[i], cross_mask))
-            x = x + layer.drop(layer.ff(layer.norm2(x)))
+                x = x + layer.drop(layer.cross_attn.attend(layer.norm_x(x), *cross[i], cross_mask, invariant=invariant))
+            x = x + layer.drop(layer.ff(layer.norm2(x), invariant))
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
@@ -192,7 +193,7 @@ class Transformer(nn.Module):
 
     def attach_memory(self, cache: KVCache, memory: Tensor, memory_mask: Tensor) -> None:
         """Compute every decoder layer's cross-attention K/V of the encoder memory once and keep them in the cache."""
-        cache.cross = [layer.cross_attn.keys_values(memory) for layer in self.decoder]
+        cache.cross = [layer.cross_attn.keys_values(memory, cache.invariant) for layer in self.decoder]
         cache.memory_mask = memory_mask
 
     def forward(self, tokens: Tensor, source: Tensor | None = None) -> Tensor:

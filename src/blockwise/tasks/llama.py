@@ -6,7 +6,7 @@ grouped-query attention, SiLU-gated MLP, tied output projection) with Q/K/V and 
 Exactness is checked against Hugging Face (tests/test_hf_adapter.py): same logits to float32 rounding, same greedy
 tokens. In bfloat16 (on CPUs with native bf16 a call verifying 2-6 tokens then costs about what a 1-token call does)
 the model is batch-invariant: a token's hidden state has the same bits whether it is fed alone or in a block, in a
-batch of one or of eight (``mm``, ``attend_per_query``), so blockwise decoding stays token for token greedy there too.
+batch of one or of eight (``model/invariant.py``), so blockwise decoding stays token for token greedy there too.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import HeadsConfig
+from ..model import invariant as inv
 from ..model.cache import KVCache
-from ..model.heads import ProposalHeads, chained_proposals
-from ..model.invariant import attend_per_query, mm
+from ..model.heads import Heads, make_heads
+from ..model.invariant import mm
+from ..model.session import CachedSession
 
 
 @dataclass(frozen=True)
@@ -89,28 +91,29 @@ class Block(nn.Module):
         self.out_in = False  # the layout of the four matrices above: False (in, out), True (out, in)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int,
-                positions: Tensor, mask: Tensor | None) -> Tensor:
+                positions: Tensor, mask: Tensor | None, invariant: bool = False) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
         kv = cfg.n_kv_heads * cfg.head_dim
-        q, k, v = mm(h, self.w_qkv, self.out_in).split([cfg.n_heads * cfg.head_dim, kv, kv], dim=-1)
+        q, k, v = mm(h, self.w_qkv, self.out_in, invariant=invariant).split([cfg.n_heads * cfg.head_dim, kv, kv], -1)
         q = rotate(q.view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, H, T, Dh)
         k = rotate(k.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, T, Dh)
         v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
         if cache is not None:
             k, v = cache.write(layer, positions, k, v)  # (B, Hkv, span, Dh)
         gqa = cfg.n_heads != cfg.n_kv_heads
-        if x.dtype == torch.bfloat16 and mask is not None:
-            # Batch-invariant bfloat16: a token's bits must not depend on what else is fed beside it, or blockwise
-            # (a block per call) and greedy (a token per call) part after a near-tie. The CPU's fused attention
-            # kernel sums differently for other numbers of queries and key spans; see also ``mm``.
-            y = attend_per_query(q, k, v, mask)
+        if invariant:
+            # A token's bits must not depend on what else is fed beside it, or blockwise (a block per call) and greedy
+            # (a token per call) part after a near-tie: the CPU's fused attention kernel sums differently for other
+            # numbers of queries and key spans (model/invariant.py).
+            y = inv.attend(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=gqa)
-        x = x + mm(y.transpose(1, 2).reshape(B, T, -1), self.w_out, self.out_in)
-        gate, up = mm(rms_norm(x, self.mlp_norm, cfg.rms_eps), self.w_gate_up, self.out_in).chunk(2, dim=-1)
-        return x + mm(F.silu(gate) * up, self.w_down, self.out_in)
+        x = x + mm(y.transpose(1, 2).reshape(B, T, -1), self.w_out, self.out_in, invariant=invariant)
+        gate, up = mm(rms_norm(x, self.mlp_norm, cfg.rms_eps), self.w_gate_up, self.out_in,
+                      invariant=invariant).chunk(2, dim=-1)
+        return x + mm(F.silu(gate) * up, self.w_down, self.out_in, invariant=invariant)
 
 
 class Llama(nn.Module):
@@ -124,6 +127,7 @@ class Llama(nn.Module):
         self.norm = nn.Parameter(torch.ones(cfg.d_model))
         # The output projection, stored (D, V) for the same reason as the layers' weights (a copy when tied).
         self.w_lm_head = nn.Parameter(torch.zeros(cfg.d_model, cfg.vocab_size))
+        self.out_in = False  # the matrices' layout, set by ``cast``: (out, in) for bfloat16, else (in, out)
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float()
                                                   / cfg.head_dim))
@@ -145,19 +149,21 @@ class Llama(nn.Module):
                     for name in MATRICES:
                         getattr(layer, name).data = getattr(layer, name).data.t().contiguous()
                     layer.out_in = out_in
+        self.out_in = out_in
         return self.to(dtype)
 
-    def lm_head(self, hidden: Tensor) -> Tensor:
+    def lm_head(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Logits (..., V) at final hidden states (..., D)."""
-        if hidden.dtype == torch.bfloat16 and self.cfg.tie_embeddings:
+        if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
-            return mm(hidden, self.embed.weight, out_in=True)
-        return mm(hidden, self.w_lm_head)
+            return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
+        return mm(hidden, self.w_lm_head, invariant=invariant)
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
         """Hidden states (B, T, D). Without a cache: whole sequences from position 0. With one: appended after each
         row's cached length, and the cache's lengths advance by T."""
         B, T = tokens.shape
+        invariant = cache is not None and cache.invariant
         if cache is None:
             positions, mask = torch.arange(T, device=tokens.device).expand(B, T), None
         else:
@@ -166,12 +172,12 @@ class Llama(nn.Module):
             key_pos = torch.arange(span, device=tokens.device)
             # (B, 1, T, span): a query at position p sees keys at positions <= p; stale entries past it stay hidden
             mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
-            if T == 1 and bool((positions == positions[0]).all()) and self.embed.weight.dtype != torch.bfloat16:
+            if T == 1 and bool((positions == positions[0]).all()) and not invariant:
                 mask = None  # every row's single query sees the whole span
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, positions, mask)
+            x = layer(x, cos, sin, cache, i, positions, mask, invariant)
         if cache is not None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.cfg.rms_eps)
@@ -214,79 +220,46 @@ class NativeLM(nn.Module):
     tokens the model actually produces costs a quarter of the full one. p1 is always scored over the whole vocabulary.
     """
 
-    def __init__(self, base: Llama, heads: ProposalHeads | None = None, max_positions: int | None = None,
+    def __init__(self, base: Llama, heads: Heads | None = None, max_positions: int | None = None,
                  proposal_vocab: Tensor | None = None) -> None:
         super().__init__()
         self.base = base
-        self.heads = heads if heads is not None else ProposalHeads(base.cfg.d_model, HeadsConfig(k=1))
+        self.heads = heads.for_model() if heads is not None else make_heads(base.cfg.d_model, HeadsConfig(num_heads=1))
         if self.heads.cfg.p1 != "identity":
             raise ValueError("a frozen base decodes as itself only with p1='identity' heads")
+        self.heads.bind(base.embed, self.score_proposals)
         self._max_positions = max_positions or base.cfg.max_positions
         self.proposal_vocab = None if proposal_vocab is None else torch.as_tensor(proposal_vocab, dtype=torch.long)
-        # the proposal vocabulary's columns of the output projection, laid out as the base's dtype runs fastest
-        # (see Llama.cast): (out, in) for bfloat16, (in, out) for float32
-        self.proposal_out_in = base.w_lm_head.dtype == torch.bfloat16
+        # the proposal vocabulary's columns of the output projection, in the layout of the base's matrices
         rows = None if proposal_vocab is None else base.w_lm_head[:, self.proposal_vocab]  # (D, V')
-        self.w_proposal = None if rows is None else (rows.t() if self.proposal_out_in else rows).contiguous()
+        self.w_proposal = None if rows is None else (rows.t() if base.out_in else rows).contiguous()
 
     @property
     def num_heads(self) -> int:
-        return self.heads.k
+        return self.heads.num_heads
 
     @property
     def max_positions(self) -> int:
         return self._max_positions
 
-    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> "NativeSession":
+    def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> CachedSession:
         if sources is not None:
             raise ValueError("a causal LM is decoder-only: pass prompts as prefixes, not sources")
-        return NativeSession(self, self.base.new_cache(batch_size, capacity))
+        return CachedSession(self, self.base.new_cache(batch_size, capacity))
 
+    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        return self.base(tokens, cache)
 
-class NativeSession:
-    def __init__(self, model: NativeLM, cache: KVCache) -> None:
-        self.model, self.cache = model, cache
-
-    @property
-    def lengths(self) -> Tensor:
-        return self.cache.lengths
-
-    @torch.no_grad()
-    def feed(self, tokens: Tensor) -> Tensor:
-        return self.model.base(tokens, self.cache)
-
-    @torch.no_grad()
-    def scores(self, hidden: Tensor) -> Tensor:
+    def scores(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         # Logits in float32 (exact: every bfloat16 is a float32): PyTorch's CPU argmax over 49k bf16 logits runs ~5x
         # slower than the conversion plus a float32 argmax, and the decoders take several argmaxes per call.
-        return self.model.base.lm_head(hidden).float()
+        return self.base.lm_head(hidden, invariant).float()
 
-    @torch.no_grad()
-    def proposals(self, hidden: Tensor, k: int, first: int = 1, given: Tensor | None = None) -> Tensor:
-        model = self.model
-        if model.heads.chained:
-            return chained_proposals(model.heads, hidden, k, first, given, model.base.embed, self.scores,
-                                     self._score_proposal)
-        out = model.heads(hidden, k, first)  # (..., k - first + 1, D)
-        parts = []
-        if first == 1:  # p1 is the model's own output: always scored over the full vocabulary, so exact
-            parts, out = [self.scores(out[..., :1, :])], out[..., 1:, :]
-        if out.shape[-2]:
-            parts.append(self._score_proposal(out))
-        return torch.cat(parts, dim=-2)
-
-    def _score_proposal(self, out: Tensor) -> Tensor:
+    def score_proposals(self, states: Tensor, invariant: bool = False) -> Tensor:
         """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
-        model = self.model
-        if model.proposal_vocab is None:
-            return self.scores(out)
-        rest = mm(out, model.w_proposal, model.proposal_out_in).float()  # (..., V'); float32 as in ``scores``
-        full = rest.new_full(rest.shape[:-1] + (model.base.w_lm_head.shape[1],), float("-inf"))
-        full[..., model.proposal_vocab] = rest
+        if self.proposal_vocab is None:
+            return self.scores(states, invariant)
+        rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
+        full = rest.new_full(rest.shape[:-1] + (self.base.w_lm_head.shape[1],), float("-inf"))
+        full[..., self.proposal_vocab] = rest
         return full
-
-    def truncate(self, lengths: Tensor) -> None:
-        self.cache.truncate(lengths)
-
-    def select(self, rows: Tensor) -> None:
-        self.cache.select(rows)

@@ -357,4 +357,4 @@ def lfw_faces(n: int = 6, high: int = HIGH) -> np.ndarray:
 
 def heads_config(k: int = 10, d_hidden: int = 256) -> HeadsConfig:
     """The paper's multi-output layer; p1 stays the base model's own output (identity), so a frozen base is exact."""
-    return HeadsConfig(k=k, d_hidden=d_hidden, kind="paper", p1="identity")
+    return HeadsConfig(num_heads=k, d_hidden=d_hidden, kind="paper", p1="identity")

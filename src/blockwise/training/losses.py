@@ -29,18 +29,6 @@ def _mean(losses: Tensor, targets: Tensor, pad_id: int) -> Tensor:
     return losses.sum() / (targets != pad_id).sum().clamp(min=1)  # a head with no target this far ahead: 0
 
 
-def head_loss(model, hidden: Tensor, targets: Tensor, i: int, pad_id: int,
-              criterion: Criterion = cross_entropy) -> Tensor:
-    """Loss (cross-entropy unless ``criterion`` says otherwise) of head p_i (1-based) over the positions whose shifted
-    target exists and is not padding."""
-    T = targets.shape[1]
-    if i > T:  # no target this far ahead in this batch: a zero that still reaches the head (backward needs a graph)
-        return model.head_logits(hidden[:, :1], i).sum() * 0.0
-    logits = model.head_logits(hidden[:, : T - (i - 1)], i)  # (B, T-i+1, V)
-    shifted = targets[:, i - 1:]  # (B, T-i+1)
-    return _mean(criterion(logits.flatten(0, 1).float(), shifted.flatten(), pad_id), shifted, pad_id)
-
-
 def proposal_loss(model, hidden: Tensor, targets: Tensor, k: int, mode: LossMode = "mean", pad_id: int = 0,
                   generator: torch.Generator | None = None, heads: tuple[int, ...] | None = None,
                   criterion: Criterion = cross_entropy, p1_weight: float | None = None) -> Tensor:
@@ -59,24 +47,27 @@ def proposal_loss(model, hidden: Tensor, targets: Tensor, k: int, mode: LossMode
         return p1_weight * part((1,), "mean") + (1 - p1_weight) * part(heads[1:], mode)
     if mode == "random":
         heads = (heads[int(torch.randint(len(heads), (1,), generator=generator))],)
-    if model.heads.chained:
-        return chained_loss(model, hidden, targets, heads, pad_id, criterion)
-    return torch.stack([head_loss(model, hidden, targets, i, pad_id, criterion) for i in heads]).mean()
+    return heads_loss(model, hidden, targets, heads, pad_id, criterion)
 
 
-def chained_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], pad_id: int,
-                 criterion: Criterion = cross_entropy) -> Tensor:
-    """Mean loss of ``heads`` when they are chained, teacher-forced: head p_i at position t is given the embeddings of
-    the true tokens targets[t..t+i-2] (what p1..p_{i-1} should have proposed) and predicts targets[t+i-1]."""
+def heads_loss(model, hidden: Tensor, targets: Tensor, heads: tuple[int, ...], pad_id: int,
+               criterion: Criterion = cross_entropy) -> Tensor:
+    """Mean loss of ``heads``, teacher-forced: head p_i at position t predicts targets[t + i - 1], over the positions
+    where that target exists and is not padding. Heads that read the tokens proposed before them (chained) are given
+    the true tokens targets[t..t+i-2] (what p1..p_{i-1} should have proposed); the others ignore them."""
     n = max(heads)
     B, T = targets.shape
     ahead = F.pad(targets, (0, n), value=pad_id)  # (B, T + n): targets, then padding past the end
-    shifted = torch.stack([ahead[:, j: j + T] for j in range(n)], dim=-1)  # (B, T, n): targets j positions later
-    given = model.base.embed(shifted[..., : n - 1].clamp(min=0))  # (B, T, n-1, D) (ignore-index -100 clamps to 0)
-    states = model.heads(hidden, n, given=given)  # (B, T, n, D)
+    given = torch.stack([ahead[:, j: j + T] for j in range(n - 1)], dim=-1) if n > 1 else None  # (B, T, n-1)
+    if given is not None:
+        given = given.clamp(min=0)  # an ignore-index of -100 is no token id; its loss is masked anyway
+    states = model.heads.states(hidden, heads, given)  # (B, T, len(heads), D)
     losses = []
-    for i in heads:
-        logits = model.base.project(states[..., i - 1, :])  # (B, T, V)
-        target = shifted[..., i - 1].flatten()
-        losses.append(_mean(criterion(logits.flatten(0, 1).float(), target, pad_id), target, pad_id))
+    for j, i in enumerate(heads):
+        if i > T:  # no target this far ahead in this batch: a zero that still reaches the head (backward needs a graph)
+            losses.append(model.heads.project(states[:, :1, j]).sum() * 0.0)
+            continue
+        logits = model.heads.project(states[:, : T - (i - 1), j])  # (B, T-i+1, V)
+        shifted = targets[:, i - 1:]  # (B, T-i+1)
+        losses.append(_mean(criterion(logits.flatten(0, 1).float(), shifted.flatten(), pad_id), shifted, pad_id))
     return torch.stack(losses).mean()

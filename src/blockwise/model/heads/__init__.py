@@ -1,0 +1,17 @@
+"""Proposal heads, one class per kind: the paper's layer, Medusa-1's residual block, chained heads (see base.py)."""
+
+from ...config import HeadsConfig
+from .base import Heads, IndependentHeads
+from .chain import ChainHeads
+from .paper import PaperHeads
+from .residual import ResidualHeads
+
+KINDS: dict[str, type[Heads]] = {cls.kind: cls for cls in (PaperHeads, ResidualHeads, ChainHeads)}
+
+
+def make_heads(d_model: int, cfg: HeadsConfig) -> Heads:
+    """Fresh heads of the kind ``cfg.kind``."""
+    return KINDS[cfg.kind](d_model, cfg)
+
+
+__all__ = ["KINDS", "ChainHeads", "Heads", "IndependentHeads", "PaperHeads", "ResidualHeads", "make_heads"]

@@ -1,0 +1,41 @@
+"""The one decoding session over our own models (the in-house Transformer and the native Llama) and their KVCache.
+
+It implements the protocol ``blockwise.decoding.interface.Session``. The model it serves provides
+``decode(tokens, cache)`` (hidden states at every fed position, appended after each row's cached length),
+``scores(hidden, invariant)`` (p1's logits) and ``heads`` (which propose p2..pk). Whether the session is
+batch-invariant was decided when its cache was made (``KVCache.invariant``) and is passed to every call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .cache import KVCache
+
+
+class CachedSession:
+    def __init__(self, model, cache: KVCache) -> None:
+        self.model, self.cache = model, cache
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.cache.lengths
+
+    @torch.no_grad()
+    def feed(self, tokens: Tensor) -> Tensor:
+        return self.model.decode(tokens, self.cache)
+
+    @torch.no_grad()
+    def scores(self, hidden: Tensor) -> Tensor:
+        return self.model.scores(hidden, invariant=self.cache.invariant)
+
+    @torch.no_grad()
+    def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
+        return self.model.heads.propose(hidden, given, k, invariant=self.cache.invariant)
+
+    def truncate(self, lengths: Tensor) -> None:
+        self.cache.truncate(lengths)
+
+    def select(self, rows: Tensor) -> None:
+        self.cache.select(rows)
