@@ -6,7 +6,7 @@ MT: models/mt/{finetune,both}.safetensors as they came; models/mt/{regular,disti
 the baseline's weights and the heads that came back alone; models/mt/teacher_targets.tsv.gz; models/mt_<name>/
 (mt_chain, mt_self, ...) as they came, heads alone re-joined with the baseline. SR: runs/sr/x<factor>/<stage>/ (a
 Regular stage that came back as heads.safetensors alone is re-joined with its base).
-Learning curves and logs are copied to results/<task>/lease/ so that the tables can cite them.
+Learning curves and logs are copied to results/<task>/training/h200/ so that the tables can cite them.
 """
 
 import shutil
@@ -52,7 +52,7 @@ def main(folders: list[str]) -> int:
         if (dest / "heads.safetensors").exists():
             base = dest.parent / "base" / "model.safetensors"
             join_heads(base, dest / "heads.safetensors", dest / "model.safetensors")
-    results_of = {"mt": "results/mt/lease", "sr": "results/sr/lease"}
+    results_of = {"mt": "results/mt/training/h200", "sr": "results/sr/training/h200"}
     results_of |= {d.name: f"results/mt/{d.name[3:]}/lease" for d in (lease / "runs").glob("mt_*")}
     for task, results in results_of.items():
         for log in (lease / "runs" / task).rglob("*.jsonl"):
