@@ -41,15 +41,9 @@ def make_heads(kind: str, seed: int, k: int = 4) -> ProposalHeads:
 
 def hf_generate(model, prompts, max_new, eos_id=EOS):
     """Reference: ``generate(do_sample=False)`` on the left-padded batch; new tokens per row, cut after EOS."""
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False, eos_token_id=eos_id,
-                         pad_token_id=PAD)
-    rows = []
-    for row in out[:, width:].tolist():
-        rows.append(row[: row.index(eos_id) + 1] if eos_id is not None and eos_id in row else row)
-    return rows
+    from blockwise.eval.reference import hf_generate as reference
+
+    return reference(model, prompts, max_new, eos_id, pad_id=PAD)
 
 
 @pytest.mark.parametrize("adapter", ["hf", "native"])

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import BlockwiseModel, HeadsConfig, preset  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.step_cost import step_cost
+from blockwise.eval.timing import environment
 
-import torch  # noqa: E402
-
-from blockwise import BlockwiseModel, HeadsConfig, preset  # noqa: E402
-from blockwise.eval.timing import environment, median_ms  # noqa: E402
+import torch
 
 
 def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: int, repeats: int,
@@ -35,26 +33,16 @@ def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: in
     prefix = torch.randint(3, vocab, (batch, context))
     session = model.start(batch, context + max(ks) + 1, sources)
     session.feed(prefix)
-    base = session.lengths.clone()
 
-    def greedy_step():
-        session.truncate(base)
-        h = session.feed(prefix[:, :1])
-        session.scores(h).argmax(-1)
+    def next_proposal(h, best):  # at the last accepted position: p2..pk (p1's is among the verification scores)
+        session.proposals(h[:, -1], h.shape[1], first=2, given=best[:, -1]).argmax(-1)
 
+    # greedy step: feed 1 token, p1's argmax; verification: feed k, p1's argmax at all k, then the next proposal
+    cost = step_cost(session, prefix[:, :max(ks)], ks, repeats, then=next_proposal)
     records = []
-    greedy = median_ms(greedy_step, repeats)
+    greedy = cost.ms[1]
     for k in ks:
-        block = prefix[:, :k]
-
-        def verify_step():
-            session.truncate(base)
-            h = session.feed(block)  # (B, k, D)
-            session.scores(h).argmax(-1)  # verification: p1 at every fed position
-            if k > 1:  # next proposal at the last accepted position: p2..pk (p1 is among the scores above)
-                session.proposals(h[:, -1], k, first=2).argmax(-1)
-
-        verify = median_ms(verify_step, repeats)
+        verify = cost.ms[k]
         records.append({"preset": preset_name, "dtype": str(dtype).replace("torch.", ""), "threads": threads,
                         "vocab": vocab,
                         "batch": batch, "k": k, "greedy_ms": round(greedy, 3),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 
 import torch
 from tqdm.auto import tqdm
@@ -39,6 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--max-new", type=int, default=160)
     ap.add_argument("--minutes", type=float, default=50.0, help="stop after this much wall time")
+    ap.add_argument("--max-shards", type=int, default=0, help="stop once shards 0..N-1 exist (a data set of a stated "
+                    "size whatever the machine's speed; 0: no limit but the prompts and --minutes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
@@ -70,6 +71,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
     n_batches = len(ids) // args.batch
+    if args.max_shards:
+        n_batches = min(n_batches, args.max_shards)
     started, tokens = time.time(), 0
     bar = tqdm(range(n_batches), desc="distil", dynamic_ncols=True)
     for b in bar:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 
 import torch
 

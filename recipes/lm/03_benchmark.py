@@ -21,32 +21,24 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch
-
-from blockwise import blockwise, greedy
+from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.reference import hf_generate
+from blockwise.eval.step_cost import step_cost
 from blockwise.eval.timing import git_commit
 from blockwise.model.invariant import cpu_has_bf16
 from blockwise.tasks.hf import HFCausalLM, load_smollm2
 from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
 from blockwise.tasks.llama import Llama, NativeLM
+
+import torch
 from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 
 
 def hf_run(hf, prompts, max_new, eos_id, pad_id, lookup: int | None = None):
-    """HF ``generate(do_sample=False)`` on a left-padded batch; new tokens per row, cut after end-of-sequence."""
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    extra = {"prompt_lookup_num_tokens": lookup} if lookup else {}
-    with torch.no_grad():
-        out = hf.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False, eos_token_id=eos_id,
-                          pad_token_id=pad_id, **extra)
-    rows = [r[: r.index(eos_id) + 1] if eos_id in r else r for r in out[:, width:].tolist()]
-    return rows, None
+    """HF greedy (or prompt-lookup) ``generate``, the library's reference, as (rows, no stats) like ``ours_run``."""
+    return hf_generate(hf, prompts, max_new, eos_id, pad_id, lookup=lookup), None
 
 
 def ours_run(lm, prompts, max_new, eos_id, k: int | None):
@@ -55,21 +47,12 @@ def ours_run(lm, prompts, max_new, eos_id, k: int | None):
     return out.tokens, out.stats
 
 
-def step_cost(session_factory, prompt, max_t: int, repeats: int) -> dict:
-    """Median seconds of one call feeding T tokens and scoring them (T = 1..max_t) after a prompt, batch 1."""
-    out = {}
-    for T in range(1, max_t + 1):
-        s = session_factory()
-        s.feed(torch.tensor([prompt]))
-        held = s.lengths.clone()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            s.scores(s.feed(torch.full((1, T), 1000)))
-            times.append(time.perf_counter() - t)
-            s.truncate(held)
-        out[T] = statistics.median(times)
-    return {f"T{T}": round(v / out[1], 3) for T, v in out.items()} | {"T1_ms": round(1000 * out[1], 1)}
+def step_costs(lm, prompt, max_t: int, repeats: int) -> dict:
+    """One call feeding T tokens and scoring them (T = 1..max_t) after a prompt, batch 1: cost relative to T = 1."""
+    session = lm.start(1, 1024)
+    session.feed(torch.tensor([prompt]))
+    cost = step_cost(session, torch.full((1, max_t), 1000), range(1, max_t + 1), repeats)
+    return {f"T{T}": round(v, 3) for T, v in cost.ratio.items()} | {"T1_ms": round(cost.ms[1], 1)}
 
 
 def main(argv=None) -> None:
@@ -176,8 +159,8 @@ def main(argv=None) -> None:
 
     prompt = all_ids[0]
     for dt, native in natives.items():
-        details[f"step_cost_native_{dt}"] = step_cost(lambda: native.start(1, 1024), prompt, 6, 9)
-    details["step_cost_hf_float32"] = step_cost(lambda: HFCausalLM(hf32).start(1, 1024), prompt, 6, 9)
+        details[f"step_cost_native_{dt}"] = step_costs(native, prompt, 6, 9)
+    details["step_cost_hf_float32"] = step_costs(HFCausalLM(hf32), prompt, 6, 9)
     details["load_average_at_end"] = os.getloadavg()
     details["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                           "platform": platform.platform(), "cpu_has_bf16": cpu_has_bf16()}

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
-from blockwise import BlockwiseModel, HeadsConfig, preset  # noqa: E402
-from blockwise.eval.timing import git_commit  # noqa: E402
-from blockwise.tasks.translation import (PAD, Corpus, bleu, dev_loss, label_smoothed_loss,  # noqa: E402
+from blockwise import BlockwiseModel, HeadsConfig, preset  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import git_commit
+from blockwise.tasks.translation import (PAD, Corpus, bleu, dev_loss, label_smoothed_loss,
                                          token_batches, translate)
-from blockwise.training import TrainConfig, train  # noqa: E402
+from blockwise.training import TrainConfig, train
+
+import torch
 
 
 def main(argv=None) -> int:

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import BlockwiseModel  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.tasks.translation import Corpus, translate
 
-import torch  # noqa: E402
-
-from blockwise import BlockwiseModel  # noqa: E402
-from blockwise.tasks.translation import Corpus, translate  # noqa: E402
+import torch
 
 
 def main(argv=None) -> int:

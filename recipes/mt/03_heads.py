@@ -18,44 +18,31 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import BlockwiseModel, HeadsConfig  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import git_commit
+from blockwise.tasks.translation import Corpus, token_batches
+from blockwise.training import TrainConfig, proposal_loss, train
 
-import torch  # noqa: E402
-
-from blockwise import BlockwiseModel, HeadsConfig  # noqa: E402
-from blockwise.eval.timing import git_commit  # noqa: E402
-from blockwise.tasks.translation import Corpus, token_batches  # noqa: E402
-from blockwise.training import TrainConfig, proposal_loss, train  # noqa: E402
+import torch
 
 REGIMES = {"regular": (False, False), "distillation": (False, True), "finetune": (True, False), "both": (True, True)}
 
 
-def teacher_pairs(corpus: Corpus, path: str, upsample: int):
-    """Training pairs whose German side is the teacher's translation (only the distilled subset)."""
+def teacher_targets(corpus: Corpus, path: str) -> list[str]:
+    """The teacher's translation of every training line it distilled (stage 2), "" for the others: as targets for
+    ``Corpus.pairs``, which skips empty targets, they give the distilled subset's pairs."""
     if not Path(path).exists():
         raise FileNotFoundError(f"no teacher outputs at {path}: run recipes/mt/02_teacher.py first")
-    english = corpus.lines("train", "en")
-    kinds = corpus.kinds("train")
-    rows, targets = [], []
+    targets = [""] * len(corpus.lines("train", "en"))
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
             i, hyp = line.rstrip("\n").split("\t", 1)
-            rows.append(int(i))
-            targets.append(hyp)
-    src = corpus.encode([english[i] for i in rows])
-    tgt = corpus.encode(targets)
-    from blockwise.tasks.translation import BOS, EOS, MAX_TOKENS
-
-    out = []
-    for i, s, t in zip(rows, src, tgt):
-        if 0 < len(s) < MAX_TOKENS and 0 < len(t) < MAX_TOKENS:
-            out += [(s + [EOS], [BOS] + t + [EOS])] * (1 if kinds[i] == "ding:phrase" else upsample)
-    return out
+            targets[int(i)] = hyp
+    return targets
 
 
 def main(argv=None) -> int:
@@ -89,7 +76,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     finetune, distil = REGIMES[args.regime]
     corpus = Corpus(args.data)
-    pairs = teacher_pairs(corpus, args.teacher, args.upsample) if distil else corpus.pairs("train", None, args.upsample)
+    pairs = corpus.pairs("train", teacher_targets(corpus, args.teacher) if distil else None, args.upsample)
     if args.init:
         model = BlockwiseModel.load(args.init)
         if model.num_heads != args.k:

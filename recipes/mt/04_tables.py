@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import Acceptance, BlockwiseModel  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import environment
+from blockwise.model.blockwise_model import join_heads
+from blockwise.tasks.translation import Corpus, bleu, translate
 
-import torch  # noqa: E402
-
-from blockwise import Acceptance, BlockwiseModel  # noqa: E402
-from blockwise.eval.timing import environment  # noqa: E402
-from blockwise.model.blockwise_model import join_heads  # noqa: E402
-from blockwise.tasks.translation import Corpus, bleu, translate  # noqa: E402
+import torch
 
 KS = (1, 2, 4, 6, 8, 10)
 APPROX = {"top2": Acceptance("top_k", top_k=2), "top3": Acceptance("top_k", top_k=3)}

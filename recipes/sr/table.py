@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import Acceptance  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import environment
+from blockwise.tasks import superres as sr
 
-import torch  # noqa: E402
-
-from blockwise import Acceptance  # noqa: E402
-from blockwise.eval.timing import environment  # noqa: E402
-from blockwise.tasks import superres as sr  # noqa: E402
+import torch
 
 PAPER = {2: (1.07, 1.24, 1.59, 1.96), 4: (1.08, 1.36, 2.11, 3.75), 6: (1.09, 1.38, 2.23, 5.25),
          8: (1.09, 1.49, 2.17, 6.36), 10: (1.10, 1.40, 2.04, 6.79)}

@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from blockwise import Acceptance, BlockwiseModel, HeadsConfig  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import environment
+from blockwise.tasks import superres as sr
+from blockwise.training import TrainConfig, proposal_loss, train
 
-import torch  # noqa: E402
-
-from blockwise import Acceptance, BlockwiseModel, HeadsConfig  # noqa: E402
-from blockwise.eval.timing import environment  # noqa: E402
-from blockwise.tasks import superres as sr  # noqa: E402
-from blockwise.training import TrainConfig, proposal_loss, train  # noqa: E402
+import torch
 
 
 def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str, float | None]:

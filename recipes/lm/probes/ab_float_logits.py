@@ -1,6 +1,7 @@
 """Probe: interleaved A/B of bf16 vs float32 logits in NativeSession (greedy, blockwise k = 3 and 4; the 8 batch-1
 benchmark prompts, 3 repeats, one thread). results/lm/README.md quotes its figures (commit 9caf227).
 """
+import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 import time, torch, json, statistics
 torch.set_num_threads(1)
 from blockwise.tasks.hf import load_smollm2

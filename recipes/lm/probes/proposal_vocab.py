@@ -3,6 +3,7 @@
 results/lm/README.md quotes two runs with the heads shipped before 5f4a8df: sizes ("all", 8192, 4096), then
 (4096, 3072, 2048) as below. Run from the repository root after recipes/lm/01_generate_data.py.
 """
+import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 import time, torch, glob, json, sys
 torch.set_num_threads(1)
 from safetensors.torch import load_file
