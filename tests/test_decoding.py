@@ -177,13 +177,135 @@ def test_minimum_block_size(ell):
     assert out.tokens[0][-1] == EOS and out.tokens[0].count(EOS) == 1
 
 
-def test_approximate_modes_on_a_real_model_stay_in_bounds():
+class _Recorder:
+    """Wraps a model so that every block fed to its sessions is recorded, the prefill excepted: the proposals,
+    accepted or not, that check_against_definition judges."""
+
+    def __init__(self, model):
+        self.model, self.fed = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def start(self, *args, **kwargs):
+        return _RecordingSession(self.model.start(*args, **kwargs), self.fed)
+
+
+class _RecordingSession:
+    def __init__(self, session, fed):
+        self.session, self.fed, self.prefilled = session, fed, False
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def feed(self, tokens):
+        if self.prefilled:
+            self.fed.append(tokens.tolist())
+        self.prefilled = True
+        return self.session.feed(tokens)
+
+
+def _rule_matches(rule, token, logits):
+    """The rule's definition, written independently of blockwise.decoding.acceptance: may ``token`` follow where p1's
+    logits are ``logits`` (V,)?"""
+    best = int(logits.argmax())
+    if rule.rule == "top_k":
+        return int((logits > logits[token]).sum()) < rule.top_k  # fewer than top_k tokens score higher
+    if rule.rule == "distance":
+        return abs(token - best) <= rule.eps
+    return token == best
+
+
+def _distance_and_rank(token, logits):
+    return abs(token - int(logits.argmax())), int((logits > logits[token]).sum())
+
+
+def check_against_definition(model, prefixes, max_new, rule, k, eos_id=None):
+    """Decode with ``rule`` and check every block against the definition, p1 recomputed by an uncached forward:
+    each fed block's first token is p1's argmax after the row so far; k̂ = 1 + the unbroken run of proposals the rule
+    accepts, at least ℓ, at most the block fed, cut at the length limit and after end-of-sequence. The same check for
+    every rule. Returns the output and the cases met: how many accepted proposals were not p1's argmax ("inexact"), how
+    many blocks ℓ made longer ("forced"), and the (|proposal - argmax|, rank in p1) of accepted and rejected proposals.
+    """
+    recorder, streamed = _Recorder(model), []
+    out = blockwise(recorder, prefixes, max_new, k=k, eos_id=eos_id, accept=rule,
+                    stream=lambda row, tokens: streamed.append((row, tokens)))
+    seen = {"inexact": 0, "forced": 0, "accepted": set(), "rejected": set()}  # (distance, rank) pairs
+    emitted = [[] for _ in prefixes]
+    active = list(range(len(prefixes)))
+    assert len(recorder.fed) == out.stats.iterations
+    for fed in recorder.fed:
+        n = len(fed[0])
+        assert n == min(k, max(max_new - len(emitted[r]) for r in active))  # never feed more than a row may accept
+        assert len(fed) == len(active)
+        step, streamed[: len(active)] = streamed[: len(active)], []
+        assert [r for r, _ in step] == active
+        for r, block, (_, accepted) in zip(active, fed, step):
+            seq = torch.tensor([prefixes[r] + emitted[r] + block])
+            with torch.no_grad():
+                p1 = model.scores(model(seq))[0, len(prefixes[r]) + len(emitted[r]) - 1:]  # (n + 1, V)
+            assert block[0] == int(p1[0].argmax())  # p1's own next token, always accepted
+            run = 1
+            while run < n and _rule_matches(rule, block[run], p1[run]):
+                seen["accepted"].add(_distance_and_rank(block[run], p1[run]))
+                seen["inexact"] += block[run] != int(p1[run].argmax())
+                run += 1
+            if run < n:
+                seen["rejected"].add(_distance_and_rank(block[run], p1[run]))
+            k_hat = min(max(run, rule.min_block), n, max_new - len(emitted[r]))
+            seen["forced"] += k_hat > run
+            if eos_id in block[:k_hat]:
+                k_hat = block.index(eos_id) + 1
+            assert accepted == block[:k_hat], (rule, r, block, accepted, run)
+            emitted[r] += accepted
+        active = [r for r in active if len(emitted[r]) < max_new and emitted[r][-1] != eos_id]
+    assert not active and not streamed
+    assert out.tokens == emitted
+    assert all(1 <= len(t) <= max_new for t in out.tokens)
+    return out, seen
+
+
+def test_approximate_modes_on_a_real_model_follow_their_definition():
+    """Each rule on a random model, every block checked against the rule's definition (check_against_definition),
+    the same check for every rule. The check has teeth: each rule's looseness is used, and the boundary cases occur
+    (seed 7 is chosen for that: a proposal at rank top_k - 1 or distance ε accepted, one at rank top_k or ε + 1
+    rejected)."""
+    model = random_model("tiny", k=4, seed=7)
+    for rule in (Acceptance(), Acceptance("top_k", top_k=3), Acceptance(min_block=2), Acceptance("distance", eps=3),
+                 Acceptance("distance", eps=3, min_block=3)):
+        out, seen = check_against_definition(model, PREFIXES, 20, rule, k=4, eos_id=EOS)
+        assert (seen["inexact"] > 0) == (rule.rule != "exact"), (rule, seen)  # accepted proposals not p1's argmax
+        assert (seen["forced"] > 0) == (rule.min_block > 1), (rule, seen)  # blocks made longer by ℓ
+        assert seen["rejected"], (rule, seen)
+        if rule.min_block == 1 and rule.rule != "exact":
+            edge = rule.eps if rule.rule == "distance" else rule.top_k - 1
+            measure = 0 if rule.rule == "distance" else 1  # (distance, rank)
+            assert edge in {c[measure] for c in seen["accepted"]}, (rule, seen)
+            assert edge + 1 in {c[measure] for c in seen["rejected"]}, (rule, seen)
+        assert sum(map(len, out.tokens)) > 40, out.tokens  # rows run, not all ending at once
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("max_new", [1, 7, 12])
+def test_a_rule_that_accepts_everything_accepts_whole_blocks(k, max_new):
+    """ε = V - 1 (the ε = 255 of pixel intensities): every proposal is accepted, so each row takes k tokens per
+    iteration and the last block is what the length limit leaves."""
     model = random_model("tiny", k=4, seed=8)
-    exact = blockwise(model, PREFIXES, 20, eos_id=EOS)
-    for rule in (Acceptance("top_k", top_k=3), Acceptance(min_block=2), Acceptance("distance", eps=4)):
-        out = blockwise(model, PREFIXES, 20, eos_id=EOS, accept=rule)
-        assert out.stats.mean_accepted >= exact.stats.mean_accepted - 1e-9 or rule.rule == "distance"
-        assert all(1 <= len(t) <= 20 for t in out.tokens)
+    out, seen = check_against_definition(model, PREFIXES, max_new, Acceptance("distance", eps=V - 1), k=k)
+    iterations = -(-max_new // k)  # ceil(max_new / k)
+    last = max_new - k * (iterations - 1)  # the last block: what the length limit leaves, 1..k
+    assert out.stats.iterations == iterations and out.stats.calls == iterations + 1
+    expected = {}  # k̂ -> how many (row, iteration) pairs accepted it
+    for j, count in ((k, len(PREFIXES) * (iterations - 1)), (last, len(PREFIXES))):
+        if count:
+            expected[j] = expected.get(j, 0) + count
+    assert {j: count for j, count in enumerate(out.stats.block_sizes) if count} == expected, out.stats.as_dict()
+    assert out.stats.tokens == len(PREFIXES) * max_new and [len(t) for t in out.tokens] == [max_new] * len(PREFIXES)
+    assert out.stats.mean_accepted == max_new / iterations
+    if max_new % k == 0:
+        assert out.stats.mean_accepted == k
+    if k > 1 and max_new > 1:
+        assert seen["inexact"] > 0  # proposals exact acceptance would reject were accepted
 
 
 # -- beam search -------------------------------------------------------------------------------------------------
@@ -252,7 +374,8 @@ def test_bf16_exact_equals_greedy_at_every_batch_shape():
     (Without it, 2 of these 6 rows differ under batched blockwise decoding.)"""
     vocab = 4000  # a wide vocabulary: near-ties in the argmax are what a last-bit difference turns into a new token
     cfg = preset("mt-small", vocab_size=vocab, d_ff=1536, n_layers=2, n_encoder_layers=2)
-    model = chaotic(BlockwiseModel(cfg, HeadsConfig(k=4, d_hidden=32)), seed=3, std=0.08).to(torch.bfloat16).eval()
+    model = chaotic(BlockwiseModel(cfg, HeadsConfig(num_heads=4, d_hidden=32)), seed=3, std=0.08)
+    model = model.to(torch.bfloat16).eval()
     g = torch.Generator().manual_seed(0)
     sources = [torch.randint(3, vocab, (n,), generator=g).tolist() + [1] for n in (5, 2, 8, 4, 6, 3)]
     prefixes = [[2]] * len(sources)

@@ -63,11 +63,6 @@ class Acceptance:
         if self.min_block < 1:
             raise ValueError(f"the minimum block size ℓ must be >= 1, got {self.min_block}")
 
-    @property
-    def is_exact(self) -> bool:
-        return self.min_block == 1 and (self.rule == "exact" or (self.rule == "top_k" and self.top_k == 1)
-                                        or (self.rule == "distance" and self.eps == 0))
-
     def matches(self, block: Tensor, logits: Tensor) -> Tensor:
         if self.rule == "top_k":
             return top_k_matches(block, logits, self.top_k)
