@@ -1,13 +1,22 @@
 """The command line: clear errors for user mistakes, one output line per input line, never lost output."""
 
+import dataclasses
 import io
+import json
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from blockwise import BlockwiseModel, HeadsConfig, preset
+from blockwise.cli import COMMANDS
 from blockwise.cli import main as cli_main
+
+ASSETS = Path(__file__).resolve().parent.parent / "src" / "blockwise" / "assets"
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +30,48 @@ def tiny_translator(tmp_path_factory):
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(d / "spm"), vocab_size=32, pad_id=0, unk_id=1,
                                    bos_id=2, eos_id=3, character_coverage=1.0, minloglevel=2)
     torch.manual_seed(0)
-    model = BlockwiseModel(preset("tiny-encdec", vocab_size=32), HeadsConfig(k=3, d_hidden=16))
+    model = BlockwiseModel(preset("tiny-encdec", vocab_size=32), HeadsConfig(num_heads=3, d_hidden=16))
     model.save(d / "model.safetensors")
     return d / "model.safetensors"
 
 
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, tiny_translator):
+    """Files a user might pass by mistake, by name."""
+    d = tmp_path_factory.mktemp("bad")
+    files = {"folder": d / "folder", "missing": d / "missing.safetensors", "corrupt": d / "corrupt.safetensors",
+             "latin1": d / "latin1.txt", "junk_png": d / "junk.png", "short": d / "short.txt",
+             "sr_corrupt": d / "sr" / "corrupt.safetensors", "mt_corrupt": d / "mt" / "corrupt.safetensors",
+             "mt_decoder_only": d / "mt_dec" / "model.safetensors", "narrow_heads": d / "narrow_heads.safetensors"}
+    files["folder"].mkdir()
+    files["corrupt"].write_bytes(b"\x07not a safetensors file at all" * 10)
+    files["latin1"].write_bytes("the house\ncaf\u00e9 cr\u00e8me\n".encode("latin-1"))
+    files["junk_png"].write_text("not a picture")
+    files["short"].write_text("too short")
+    for name in ("sr_corrupt", "mt_corrupt", "mt_decoder_only"):
+        files[name].parent.mkdir()
+    shutil.copy(files["corrupt"], files["sr_corrupt"])
+    shutil.copy(ASSETS / "sr_x4.json", files["sr_corrupt"].with_suffix(".json"))  # geometry fine, weights not
+    for name in ("mt_corrupt", "mt_decoder_only"):  # a sentencepiece model beside: only the checkpoint is wrong
+        shutil.copy(tiny_translator.parent / "spm.model", files[name].parent / "spm.model")
+    shutil.copy(files["corrupt"], files["mt_corrupt"])
+    BlockwiseModel(preset("tiny", vocab_size=32), HeadsConfig(num_heads=3, d_hidden=16)).save(files["mt_decoder_only"])
+    # heads of the right format for a model of width 32, not SmolLM2's 576
+    cfg = HeadsConfig(num_heads=3, d_hidden=16)
+    model = BlockwiseModel(preset("tiny", vocab_size=32), cfg)
+    tensors = {n[len("heads."):]: t.contiguous() for n, t in model.state_dict().items() if n.startswith("heads.")}
+    save_file(tensors, str(files["narrow_heads"]), metadata={"format": "blockwise-lm-heads/1", "d_model": "32",
+                                                            "heads": json.dumps(dataclasses.asdict(cfg))})
+    return {name: str(path) for name, path in files.items()}
+
+
 def run_cli(argv, stdin="", capsys=None, monkeypatch=None):
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = cli_main(argv)
+    """(exit status, stdout, stderr) of ``blockwise argv``; argparse's exits count as exit statuses."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str) else stdin)
+    try:
+        code = cli_main(argv)
+    except SystemExit as exit:
+        code = exit.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -48,19 +91,68 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
     assert "greedy:" in out and "blockwise:" in out and "identical: True" in out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["translate", "--model", "/no/such/model.safetensors", "x"], "no model at"),
-    (["translate", "--file", "/no/such/file.txt"], "no such file"),
-    (["demo", "--text", "/no/such/file.txt"], "cannot read"),
-])
-def test_user_mistakes_get_a_message_not_a_trace(argv, message, capsys, monkeypatch):
-    code, out, err = run_cli(argv, "", capsys, monkeypatch)
-    assert code == 2 and message in err and "Traceback" not in err
+def test_translate_warns_when_a_sentence_is_truncated(capsys, monkeypatch):
+    """The shipped model reads at most 127 source tokens: one longer sentence is cut, with a warning, and still
+    gives its one output line."""
+    long_sentence = "the house near the old river is very small and " * 16  # ~160 tokens, no sentence end
+    code, out, err = run_cli(["translate", long_sentence, "the house is small."], "", capsys, monkeypatch)
+    assert code == 0 and len(out.split("\n")) - 1 == 2
+    assert "blockwise translate: warning: line 1: a sentence of" in err and "truncated" in err
+    assert "line 2" not in err
 
 
-def test_translate_rejects_k_beyond_heads(tiny_translator, capsys, monkeypatch):
-    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "-k", "9", "x"], "", capsys, monkeypatch)
-    assert code == 2 and "1..3" in err
+def test_translate_failing_line_keeps_the_others(tiny_translator, capsys, monkeypatch):
+    import blockwise.tasks.translation as translation
+
+    model = ["translate", "--model", str(tiny_translator)]
+    # a failed batch is retried line by line: the good lines come out as they do alone (a tiny random model's
+    # output length depends on its batch mates)
+    first, third = (run_cli(model, line, capsys, monkeypatch)[1] for line in ("hello world", "the house is small."))
+    real = translation.translate
+
+    def fragile(model, corpus, sentences, *args, **kw):
+        if any("BAD" in s for s in sentences):
+            raise RuntimeError("simulated failure")
+        return real(model, corpus, sentences, *args, **kw)
+
+    monkeypatch.setattr(translation, "translate", fragile)
+    code, out, err = run_cli(model, "hello world\nBAD line\nthe house is small.\n", capsys, monkeypatch)
+    assert code == 1 and out == f"{first}\n{third}"  # the failed line is empty, its batch mates are not
+    assert "blockwise translate: warning: line 2: not translated (simulated failure)" in err
+
+
+def test_translate_stdin_not_utf8_keeps_earlier_lines(tiny_translator, capsys, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO(b"hello world\ncaf\xe9\nthe house is small.\n"), encoding="utf-8")
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator)], stdin, capsys, monkeypatch)
+    assert code == 2 and len(out.split("\n")) - 1 == 1  # line 1 translated and printed, then the error
+    assert err.startswith("blockwise translate: error: standard input line 2 is not UTF-8")
+
+
+@pytest.mark.parametrize("k_flag", ["-k", "--k"])
+def test_translate_takes_k_and_long_k(tiny_translator, k_flag, capsys, monkeypatch):
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), k_flag, "2", "--compare", "hello world"],
+                             "", capsys, monkeypatch)
+    assert code == 0 and "(k=2, exact)" in out
+
+
+@pytest.mark.parametrize("k_flag", ["-k", "--k"])
+def test_every_command_parses_k_and_long_k(k_flag):
+    from blockwise import cli, cli_generate, cli_translate, cli_upsample
+
+    assert cli_generate.parse_args([k_flag, "4"]).k == 4
+    assert cli_translate.parse_args([k_flag, "4", "x"]).k == 4
+    assert cli_upsample.parse_args(["in.png", "out.png", k_flag, "4"]).k == 4
+    assert cli.demo_parser().parse_args([k_flag, "4"]).k == 4
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_names_the_command_and_has_threads(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli_main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 0
+    assert out.startswith(f"usage: blockwise {command} ") and "--threads" in out and "-k K, --k K" in out
+    assert "python -m" not in out and "default" in out
 
 
 def test_help_lists_every_command(capsys):
@@ -69,3 +161,67 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in ("demo", "translate", "generate", "upsample"):
         assert command in out
+
+
+# Each: (argv with {name} standing for a file of bad_files, words the message must contain). All fail before any
+# model larger than the tiny ones (or the 8 MB super-resolution one) is loaded.
+MISTAKES = [
+    # generate: numbers are checked by the parser, the heads file before SmolLM2 loads
+    (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
+    (["generate", "hi", "--max-new-tokens", "many"], "'many' is not a whole number"),
+    (["generate", "hi", "--threads", "-1"], "--threads: must be >= 1"),
+    (["generate", "hi", "-k", "0"], "-k/--k: must be >= 1"),
+    (["generate", "hi", "--k", "0"], "-k/--k: must be >= 1"),
+    (["generate", "hi", "-k", "99"], "-k 99 is more than the"),
+    (["generate", "hi", "--heads", "{corrupt}"], "is not a usable heads file"),
+    (["generate", "hi", "--heads", "{missing}"], "no heads file at"),
+    (["generate", "hi", "--heads", "{folder}"], "is a folder"),
+    (["generate", "hi", "--heads", "{narrow_heads}"], "heads for another model"),
+    # translate
+    (["translate", "--model", "{missing}", "x"], "no translation model at"),
+    (["translate", "--model", "{folder}", "x"], "is a folder"),
+    (["translate", "--model", "{mt_corrupt}", "x"], "is not a usable blockwise checkpoint"),
+    (["translate", "--model", "{corrupt}", "x"], "no sentencepiece model beside"),
+    (["translate", "--model", "{mt_decoder_only}", "x"], "not a translation (encoder-decoder) model"),
+    (["translate", "--file", "{missing}"], "no input file at"),
+    (["translate", "--file", "{folder}"], "is a folder"),
+    (["translate", "--file", "{latin1}"], "is not UTF-8 text (line 2, byte 0xe9)"),
+    (["translate", "-k", "0", "x"], "-k/--k: must be >= 1"),
+    (["translate", "--threads", "0", "x"], "--threads: must be >= 1"),
+    (["translate", "--batch-size", "0", "x"], "--batch-size: must be >= 1"),
+    # upsample
+    (["upsample", "{junk_png}", "{folder}/o.png"], "is not a readable image"),
+    (["upsample", "{missing}", "{folder}/o.png"], "no image at"),
+    (["upsample", "{folder}", "{folder}/o.png"], "is a folder"),
+    (["upsample", "{junk_png}", "{folder}/o.png", "--checkpoint", "{missing}"], "no super-resolution checkpoint at"),
+    (["upsample", "{junk_png}", "{folder}/o.png", "--checkpoint", "{sr_corrupt}"], "not a usable super-resolution"),
+    (["upsample", "{junk_png}", "{folder}/o.png", "-k", "99"], "-k 99 is more than the"),
+    (["upsample", "{junk_png}", "{folder}/o.jpg"], "the output must be a .png file"),
+    (["upsample", "{junk_png}", "{missing}/o.png"], "no such folder for the output"),
+    (["upsample", "{junk_png}", "{folder}/o.png", "--threads", "0"], "--threads: must be >= 1"),
+    (["upsample", "{junk_png}", "{folder}/o.png", "--eps", "-1"], "--eps: must be >= 0"),
+    # demo: all before the minute of training
+    (["demo", "--text", "{missing}"], "no text file at"),
+    (["demo", "--text", "{short}"], "give at least 1,000"),
+    (["demo", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
+    (["demo", "--max-new-tokens", "1000"], "exceed the demo model's 512 positions"),
+    (["demo", "--seconds", "0"], "--seconds: must be > 0"),
+    (["demo", "-k", "0"], "-k/--k: must be >= 1"),
+    (["demo", "--threads", "0"], "--threads: must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_user_mistakes_get_one_line_and_status_2(argv, message, bad_files, capsys, monkeypatch):
+    code, out, err = run_cli([a.format(**bad_files) for a in argv], "", capsys, monkeypatch)
+    error = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]  # argparse prints usage first
+    assert code == 2 and "Traceback" not in err
+    assert len(error) == 1 and error[0].startswith(f"blockwise {argv[0]}: error: ") and message in error[0], err
+    assert not Path(bad_files["folder"], "o.png").exists()
+
+
+def test_the_installed_command_reports_without_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "blockwise.cli", "generate", "hi", "--max-new-tokens", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("blockwise generate: error: argument --max-new-tokens")

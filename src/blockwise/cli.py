@@ -1,78 +1,191 @@
-"""The `blockwise` command: thin entry points over the library."""
+"""The `blockwise` command: thin entry points over the library, one module per command.
+
+    blockwise translate | generate | upsample | demo [options]     (blockwise COMMAND --help for each)
+
+Every command takes ``-k/--k`` (block size: proposal heads used) and ``--threads`` (CPU threads).
+
+Errors and exit status, the same for every command:
+
+* 2: a user mistake, reported as ONE line on stderr, ``blockwise <command>: error: <what is wrong and how to fix it>``,
+  never a traceback: a bad option or number, a missing, unreadable or mismatched model, heads or input file, input
+  that is not UTF-8 text or not an image, a missing optional package. Argparse's own errors look and exit the same.
+  Mistakes are found before any output file is written; lines already translated from earlier input stay printed.
+* 1: the command ran to the end but part of its work failed (translate: a line it could not translate gets an empty
+  output line and a warning); all other output was written.
+* 130: interrupted (Ctrl-C); what was printed so far stays.
+
+Warnings (the output is still produced) read ``blockwise <command>: warning: ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
+import re
 import sys
+from pathlib import Path
+from typing import Callable
 
-
-def _demo(args: argparse.Namespace) -> int:
-    from .tasks.demo import run
-
-    text = None
-    if args.text:
-        try:
-            text = open(args.text, encoding="utf-8", errors="replace").read()
-        except OSError as error:
-            print(f"blockwise demo: cannot read {args.text}: {error.strerror}", file=sys.stderr)
-            return 2
-        if len(text) < 1000:
-            print(f"blockwise demo: {args.text} has {len(text)} characters; give at least 1,000", file=sys.stderr)
-            return 2
-    run(text=text, prompt=args.prompt, k=args.k, seconds=args.seconds, max_new_tokens=args.max_new_tokens)
-    return 0
-
-
-# Commands whose arguments are parsed by their own module: name -> (module, one-line help)
-DELEGATED = {
+# command -> (module whose main(argv) runs it, one-line help)
+COMMANDS = {
     "translate": ("blockwise.cli_translate", "English -> German with a trained translation model (--compare: vs greedy)"),
     "generate": ("blockwise.cli_generate", "generate from a prompt with SmolLM2 + proposal heads (--compare: vs greedy)"),
     "upsample": ("blockwise.cli_upsample", "super-resolve a PNG image pixel by pixel (exact, ε or ℓ acceptance)"),
+    "demo": ("blockwise.cli", "train a small model on a real text for a minute; compare greedy and blockwise"),
 }
+EXTRAS = {"transformers": "hf", "gguf": "hf", "accelerate": "hf", "sentencepiece": "mt", "PIL": "sr"}  # import -> extra
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on 2 shared cores
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in DELEGATED:
-        import importlib
+class UserError(Exception):
+    """A user mistake: reported as ``blockwise <command>: error: <message>``, exit status 2."""
 
+
+# -- shared by every command ---------------------------------------------------------------------------------------
+def command_parser(command: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``blockwise <command>``: its prog names the command in --help and in every error."""
+    return argparse.ArgumentParser(prog=f"blockwise {command}", description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def at_least(low: float, kind: type = int, strict: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` that is >= low (> low if strict)."""
+    def parse(text: str):
         try:
-            module = importlib.import_module(DELEGATED[argv[0]][0])
-        except ImportError as error:
-            print(f"blockwise {argv[0]}: not available in this installation ({error}); install the matching extra, "
-                  f"e.g. pip install -e '.[hf]' for generate or '.[sr]' for upsample", file=sys.stderr)
-            return 2
-        return module.main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="blockwise",
-        description="Blockwise parallel decoding (Stern, Shazeer & Uszkoreit 2018): k proposal heads guess the next "
-                    "k tokens, one model call verifies them, the longest verified prefix is kept.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="train a small model on a real text for a minute; compare greedy and blockwise",
-                          description="Train a character-level Transformer with proposal heads on a real text (the "
-                                      "GPL-3 from /usr/share/common-licenses by default), then decode a prompt "
-                                      "greedily and blockwise: both outputs, mean accepted block size, speedup.")
-    demo.add_argument("--text", help="a UTF-8 text file to train on (default: a licence text on this machine)")
-    demo.add_argument("--prompt", help="prompt to continue (default: the text's first 40 characters)")
-    demo.add_argument("-k", type=int, default=6, help="proposal heads / maximum block size (default 6)")
-    demo.add_argument("--seconds", type=float, default=60.0, help="training time budget (default 60)")
-    demo.add_argument("--max-new-tokens", type=int, default=150, help="characters to generate (default 150)")
-    demo.set_defaults(func=_demo)
-    for name, (_, help_text) in DELEGATED.items():
-        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; parsed by its own module
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    if getattr(args, "k", 1) < 1:
-        parser.error("-k must be >= 1")
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not (value > low if strict else value >= low):  # `not`: also rejects nan
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+    return parse
+
+
+def add_k(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    parser.add_argument("-k", "--k", dest="k", type=at_least(1), default=default, metavar="K", help=help)
+
+
+def add_threads(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
+    parser.add_argument("--threads", type=at_least(1), default=default, metavar="N", help=help)
+
+
+def report(command: str, message: object, kind: str = "error") -> None:
+    print(f"blockwise {command}: {kind}: {message}", file=sys.stderr)
+
+
+def run(command: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``body(args)``, with user mistakes reported in one line (exit status 2) and Ctrl-C as status 130."""
     try:
-        return args.func(args)
+        return body(args)
+    except UserError as error:
+        report(command, error)
+        return 2
+    except ModuleNotFoundError as error:
+        extra = EXTRAS.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        report(command, f"the Python package {error.name!r} is not installed: pip install 'blockwise[{extra}]'")
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def existing_file(path: str | Path, what: str, fix: str) -> Path:
+    """``path`` as a Path if it is a file; else a UserError saying what is missing and ``fix``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not {'an' if what[0] in 'aeiou' else 'a'} {what}: {fix}")
+    if not path.exists():
+        raise UserError(f"no {what} at {path}: {fix}")
+    return path
+
+
+def load(loader: Callable, path: str | Path, what: str, fix: str):
+    """``loader(path)``; a file it cannot use (corrupt, wrong format or shape) is reported as a UserError."""
+    from safetensors import SafetensorError
+
+    try:
+        return loader(path)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+        reason = re.sub(r"\s+", " ", str(error)).strip()
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise UserError(f"{path} is not a usable {what} ({type(error).__name__}: {reason}): {fix}") from None
+
+
+# -- blockwise demo ------------------------------------------------------------------------------------------------
+DEMO = """Train a character-level Transformer with proposal heads on a real text (the GPL-3 from
+/usr/share/common-licenses by default), then decode a prompt greedily and blockwise: both outputs, mean accepted
+block size, speedup."""
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    p = command_parser("demo", DEMO)
+    p.add_argument("--text", help="a UTF-8 text file of at least 1,000 characters to train on (default: a licence "
+                                  "text on this machine)")
+    p.add_argument("--prompt", help="prompt to continue (default: the text's first 40 characters)")
+    add_k(p, 6, "proposal heads / maximum block size (default 6)")
+    p.add_argument("--seconds", type=at_least(0, float, strict=True), default=60.0,
+                   help="training time budget in seconds (default 60)")
+    p.add_argument("--max-new-tokens", type=at_least(1), default=150, metavar="N",
+                   help="characters to generate (default 150)")
+    add_threads(p, None, "CPU threads for training (default: PyTorch's, one per core); decoding always uses one "
+                         "(this model is too small to gain from more)")
+    return p
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .config import PRESETS
+
+    text = None
+    if args.text:
+        path = existing_file(args.text, "text file", "pass --text with a UTF-8 text file, or leave it out")
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise UserError(f"cannot read {path}: {error.strerror}") from None
+        if len(text) < 1000:
+            raise UserError(f"{path} has {len(text)} characters; give at least 1,000")
+    positions = PRESETS["small"].max_positions  # the demo model's
+    prompt = len(args.prompt) if args.prompt else 40
+    if 1 + prompt + args.max_new_tokens + args.k - 1 > positions:
+        raise UserError(f"the prompt ({prompt} characters) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
+                        f"the demo model's {positions} positions: lower --max-new-tokens or -k, or shorten --prompt")
+    import torch
+
+    from .tasks.demo import default_text, run as run_demo
+
+    if text is None:
+        try:
+            default_text()
+        except FileNotFoundError as error:
+            raise UserError(error) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_demo(text=text, prompt=args.prompt, k=args.k, seconds=args.seconds, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    return run("demo", demo, demo_parser().parse_args(argv))
+
+
+# -- blockwise ------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        command = argv[0]
+        entry = demo_main if command == "demo" else importlib.import_module(COMMANDS[command][0]).main
+        return entry(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="blockwise", description="Blockwise parallel decoding (Stern, Shazeer & Uszkoreit 2018): k proposal "
+        "heads guess the next k tokens, one model call verifies them, the longest verified prefix is kept. "
+        "Errors: exit status 2 for a mistake in the command or its files, 1 when part of a run failed.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; parsed by the command itself
+    parser.parse_args(argv)  # --help, or an unknown command: argparse prints and exits
+    parser.print_help()
+    return 0
 
 
 if __name__ == "__main__":

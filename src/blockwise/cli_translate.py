@@ -1,10 +1,15 @@
 """`blockwise translate`: English → German with the shipped translation model (or any trained one).
 
+    blockwise translate "The package provides a command-line tool."
+    blockwise translate --file notes.txt --compare
+
 Input: the arguments, else a file (--file), else standard input; one output line per input line, in order, streamed
 in small batches. Input-line policy: an empty line gives an empty line; a line longer than the model's source limit is
 split at sentence ends and the pieces translated and joined (a single over-long sentence is truncated, with a warning
-on stderr); control characters are removed and undecodable bytes replaced. A line that fails gives an empty output
-line and a warning: it never stops the rest of the file.
+on stderr); control characters are removed. Input must be UTF-8 text: a --file that is not is refused before anything
+is translated; on standard input the first line that is not stops the command after the lines before it are printed
+(exit status 2). A line that fails to translate gives an empty output line and a warning: it never stops the rest of
+the file, and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -13,28 +18,32 @@ import argparse
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, report, run
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "mt_both.safetensors"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MODEL_FIX = "pass --model with a checkpoint trained by recipes/mt/ (see README), or leave --model out"
+UTF8_FIX = "convert it to UTF-8 first, e.g. iconv -f latin1 -t utf-8"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="blockwise translate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("translate", __doc__)
     p.add_argument("text", nargs="*", help="English sentences to translate (default: read --file or stdin)")
     p.add_argument("--file", help="translate this UTF-8 file line by line")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="a blockwise translation checkpoint (.safetensors); "
-                   "its sentencepiece model must lie beside it as <name>.spm.model or spm.model")
-    p.add_argument("-k", type=int, default=None, help="block size (default: all the model's heads)")
+                   "its sentencepiece model must lie beside it as <name>.spm.model or spm.model (default: the shipped "
+                   "English-German model)")
+    add_k(p, None, "block size: heads p1..pk used (default: all the model's heads)")
     p.add_argument("--accept", choices=["exact", "top2", "top3"], default="exact",
                    help="exact (= greedy output, default) or approximate top-2/top-3 acceptance")
-    p.add_argument("--batch-size", type=int, default=16, help="lines decoded together (default 16)")
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="lines decoded together (default 16)")
     p.add_argument("--compare", action="store_true", help="also decode greedily; print both outputs and times")
+    add_threads(p, min(2, os.cpu_count() or 1), "CPU threads (default 2, or 1 on a one-core machine)")
     return p.parse_args(argv)
 
 
@@ -42,109 +51,157 @@ def find_spm(model_path: Path) -> Path:
     for cand in (model_path.with_suffix(".spm.model"), model_path.parent / "spm.model"):
         if cand.exists():
             return cand
-    raise FileNotFoundError(f"no sentencepiece model beside {model_path} (looked for "
-                            f"{model_path.with_suffix('.spm.model').name} and spm.model)")
+    raise UserError(f"no sentencepiece model beside {model_path} (looked for "
+                    f"{model_path.with_suffix('.spm.model').name} and spm.model): {MODEL_FIX}")
+
+
+def load_translator(path: str):
+    """(model, corpus) from a checkpoint and the sentencepiece model beside it, checked to belong together."""
+    from .model import BlockwiseModel
+    from .tasks.translation import Corpus
+
+    path = existing_file(path, "translation model", MODEL_FIX)
+    spm_path = find_spm(path)
+    model = load(BlockwiseModel.load, path, "blockwise checkpoint", MODEL_FIX)
+    if model.cfg.n_encoder_layers == 0:
+        raise UserError(f"{path} is a decoder-only model, not a translation (encoder-decoder) model: {MODEL_FIX}")
+    corpus = load(Corpus.from_spm, spm_path, "sentencepiece model", MODEL_FIX)
+    if corpus.vocab_size > model.cfg.vocab_size:
+        raise UserError(f"{spm_path} has {corpus.vocab_size} pieces but {path} only {model.cfg.vocab_size}: they "
+                        f"were not trained together; {MODEL_FIX}")
+    return model, corpus
+
+
+def check_utf8(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, 1):  # a UTF-8 character never contains the byte \n: lines decode alone
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UserError(f"{path} is not UTF-8 text (line {n}, byte 0x{raw[error.start]:02x}): "
+                                    f"{UTF8_FIX} {path}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
 
 
 def read_lines(args) -> Iterator[str]:
     if args.text:
         yield from args.text
     elif args.file:
-        with open(args.file, encoding="utf-8", errors="replace") as f:
+        with open(args.file, encoding="utf-8") as f:  # checked by check_utf8
             for line in f:
                 yield line.rstrip("\n")
-    else:
+    elif not hasattr(sys.stdin, "buffer"):  # already text (a test's StringIO)
         for line in sys.stdin:
             yield line.rstrip("\n")
+    else:
+        for n, raw in enumerate(sys.stdin.buffer, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"standard input line {n} is not UTF-8 text (the lines before it were translated): "
+                                f"{UTF8_FIX}") from None
+            yield line.rstrip("\r\n")
 
 
 def batched(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     batch = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) == size or sys.stdin.isatty():
+    try:
+        for line in lines:
+            batch.append(line)
+            if len(batch) == size or sys.stdin.isatty():
+                yield batch
+                batch = []
+    except UserError:  # unreadable input: the lines read before it are still translated
+        if batch:
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = parse_args(argv)
-    model_path = Path(args.model)
-    if not model_path.exists():
-        print(f"blockwise translate: no model at {model_path}. Train one with recipes/mt/ (see README) and pass "
-              f"--model PATH.", file=sys.stderr)
-        return 2
-    if args.file and not Path(args.file).is_file():
-        print(f"blockwise translate: no such file: {args.file}", file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print("blockwise translate: --batch-size must be >= 1", file=sys.stderr)
-        return 2
+class Translator:
+    """Translates batches of input lines and prints one output line per input line (two with --compare)."""
+
+    def __init__(self, model, corpus, k: int, args) -> None:
+        from .decoding import Acceptance
+
+        self.model, self.corpus, self.k, self.args = model, corpus, k, args
+        self.accept = {"exact": Acceptance(), "top2": Acceptance("top_k", top_k=2),
+                       "top3": Acceptance("top_k", top_k=3)}[args.accept]
+        self.limit = model.cfg.max_positions // 2 - 1  # source tokens the model reads; translate() cuts the rest
+
+    def sentences(self, raw: str, number: int) -> list[str]:
+        """The sentences of input line ``number`` to translate (none for an empty line)."""
+        line = CONTROL.sub(" ", raw).strip()
+        parts = [p for p in SENTENCE_END.split(line) if p] if line else []
+        for part in parts:
+            n = len(self.corpus.encode([part])[0])
+            if n > self.limit:
+                report("translate", f"line {number}: a sentence of {n} tokens was truncated to the model's limit of "
+                                    f"{self.limit}; split it into shorter sentences", "warning")
+        return parts
+
+    def by_line(self, method: str, lines: list[list[str]], **kw):
+        """(one output line per input line, the translate() result) for the sentences of ``lines``."""
+        from .tasks.translation import translate
+
+        pieces = [part for line in lines for part in line]
+        result = translate(self.model, self.corpus, pieces, method, batch_size=self.args.batch_size, **kw)
+        hyps = iter(result.hypotheses)
+        return [" ".join(next(hyps) for _ in line) for line in lines], result
+
+    def __call__(self, batch: list[str], first: int) -> int:
+        """Translate and print ``batch`` (``first``: its first line's number); returns how many lines failed."""
+        return self.emit([self.sentences(raw, first + i) for i, raw in enumerate(batch)], first)
+
+    def emit(self, lines: list[list[str]], first: int) -> int:
+        out, compare = [""] * len(lines), self.args.compare and any(lines)
+        try:
+            if any(lines):
+                out, fast = self.by_line("blockwise", lines, k=self.k, accept=self.accept)
+            if compare:
+                slow_out, slow = self.by_line("greedy", lines)
+        except Exception as error:  # one bad line must not stop the file, nor empty the good lines of its batch
+            if len(lines) > 1:
+                return sum(self.emit([line], first + i) for i, line in enumerate(lines))
+            report("translate", f"line {first}: not translated ({error}); its output line is empty", "warning")
+            print("")
+            return 1
+        if compare:
+            for greedy_line, line in zip(slow_out, out):
+                print(f"greedy:    {greedy_line}\nblockwise: {line}")
+            print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s (k={self.k}, {self.args.accept}), "
+                  f"speedup {slow.seconds / fast.seconds:.2f}x, mean accepted block size "
+                  f"{fast.stats.mean_accepted:.2f}, identical: {slow.token_ids == fast.token_ids}")
+        else:
+            print("\n".join(out))
+        sys.stdout.flush()
+        return 0
+
+
+def translate_all(args: argparse.Namespace) -> int:
+    if args.file:
+        check_utf8(existing_file(args.file, "input file", "pass --file with a UTF-8 text file"))
+    model, corpus = load_translator(args.model)
+    k = model.num_heads if args.k is None else args.k
+    if k > model.num_heads:
+        raise UserError(f"-k {k} is more than the {model.num_heads} heads of {args.model}: use -k 1..{model.num_heads}")
     import torch
 
-    from .decoding import Acceptance
-    from .model import BlockwiseModel
-    from .tasks.translation import Corpus, translate
-
-    try:
-        spm_path = find_spm(model_path)
-        model = BlockwiseModel.load(model_path)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"blockwise translate: {error}", file=sys.stderr)
-        return 2
-    k = args.k or model.num_heads
-    if not 1 <= k <= model.num_heads:
-        print(f"blockwise translate: -k must lie in 1..{model.num_heads} for this model", file=sys.stderr)
-        return 2
-    accept = {"exact": Acceptance(), "top2": Acceptance("top_k", top_k=2), "top3": Acceptance("top_k", top_k=3)}
-    corpus = Corpus.from_spm(spm_path)
-    limit = model.cfg.max_positions // 2 - 1
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    n_line = 0
+    torch.set_num_threads(args.threads)
+    translator, first, failed = Translator(model, corpus, k, args), 1, 0
     for batch in batched(read_lines(args), args.batch_size):
-        pieces, owner = [], []
-        for i, raw in enumerate(batch):
-            line = CONTROL.sub(" ", raw).strip()
-            parts = [p for p in SENTENCE_END.split(line) if p] if line else []
-            for part in parts:
-                if len(corpus.encode([part])[0]) > limit:
-                    print(f"warning: line {n_line + i + 1}: a sentence longer than {limit} tokens was truncated",
-                          file=sys.stderr)
-                pieces.append(part)
-                owner.append(i)
-        outputs = [[] for _ in batch]
-        try:
-            if pieces:
-                fast = translate(model, corpus, pieces, "blockwise", k=k, accept=accept[args.accept],
-                                 batch_size=args.batch_size)
-                for i, hyp in zip(owner, fast.hypotheses):
-                    outputs[i].append(hyp)
-                if args.compare:
-                    slow = translate(model, corpus, pieces, "greedy", batch_size=args.batch_size)
-                    slow_out = [[] for _ in batch]
-                    for i, hyp in zip(owner, slow.hypotheses):
-                        slow_out[i].append(hyp)
-        except Exception as error:  # one bad batch must not stop the file
-            print(f"warning: lines {n_line + 1}-{n_line + len(batch)} failed: {error}", file=sys.stderr)
-            outputs = [[] for _ in batch]
-            pieces = []
-        for i in range(len(batch)):
-            text = " ".join(outputs[i])
-            if args.compare and pieces:
-                print(f"greedy:    {' '.join(slow_out[i])}")
-                print(f"blockwise: {text}")
-            else:
-                print(text)
-        if args.compare and pieces:
-            print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s (k={k}, {args.accept}), speedup "
-                  f"{slow.seconds / fast.seconds:.2f}x, mean accepted block size {fast.stats.mean_accepted:.2f}, "
-                  f"identical: {slow.token_ids == fast.token_ids}")
-        sys.stdout.flush()
-        n_line += len(batch)
-    return 0
+        failed += translator(batch, first)
+        first += len(batch)
+    if failed:
+        report("translate", f"{failed} line(s) could not be translated (empty output lines)", "warning")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("translate", translate_all, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Upsample one image with a pixel-token super-resolution model: PNG in, PNG out.
 
-    python -m blockwise.cli_upsample shoe.png shoe_28.png --mode blockwise -k 10 --eps 2
+    blockwise upsample shoe.png shoe_28.png --mode blockwise -k 10 --eps 2
 
 The input is read as greyscale. An image of the model's low resolution (7×7 for the ×4 model) is used as it is; any
 other size is first reduced to it by area averaging (so a 28×28 original gives its own low-resolution version). The
@@ -10,15 +10,14 @@ output is the model's high-resolution image (28×28), optionally enlarged with `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, run
+
 DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Fine-tuning (Both) model
-
-
-class UserError(Exception):
-    """A mistake in the command line or the input file: reported in one line, exit status 2."""
+MODEL_FIX = "pass --checkpoint with a model from recipes/sr/train.py (its .json beside it), or leave it out"
+IMAGE_FIX = "give a PNG image (or any other format Pillow reads) as the input"
 
 
 def read_low_res(path: Path, low: int):
@@ -26,17 +25,14 @@ def read_low_res(path: Path, low: int):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not an image")
+    existing_file(path, "image", IMAGE_FIX)
     try:
         with Image.open(path) as image:
             image.load()
             mode, size = image.mode, image.size
             grey = image.convert("L")
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise UserError(f"{path} is not a readable image ({error})") from None
+        raise UserError(f"{path} is not a readable image ({error}): {IMAGE_FIX}") from None
     notes = []
     if mode not in ("L", "1", "P"):
         notes.append(f"converted {mode} to greyscale")
@@ -46,43 +42,44 @@ def read_low_res(path: Path, low: int):
     return np.asarray(grey, dtype=np.uint8), notes
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    ap = argparse.ArgumentParser(prog="python -m blockwise.cli_upsample", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = command_parser("upsample", __doc__)
     ap.add_argument("input", help="image file to upsample (PNG or anything Pillow reads)")
     ap.add_argument("output", help="PNG file to write")
     ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                     help=f"model from recipes/sr/train.py (default {DEFAULT_CHECKPOINT})")
-    ap.add_argument("--mode", choices=["greedy", "blockwise"], default="blockwise")
-    ap.add_argument("-k", type=int, default=None, help="block size: heads p1..pk used (default: all the model has)")
-    ap.add_argument("--eps", type=float, default=0.0, help="ε: accept a proposal within ε intensity levels of the "
-                                                           "argmax (default 0: exact, identical to greedy)")
-    ap.add_argument("--min-block", type=int, default=1, help="ℓ: accept at least ℓ pixels per iteration (default 1)")
-    ap.add_argument("--scale", type=int, default=1, help="enlarge the output by this factor (nearest neighbour)")
+    ap.add_argument("--mode", choices=["greedy", "blockwise"], default="blockwise",
+                    help="blockwise (default) or plain greedy decoding")
+    add_k(ap, None, "block size: heads p1..pk used (default: all the model has)")
+    ap.add_argument("--eps", type=at_least(0, float), default=0.0, help="ε: accept a proposal within ε intensity "
+                    "levels of the argmax (default 0: exact, identical to greedy)")
+    ap.add_argument("--min-block", type=at_least(1), default=1,
+                    help="ℓ: accept at least ℓ pixels per iteration (default 1)")
+    ap.add_argument("--scale", type=at_least(1), default=1,
+                    help="enlarge the output by this factor (nearest neighbour; default 1)")
     ap.add_argument("--compare", action="store_true", help="also decode greedily: report the speedup and whether "
                                                            "the images are identical")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    if args.k is not None and args.k < 1:
-        ap.error("-k must be >= 1")
-    if args.eps < 0:
-        ap.error("--eps must be >= 0")
-    if args.min_block < 1:
-        ap.error("--min-block must be >= 1")
-    if args.scale < 1:
-        ap.error("--scale must be >= 1")
-    try:
-        return run(args)
-    except UserError as error:
-        print(f"upsample: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    add_threads(ap, 1, "CPU threads (default 1)")
+    return ap.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run("upsample", upsample, parse_args(argv))
+
+
+def load_model(checkpoint: str):
+    """(model, factor, high resolution, pixel layout) of a checkpoint written by recipes/sr/train.py."""
+    from .tasks import superres as sr
+
+    def read(path):
+        model, meta = sr.load_sr(path)
+        return model, int(meta["factor"]), int(meta["high"]), meta.get("source", "raster")
+
+    path = existing_file(checkpoint, "super-resolution checkpoint", MODEL_FIX)
+    return load(read, path, "super-resolution checkpoint", MODEL_FIX)
+
+
+def upsample(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
@@ -93,19 +90,13 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise UserError(f"{output}: the output must be a .png file")
-    if not output.parent.exists():
+    if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for the output")
-    try:
-        model, meta = sr.load_sr(args.checkpoint)
-    except FileNotFoundError as error:
-        raise UserError(f"{error} (train one with recipes/sr/train.py, or pass --checkpoint)") from None
-    except (ValueError, OSError, KeyError) as error:
-        raise UserError(f"{args.checkpoint} is not a usable super-resolution checkpoint ({error})") from None
-    factor, high, layout = int(meta["factor"]), int(meta["high"]), meta.get("source", "raster")
+    model, factor, high, layout = load_model(args.checkpoint)
     low = high // factor
     k = model.num_heads if args.k is None else args.k
     if args.mode == "blockwise" and k > model.num_heads:
-        raise UserError(f"-k {k} is more than the {model.num_heads} heads this model has")
+        raise UserError(f"-k {k} is more than the {model.num_heads} heads this model has: use -k 1..{model.num_heads}")
     pixels, notes = read_low_res(Path(args.input), low)
     for note in notes:
         print(f"note: {note}")
@@ -121,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
     image = Image.fromarray(out.images[0])
     if args.scale > 1:
         image = image.resize((high * args.scale, high * args.scale), Image.Resampling.NEAREST)
-    image.save(output)
+    try:
+        image.save(output)
+    except OSError as error:
+        raise UserError(f"cannot write {output}: {error.strerror or error}") from None
     s = out.stats
     print(f"{label}: {low}×{low} -> {high}×{high}, {s.tokens} pixels in {s.iterations} iterations "
           f"({s.calls} model calls), mean accepted block size {s.mean_accepted:.2f}, {out.seconds:.2f} s")
