@@ -10,7 +10,7 @@ from blockwise import HeadsConfig, blockwise, greedy  # noqa: E402
 from blockwise.model.heads import ProposalHeads  # noqa: E402
 from blockwise.model.invariant import cpu_has_bf16  # noqa: E402
 from blockwise.tasks.hf import HFCausalLM  # noqa: E402
-from blockwise.tasks.lm_heads import load_heads, save_heads  # noqa: E402
+from blockwise.tasks.lm.heads_io import load_heads, save_heads  # noqa: E402
 from blockwise.tasks.llama import Llama, NativeLM  # noqa: E402
 
 V, EOS, PAD = 48, 1, 0
@@ -130,7 +130,7 @@ def test_stream_sees_every_accepted_token_in_order(hf_model):
 
 
 def test_distilled_targets_stay_inside_each_answer(tmp_path):
-    from blockwise.tasks.lm_heads import load_shards, split_index, write_shard
+    from blockwise.tasks.lm.distill import load_shards, split_index, write_shard
 
     rows = [([7, 8, 9], torch.zeros(3, 4, dtype=torch.float16)), ([4, 5], torch.ones(2, 4, dtype=torch.float16))]
     write_shard(tmp_path / "shard_00000.safetensors", rows, ["a", "b"])
@@ -145,7 +145,8 @@ def test_distilled_targets_stay_inside_each_answer(tmp_path):
 
 
 def test_agreement_counts_matches_and_respects_the_proposal_vocabulary(tmp_path):
-    from blockwise.tasks.lm_heads import agreement, load_shards, write_shard
+    from blockwise.tasks.lm.distill import load_shards, write_shard
+    from blockwise.tasks.lm.training import agreement
 
     torch.manual_seed(0)
     D, V = 8, 20
@@ -172,7 +173,7 @@ def test_chat_prompts_are_distinct_seeded_and_never_a_benchmark_prompt():
     import json
     from pathlib import Path
 
-    from blockwise.tasks.lm_heads import build_chat_prompts
+    from blockwise.tasks.lm.prompts import build_chat_prompts
 
     benchmark = [p["text"] for p in json.loads((Path(__file__).parents[1] / "recipes/lm/prompts.json").read_text())]
     everything = build_chat_prompts(10**6, seed=3)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from blockwise.data import mt_corpus as mc
-from blockwise.data.mt_corpus import Pair
+from blockwise.data.pairs import Pair
 
 # ------------------------------------------------------------------------------------
 # Ding

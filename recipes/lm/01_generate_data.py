@@ -19,7 +19,11 @@ import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_
 import torch
 from tqdm.auto import tqdm
 
-from blockwise.tasks import lm_heads
+from blockwise.data.sources.debian import debian_descriptions
+from blockwise.data.sources.ding import ding_phrases
+from blockwise.data.sources.kjv import kjv_passages
+from blockwise.tasks.lm.distill import greedy_with_hidden, write_shard
+from blockwise.tasks.lm.prompts import build_chat_prompts, build_prompts, chat_ids
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 
@@ -50,22 +54,22 @@ def main(argv=None) -> None:
     if args.prompt_set in ("chat", "chat2"):
         exclude = [p["text"] for p in json.loads((Path(__file__).parent / "prompts.json").read_text())]
         if args.prompt_set == "chat2":  # nor any prompt of the first set
-            exclude += [p["text"] for p in lm_heads.build_chat_prompts(10**6, args.seed)]
-        prompts = lm_heads.build_chat_prompts(args.prompts, args.seed, exclude=exclude,
+            exclude += [p["text"] for p in build_chat_prompts(10**6, args.seed)]
+        prompts = build_chat_prompts(args.prompts, args.seed, exclude=exclude,
                                               version=2 if args.prompt_set == "chat2" else 1)
         print(f"{len(prompts)} chat prompts")
     else:
         data = Path(args.data)
-        descriptions = lm_heads.debian_descriptions(data / "apt" / "lists")
-        passages = lm_heads.kjv_passages(next((data / "deb").rglob("engKJV2006eb")))
-        phrases = lm_heads.ding_phrases()
+        descriptions = debian_descriptions(data / "apt" / "lists")
+        passages = kjv_passages(next((data / "deb").rglob("engKJV2006eb")))
+        phrases = ding_phrases()
         print(f"text: {len(descriptions)} package descriptions, {len(passages)} KJV passages, {len(phrases)} Ding "
               "phrases")
-        prompts = lm_heads.build_prompts(descriptions, passages, phrases, args.prompts, args.seed)
+        prompts = build_prompts(descriptions, passages, phrases, args.prompts, args.seed)
     tokenizer, hf = load_smollm2()
     model = NativeLM(Llama.from_hf(hf).cast(getattr(torch, args.dtype)))
     del hf
-    ids = [lm_heads.chat_ids(tokenizer, p["text"]) for p in prompts]
+    ids = [chat_ids(tokenizer, p["text"]) for p in prompts]
     default_out = {"text": "data/lm/distill", "chat": "data/lm/distill_chat", "chat2": "data/lm/distill_chat2"}
     out = Path(args.out or default_out[args.prompt_set])
     out.mkdir(parents=True, exist_ok=True)
@@ -82,8 +86,8 @@ def main(argv=None) -> None:
         if time.time() - started > 60 * args.minutes:
             break
         rows = list(range(b * args.batch, (b + 1) * args.batch))
-        answers = lm_heads.greedy_with_hidden(model, [ids[r] for r in rows], args.max_new, tokenizer.eos_token_id)
-        lm_heads.write_shard(path, answers, [prompts[r]["kind"] for r in rows])
+        answers = greedy_with_hidden(model, [ids[r] for r in rows], args.max_new, tokenizer.eos_token_id)
+        write_shard(path, answers, [prompts[r]["kind"] for r in rows])
         tokens += sum(len(t) for t, _ in answers)
         bar.set_postfix(tok_per_s=f"{tokens / (time.time() - started):.0f}", tokens=tokens)
     print(f"{tokens} answer tokens in {time.time() - started:.0f} s this run")

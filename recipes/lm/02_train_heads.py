@@ -19,7 +19,7 @@ import torch
 
 from blockwise.config import HeadsConfig
 from blockwise.model.heads import ProposalHeads
-from blockwise.tasks import lm_heads
+from blockwise.tasks.lm import distill, heads_io, training
 from blockwise.training import TrainConfig, train
 
 
@@ -62,8 +62,8 @@ def main(argv=None) -> None:
         (run / "shards.json").write_text(json.dumps([str(p) for p in shards]))
     if not shards:
         raise SystemExit(f"no shard_*.safetensors in {', '.join(args.data)}: run recipes/lm/01_generate_data.py")
-    data = lm_heads.load_shards(shards)
-    train_idx, held_idx = lm_heads.split_index(data, held_out=0.05, seed=0)
+    data = distill.load_shards(shards)
+    train_idx, held_idx = distill.split_index(data, held_out=0.05, seed=0)
     print(f"{len(shards)} shards, {len(data)} positions: {len(train_idx)} train, {len(held_idx)} held out")
 
     from blockwise.tasks.hf import load_smollm2
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     token_emb = hf.get_input_embeddings().weight.detach().clone() if args.kind == "chain" else None
     del hf
     V = embed.shape[0]
-    vocab = lm_heads.restricted_vocab(data.tokens, V)  # every token the base produced: the shipped proposal set
+    vocab = training.restricted_vocab(data.tokens, V)  # every token the base produced: the shipped proposal set
     counts = torch.bincount(data.tokens[train_idx].long(), minlength=V)
     if 0 < args.proposal_vocab < len(vocab):
         vocab = counts.topk(args.proposal_vocab).indices.sort().values
@@ -84,7 +84,7 @@ def main(argv=None) -> None:
 
     heads = ProposalHeads(embed.shape[1], HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind))
     if args.init and not (run / "checkpoint.pt").exists():
-        heads.load_state_dict(lm_heads.load_heads(args.init)[0].state_dict())
+        heads.load_state_dict(heads_io.load_heads(args.init)[0].state_dict())
         print(f"initialised from {args.init}")
     n_params = sum(p.numel() for p in heads.parameters())
     print(f"{args.kind} heads: {n_params / 1e6:.2f}M parameters ({2 * n_params / 2**20:.1f} MiB in float16)")
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         remap = torch.full((V,), 0, dtype=torch.long)
         remap[classes] = torch.arange(len(classes))
         given = None if token_emb is None else token_emb[targets[:, : args.k - 1]]
-        losses = lm_heads.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid, given)
+        losses = training.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid, given)
         return losses.mean()
 
     # the schedule's length: measured speed x budget (fixed at the first run, so a resume keeps the same schedule)
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     if cfg_path.exists():
         steps = json.loads(cfg_path.read_text())["steps"]
     else:
-        probe = lm_heads.batches(len(train_idx), args.batch, seed=1)
+        probe = distill.batches(len(train_idx), args.batch, seed=1)
         t = time.time()
         for _ in range(3):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -114,14 +114,14 @@ def main(argv=None) -> None:
         print(f"{(time.time() - t) / 3:.2f} s/step -> {steps} steps")
     cfg = TrainConfig(steps=steps, lr=args.lr, warmup=min(100, steps // 10), weight_decay=args.weight_decay,
                       bf16=args.bf16, save_every=50, eval_every=args.eval_every or 10 ** 9, seed=0)
-    source = lm_heads.batches(len(train_idx), args.batch, seed=0)
+    source = distill.batches(len(train_idx), args.batch, seed=0)
     batches = (train_idx[b] for b in source)
     g = torch.Generator().manual_seed(0)
     pick = held_idx[torch.randperm(len(held_idx), generator=g)[: args.eval_positions]]
 
     def evaluate():  # a learning curve of what matters: expected block size on held-out answers
         heads.eval()
-        m = lm_heads.agreement(heads, embed, data, pick[:1500], token_emb=token_emb, proposal_vocab=vocab)
+        m = training.agreement(heads, embed, data, pick[:1500], token_emb=token_emb, proposal_vocab=vocab)
         heads.train()
         return {"held_out_p2": m["top1"]["p2"], "held_out_expected_accepted": m["expected_accepted"][f"k{args.k}"]}
 
@@ -134,9 +134,9 @@ def main(argv=None) -> None:
 
     def scores() -> dict:
         heads.eval()
-        out = lm_heads.agreement(heads, embed, data, pick, token_emb=token_emb, proposal_vocab=vocab)
+        out = training.agreement(heads, embed, data, pick, token_emb=token_emb, proposal_vocab=vocab)
         if len(args.data) > 1:
-            out["by_data"] = {folder: lm_heads.agreement(heads, embed, data, idx, token_emb=token_emb,
+            out["by_data"] = {folder: training.agreement(heads, embed, data, idx, token_emb=token_emb,
                                                          proposal_vocab=vocab)
                               for folder, idx in per_folder.items() if len(idx)}
         heads.train()
@@ -157,10 +157,10 @@ def main(argv=None) -> None:
                     "proposal_vocab": len(vocab)})
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps(metrics, indent=1))
-    lm_heads.save_heads(heads, run / "heads.safetensors", vocab, {"metrics": metrics})
+    heads_io.save_heads(heads, run / "heads.safetensors", vocab, {"metrics": metrics})
     if args.ship:
-        lm_heads.save_heads(heads, lm_heads.ASSET, vocab, {"metrics": metrics})
-        print(f"shipped {lm_heads.ASSET} ({lm_heads.ASSET.stat().st_size / 2**20:.1f} MiB)")
+        heads_io.save_heads(heads, heads_io.ASSET, vocab, {"metrics": metrics})
+        print(f"shipped {heads_io.ASSET} ({heads_io.ASSET.stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from blockwise.eval.step_cost import step_cost
 from blockwise.eval.timing import git_commit
 from blockwise.model.invariant import cpu_has_bf16
 from blockwise.tasks.hf import HFCausalLM, load_smollm2
-from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
+from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.prompts import chat_ids
 from blockwise.tasks.llama import Llama, NativeLM
 
 import torch

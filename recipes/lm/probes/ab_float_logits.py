@@ -7,7 +7,8 @@ torch.set_num_threads(1)
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks import llama
 from blockwise.tasks.llama import Llama, NativeLM, NativeSession
-from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
+from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.prompts import chat_ids
 from blockwise.decoding import blockwise, greedy
 tok, hf = load_smollm2()
 heads, vocab = load_heads(ASSET)

@@ -9,7 +9,8 @@ torch.set_num_threads(1)
 from safetensors.torch import load_file
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
-from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
+from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.prompts import chat_ids
 from blockwise.decoding import blockwise, greedy
 tok, hf = load_smollm2()
 heads, vocab = load_heads(ASSET)

@@ -32,10 +32,22 @@ class DecodeStats:
 
     def count_blocks(self, k_hat: Sequence[int]) -> None:
         for j in k_hat:
-            if j >= len(self.block_sizes):
-                self.block_sizes.extend([0] * (j + 1 - len(self.block_sizes)))
+            self._grow(j + 1)
             self.block_sizes[j] += 1
             self.tokens += j
+
+    def merge(self, other: DecodeStats) -> None:
+        """Add another run's counts to these (a corpus decoded batch by batch gets one total)."""
+        self.iterations += other.iterations
+        self.calls += other.calls
+        self.tokens += other.tokens
+        self._grow(len(other.block_sizes))
+        for j, c in enumerate(other.block_sizes):
+            self.block_sizes[j] += c
+
+    def _grow(self, n: int) -> None:
+        if n > len(self.block_sizes):
+            self.block_sizes.extend([0] * (n - len(self.block_sizes)))
 
     def as_dict(self) -> dict:
         return {"iterations": self.iterations, "calls": self.calls, "tokens": self.tokens,
@@ -46,6 +58,7 @@ class DecodeStats:
 class DecodeOutput:
     tokens: list[list[int]]  # new tokens per row (end-of-sequence included when produced)
     stats: DecodeStats
+    hidden: list[Tensor] | None = None  # greedy(return_hidden=True): per row (len(tokens[row]), D), see greedy
 
 
 def check_inputs(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int,

@@ -1,0 +1,6 @@
+"""One parser per text source, shared by the MT corpus builder and the LM prompt builder.
+
+``ding``: the Ding dictionary; ``debian``: Debian package descriptions (English and German); ``gettext_catalogues``:
+German ``.mo`` message catalogues; ``kjv``: the King James Bible (SWORD module). Each MT reader returns
+:class:`~blockwise.data.pairs.Pair` rows with counts; the LM readers return English text.
+"""

@@ -1,0 +1,92 @@
+"""Self-distillation data: the base model's greedy answers with the hidden state behind every answer token.
+
+Every answer position t keeps (final hidden state h_t, greedy tokens y_{t+1}, y_{t+2}, ...); with the base frozen the
+states are computed once and stored in float16 shards, and head p_i later learns to map h_t to y_{t+i}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ...decoding.greedy import greedy
+
+
+def greedy_with_hidden(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                       eos_id: int | None) -> list[tuple[list[int], Tensor]]:
+    """Greedy answers and, per answer token y_{j+1}, the final hidden state h_j that predicted it (float16).
+
+    Returns per row (tokens y_1..y_m, hidden (m, D)): hidden[j] is the state whose p1 argmax is tokens[j], so head
+    p_i at hidden[j] has target tokens[j + i - 1]. An answer ends with its end-of-sequence token, if produced.
+    """
+    out = greedy(model, prompts, max_new_tokens, eos_id=eos_id, return_hidden=True)
+    return [(tokens, hidden.to(torch.float16)) for tokens, hidden in zip(out.tokens, out.hidden)]
+
+
+def write_shard(path: Path, rows: Sequence[tuple[list[int], Tensor]], kinds: Sequence[str]) -> None:
+    """One shard: the rows' tokens and hidden states end to end, their lengths, and the prompt kinds (atomic write)."""
+    tokens = torch.tensor([t for row, _ in rows for t in row], dtype=torch.int32)
+    hidden = torch.cat([h for _, h in rows]).contiguous()
+    lengths = torch.tensor([len(row) for row, _ in rows], dtype=torch.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"tokens": tokens, "hidden": hidden, "lengths": lengths}, str(tmp),
+              metadata={"kinds": json.dumps(list(kinds))})
+    tmp.replace(path)
+
+
+@dataclasses.dataclass
+class Distilled:
+    """Concatenated answers: hidden (N, D) float16, tokens (N,), and per position the index of its answer's end."""
+
+    hidden: Tensor
+    tokens: Tensor
+    end: Tensor  # (N,) one past the last position of the answer each position belongs to
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def targets(self, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Targets (n, k) of heads p1..pk at positions ``index`` and their validity (n, k)."""
+        offs = index[:, None] + torch.arange(k)  # (n, k)
+        valid = offs < self.end[index, None]
+        return self.tokens[offs.clamp(max=len(self) - 1)].long(), valid
+
+
+def load_shards(paths: Sequence[Path]) -> Distilled:
+    """The answers of all ``paths`` (``write_shard`` files) end to end."""
+    hidden, tokens, ends, base = [], [], [], 0
+    for path in paths:
+        t = load_file(str(path))
+        hidden.append(t["hidden"])
+        tokens.append(t["tokens"])
+        lengths = t["lengths"].long()
+        stops = base + lengths.cumsum(0)
+        ends.append(torch.repeat_interleave(stops, lengths))
+        base += int(lengths.sum())
+    return Distilled(torch.cat(hidden), torch.cat(tokens), torch.cat(ends))
+
+
+def batches(n: int, size: int, seed: int) -> Iterator[Tensor]:
+    """Endless shuffled minibatches of indices into ``n`` training positions."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n - size + 1, size):
+            yield perm[s: s + size]
+
+
+def split_index(data: Distilled, held_out: float = 0.05, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Split by answer (never inside one): returns (train positions, held-out positions)."""
+    ends = torch.unique_consecutive(data.end)  # (answers,) one past each answer's last position
+    answer = torch.searchsorted(ends, torch.arange(len(data)), right=True)  # answer id of each position
+    held = torch.as_tensor(np.random.default_rng(seed).random(len(ends)) < held_out)
+    held_pos = held[answer]
+    return (~held_pos).nonzero().squeeze(1), held_pos.nonzero().squeeze(1)

@@ -1,0 +1,47 @@
+"""Heads files: trained proposal heads (float16 safetensors) with their proposal vocabulary and metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ...config import HeadsConfig
+from ...model.heads import ProposalHeads
+
+FORMAT = "blockwise-lm-heads/1"
+ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.safetensors"
+
+
+def save_heads(heads: ProposalHeads, path: str | Path, proposal_vocab: Tensor | None = None,
+               extra: dict | None = None) -> None:
+    """Heads in float16 safetensors, with the token ids p2..pk are scored over (if restricted)."""
+    tensors = {n: t.detach().to(torch.float16).contiguous() for n, t in heads.state_dict().items()}
+    if proposal_vocab is not None:
+        tensors["proposal_vocab"] = proposal_vocab.to(torch.int32).contiguous()
+    meta = {"format": FORMAT, "heads": json.dumps(dataclasses.asdict(heads.cfg)), "d_model": str(heads.d_model)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[ProposalHeads, Tensor | None]:
+    """(heads, proposal vocabulary or None) from a file written by ``save_heads``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no trained heads at {path}: train them with recipes/lm/02_train_heads.py")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a heads file (metadata format={meta.get('format')!r})")
+    heads = ProposalHeads(int(meta["d_model"]), HeadsConfig(**json.loads(meta["heads"])))
+    state = load_file(str(path))
+    vocab = state.pop("proposal_vocab", None)
+    heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})
+    return heads.to(dtype).eval(), None if vocab is None else vocab.long()
