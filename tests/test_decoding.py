@@ -326,7 +326,7 @@ def _sequence_logprob(model, prefix, tokens):
 
 def test_wide_beam_finds_the_best_length_penalised_hypothesis():
     """With a beam as wide as the search space, beam search is exhaustive: compare against brute force."""
-    from blockwise import BlockwiseModel, HeadsConfig, preset
+    from blockwise import BlockwiseModel, preset
     from conftest import chaotic
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from blockwise import HeadsConfig, blockwise, greedy  # noqa: E402
-from blockwise.model.heads import ProposalHeads  # noqa: E402
+from blockwise.model.heads import Heads, make_heads as new_heads  # noqa: E402
 from blockwise.model.invariant import cpu_has_bf16  # noqa: E402
 from blockwise.tasks.hf import HFCausalLM  # noqa: E402
 from blockwise.tasks.lm.heads_io import load_heads, save_heads  # noqa: E402
@@ -28,9 +28,9 @@ def hf_model():
     return model
 
 
-def make_heads(kind: str, seed: int, k: int = 4) -> ProposalHeads:
+def make_heads(kind: str, seed: int, k: int = 4) -> Heads:
     """Heads that propose something: zero-initialised heads repeat p1's token; random ones wander."""
-    heads = ProposalHeads(32, HeadsConfig(k=k, d_hidden=16, kind=kind))
+    heads = new_heads(32, HeadsConfig(num_heads=k, d_hidden=16, kind=kind))
     if seed:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -155,7 +155,7 @@ def test_agreement_counts_matches_and_respects_the_proposal_vocabulary(tmp_path)
     tokens = (hidden.float() @ lm_head.T).argmax(-1).tolist()  # the base's own greedy tokens: p1 is always right
     write_shard(tmp_path / "shard_00000.safetensors", [(tokens, hidden)], ["a"])
     data = load_shards([tmp_path / "shard_00000.safetensors"])
-    heads = ProposalHeads(D, HeadsConfig(k=3, d_hidden=4, kind="paper"))  # zero-initialised: p2, p3 copy p1's state
+    heads = new_heads(D, HeadsConfig(num_heads=3, d_hidden=4, kind="paper"))  # zero-initialised: p2, p3 copy p1
     index = torch.arange(12)
     full = agreement(heads, lm_head, data, index)
     assert full["top1"]["p1"] == 1.0 and full["expected_accepted"]["k1"] == 1.0
@@ -211,17 +211,17 @@ def test_bf16_one_row_product_has_the_bits_it_has_among_others():
             w = torch.randn(d_in, d_out, generator=g).bfloat16()
             w = w.t().contiguous() if out_in else w
             x = torch.randn(48, d_in, generator=g).bfloat16()
-            block = mm(x, w, out_in)
+            block = mm(x, w, out_in, invariant=True)
             for i in range(x.shape[0]):
-                assert torch.equal(mm(x[i:i + 1], w, out_in), block[i:i + 1]), (d_in, d_out, out_in, i)
-            assert torch.equal(mm(x[None, :1], w, out_in), block[None, :1])  # (1, 1, D): one token fed
+                assert torch.equal(mm(x[i:i + 1], w, out_in, invariant=True), block[i:i + 1]), (d_in, d_out, out_in, i)
+            assert torch.equal(mm(x[None, :1], w, out_in, invariant=True), block[None, :1])  # (1, 1, D): one token fed
 
 
 @pytest.mark.parametrize("H,Hkv,Dh", [(9, 3, 64), (4, 4, 48)])  # SmolLM2's grouped heads; our Transformer's (G = 1)
 def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span(H, Hkv, Dh):
     """Greedy feeds one query over exactly its keys; blockwise feeds k queries over a longer, masked span.
     (The fused CPU attention kernel gives other bits in the second case: that broke bf16 exactness.)"""
-    from blockwise.model.invariant import attend_per_query
+    from blockwise.model.invariant import attend
 
     g = torch.Generator().manual_seed(1)
     B, S, T = 2, 300, 6
@@ -230,11 +230,11 @@ def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span
     v = torch.randn(B, Hkv, S, Dh, generator=g).bfloat16()
     positions = torch.tensor([[S - T + t for t in range(T)], [200 + t for t in range(T)]])  # ragged rows
     mask = torch.arange(S)[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, S)
-    block = attend_per_query(q, k, v, mask)
+    block = attend(q, k, v, mask)
     for b in range(B):
         for t in range(T):
             p = int(positions[b, t])
-            alone = attend_per_query(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, :p + 1], v[b:b + 1, :, :p + 1],
+            alone = attend(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, :p + 1], v[b:b + 1, :, :p + 1],
                                      torch.ones(1, 1, 1, p + 1, dtype=torch.bool))
             assert torch.equal(alone, block[b:b + 1, :, t:t + 1]), (b, t)
     reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
@@ -250,7 +250,7 @@ def test_bf16_native_blockwise_equals_its_greedy_at_every_batch_shape():
                                    num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
                                    tie_word_embeddings=True, initializer_range=0.1)
     hf = transformers.LlamaForCausalLM(cfg).eval()
-    heads = ProposalHeads(192, HeadsConfig(k=4, d_hidden=16))
+    heads = new_heads(192, HeadsConfig(num_heads=4, d_hidden=16))
     lm = NativeLM(Llama.from_hf(hf).cast(torch.bfloat16), heads.to(torch.bfloat16))
     ref = [greedy(lm, [p], 40, eos_id=None).tokens[0] for p in PROMPTS]
     assert greedy(lm, PROMPTS, 40, eos_id=None).tokens == ref

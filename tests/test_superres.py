@@ -197,10 +197,17 @@ def test_min_block_and_eps_accept_more(model):
     k = 4
     forced = sr.upsample(model, x, FACTOR, "blockwise", k=k, accept=Acceptance("distance", eps=2, min_block=k))
     assert forced.stats.mean_accepted == k  # ℓ = k: every block accepted whole (64 is a multiple of 4)
-    loose = sr.upsample(model, x, FACTOR, "blockwise", k=k, accept=Acceptance("distance", eps=255))
     exact = sr.upsample(model, x, FACTOR, "blockwise", k=k)
-    assert loose.stats.iterations <= exact.stats.iterations
-    assert loose.images.shape == exact.images.shape and loose.images.dtype == np.uint8
+    for k in (4, 3):  # ε = 255: every proposal is accepted; 64 pixels take ceil(64 / k) blocks, the last one 64 mod k
+        loose = sr.upsample(model, x, FACTOR, "blockwise", k=k, accept=Acceptance("distance", eps=255))
+        blocks = -(-HIGH * HIGH // k)
+        last = HIGH * HIGH - k * (blocks - 1)
+        assert loose.stats.iterations == blocks and loose.stats.calls == blocks + 1
+        sizes = {j: n for j, n in enumerate(loose.stats.block_sizes) if n}
+        assert sizes == ({k: 2 * blocks} if last == k else {k: 2 * (blocks - 1), last: 2}), sizes
+        assert loose.stats.mean_accepted == HIGH * HIGH / blocks  # == k exactly when k divides 64
+        assert loose.images.shape == exact.images.shape and loose.images.dtype == np.uint8
+    assert exact.stats.iterations > 16  # exact acceptance rejects some proposals: ε = 255 changed something
 
 
 # -- quality helpers -----------------------------------------------------------------------------------------------
@@ -263,5 +270,5 @@ def test_cli_user_mistakes(tmp_path, checkpoint, capsys, case):
         args += ["--checkpoint", str(checkpoint)]
     assert upsample_main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("upsample: ") and "Traceback" not in err
+    assert err.startswith("blockwise upsample: error: ") and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()

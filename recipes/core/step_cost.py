@@ -28,14 +28,14 @@ def measure(preset_name: str, vocab: int, batch: int, ks: list[int], context: in
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = preset(preset_name, vocab_size=vocab)
-    model = BlockwiseModel(cfg, HeadsConfig(k=max(ks), d_hidden=cfg.d_model)).eval().to(dtype)
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=max(ks), d_hidden=cfg.d_model)).eval().to(dtype)
     sources = [list(range(3, 3 + context))] * batch if cfg.encoder_decoder else None
     prefix = torch.randint(3, vocab, (batch, context))
     session = model.start(batch, context + max(ks) + 1, sources)
     session.feed(prefix)
 
     def next_proposal(h, best):  # at the last accepted position: p2..pk (p1's is among the verification scores)
-        session.proposals(h[:, -1], h.shape[1], first=2, given=best[:, -1]).argmax(-1)
+        session.proposals(h[:, -1], best[:, -1], h.shape[1]).argmax(-1)
 
     # greedy step: feed 1 token, p1's argmax; verification: feed k, p1's argmax at all k, then the next proposal
     cost = step_cost(session, prefix[:, :max(ks)], ks, repeats, then=next_proposal)

@@ -18,7 +18,7 @@ import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_
 import torch
 
 from blockwise.config import HeadsConfig
-from blockwise.model.heads import ProposalHeads
+from blockwise.model.heads import make_heads
 from blockwise.tasks.lm import distill, heads_io, training
 from blockwise.training import TrainConfig, train
 
@@ -30,7 +30,8 @@ def main(argv=None) -> None:
     ap.add_argument("--kind", choices=["paper", "residual", "chain"], default="paper",
                     help="paper: the paper's multi-output layer; residual: Medusa-1's blocks; chain: each head also "
                          "sees the token proposed before it (Hydra-style)")
-    ap.add_argument("--k", type=int, default=6, help="heads p1..pk (p1 is the base model itself)")
+    ap.add_argument("--num-heads", "--k", dest="num_heads", type=int, default=6,
+                    help="heads to train, p1..p_num_heads (p1 is the base model itself; --k: the old name)")
     ap.add_argument("--d-hidden", type=int, default=512)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -82,7 +83,9 @@ def main(argv=None) -> None:
     top = counts.topk(min(args.top_vocab, int((counts > 0).sum()))).indices
     print(f"answers use {int((counts > 0).sum())} distinct tokens; softmax over the top {len(top)} + batch targets")
 
-    heads = ProposalHeads(embed.shape[1], HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind))
+    heads = make_heads(embed.shape[1], HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind=args.kind))
+    if token_emb is not None:  # chained heads read the true tokens' input embeddings
+        heads.bind(torch.nn.Embedding.from_pretrained(token_emb))
     if args.init and not (run / "checkpoint.pt").exists():
         heads.load_state_dict(heads_io.load_heads(args.init)[0].state_dict())
         print(f"initialised from {args.init}")
@@ -90,11 +93,11 @@ def main(argv=None) -> None:
     print(f"{args.kind} heads: {n_params / 1e6:.2f}M parameters ({2 * n_params / 2**20:.1f} MiB in float16)")
 
     def loss_fn(index):
-        targets, valid = data.targets(index, args.k)
+        targets, valid = data.targets(index, args.num_heads)
         classes = torch.unique(torch.cat([top, targets[:, 1:][valid[:, 1:]]]))
         remap = torch.full((V,), 0, dtype=torch.long)
         remap[classes] = torch.arange(len(classes))
-        given = None if token_emb is None else token_emb[targets[:, : args.k - 1]]
+        given = targets[:, : args.num_heads - 1]
         losses = training.head_losses(heads, embed[classes], data.hidden[index].float(), remap[targets], valid, given)
         return losses.mean()
 
@@ -121,9 +124,10 @@ def main(argv=None) -> None:
 
     def evaluate():  # a learning curve of what matters: expected block size on held-out answers
         heads.eval()
-        m = training.agreement(heads, embed, data, pick[:1500], token_emb=token_emb, proposal_vocab=vocab)
+        m = training.agreement(heads, embed, data, pick[:1500], proposal_vocab=vocab)
         heads.train()
-        return {"held_out_p2": m["top1"]["p2"], "held_out_expected_accepted": m["expected_accepted"][f"k{args.k}"]}
+        return {"held_out_p2": m["top1"]["p2"],
+                "held_out_expected_accepted": m["expected_accepted"][f"k{args.num_heads}"]}
 
     # held-out positions of each data folder (shards load in order, so a folder's positions are one range)
     from safetensors import safe_open
@@ -134,10 +138,9 @@ def main(argv=None) -> None:
 
     def scores() -> dict:
         heads.eval()
-        out = training.agreement(heads, embed, data, pick, token_emb=token_emb, proposal_vocab=vocab)
+        out = training.agreement(heads, embed, data, pick, proposal_vocab=vocab)
         if len(args.data) > 1:
-            out["by_data"] = {folder: training.agreement(heads, embed, data, idx, token_emb=token_emb,
-                                                         proposal_vocab=vocab)
+            out["by_data"] = {folder: training.agreement(heads, embed, data, idx, proposal_vocab=vocab)
                               for folder, idx in per_folder.items() if len(idx)}
         heads.train()
         return out
@@ -152,7 +155,7 @@ def main(argv=None) -> None:
     heads.eval()
     if before is not None:
         metrics["init_metrics"] = before
-    metrics.update({"kind": args.kind, "k": args.k, "d_hidden": args.d_hidden, "parameters": n_params,
+    metrics.update({"kind": args.kind, "k": args.num_heads, "d_hidden": args.d_hidden, "parameters": n_params,
                     "train_positions": len(train_idx), "held_out_positions": len(pick), "steps": steps,
                     "proposal_vocab": len(vocab)})
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))

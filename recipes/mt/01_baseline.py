@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     dev_pairs = corpus.pairs("dev")
     cfg = preset(args.preset, vocab_size=corpus.vocab_size, dropout=0.1)
     torch.manual_seed(args.seed)
-    model = BlockwiseModel(cfg, HeadsConfig(k=1))
+    model = BlockwiseModel(cfg, HeadsConfig(num_heads=1))
     initial_step = 0
     meta = Path(args.out).with_suffix(".json")
     if not (Path(args.run) / "checkpoint.pt").exists() and Path(args.out).exists() and meta.exists():

@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="data/mt")
     ap.add_argument("--base", default="models/mt/baseline.safetensors")
     ap.add_argument("--teacher", default="models/mt/teacher_targets.tsv.gz")
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--num-heads", "--k", dest="num_heads", type=int, default=10,
+                    help="heads to train, p1..p_num_heads (--k: the old name)")
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--kind", choices=["paper", "chain"], default="paper", help="paper: the paper's multi-output "
                     "layer; chain: each head also sees the token proposed before it (Hydra-style)")
@@ -79,14 +80,15 @@ def main(argv=None) -> int:
     pairs = corpus.pairs("train", teacher_targets(corpus, args.teacher) if distil else None, args.upsample)
     if args.init:
         model = BlockwiseModel.load(args.init)
-        if model.num_heads != args.k:
-            raise SystemExit(f"{args.init} has k={model.num_heads} heads, not --k {args.k}")
+        if model.num_heads != args.num_heads:
+            raise SystemExit(f"{args.init} has {model.num_heads} heads, not --num-heads {args.num_heads}")
     else:
         base = BlockwiseModel.load(args.base)
-        model = base.with_heads(HeadsConfig(k=args.k, d_hidden=args.d_hidden, kind=args.kind, p1="identity"))
+        model = base.with_heads(HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind=args.kind,
+                                            p1="identity"))
     for p in model.base.parameters():
         p.requires_grad_(finetune)
-    heads = tuple(range(1 if finetune else 2, args.k + 1))  # a frozen p1 has nothing to learn
+    heads = tuple(range(1 if finetune else 2, args.num_heads + 1))  # a frozen p1 has nothing to learn
     model.to(args.device)
     g = torch.Generator().manual_seed(0)
 
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             model.base.eval()  # frozen: no dropout either (train() puts the whole model in train mode)
             with torch.no_grad():
                 hidden = model(tgt[:, :-1], src)
-        return proposal_loss(model, hidden, tgt[:, 1:], args.k, mode=args.loss, pad_id=0, generator=g, heads=heads,
+        return proposal_loss(model, hidden, tgt[:, 1:], args.num_heads, mode=args.loss, pad_id=0, generator=g, heads=heads,
                              p1_weight=args.p1_weight)
 
     lr = args.lr or (2e-4 if finetune else 1e-3)
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
                  time_limit=args.minutes * 60)
     out = Path(args.models) / f"{args.regime}.safetensors"
     model.cpu().save(out)
-    info = {"regime": args.regime, "kind": model.heads_cfg.kind, "k": args.k, "loss": args.loss,
+    info = {"regime": args.regime, "kind": model.heads_cfg.kind, "k": args.num_heads, "loss": args.loss,
             "p1_weight": args.p1_weight, "init": args.init, "device": args.device, "max_tokens": args.max_tokens, "pairs": len(pairs), "step": last.get("step"),
             "train_loss": last.get("loss"), "lr": lr, "finetune": finetune, "distilled": distil,
             "minutes": (time.time() - started) / 60, "commit": git_commit()}

@@ -222,8 +222,8 @@ def main(argv=None) -> int:
                       sr.ssim(cubic, highs), len(highs))]
     k_top, eps = max(args.ks), args.eps
     for key, (model, meta) in models.items():
-        if model.heads_cfg.k < k_top:
-            raise SystemExit(f"{key} model has k={model.heads_cfg.k} heads; --ks asks for up to {k_top}")
+        if model.heads_cfg.num_heads < k_top:
+            raise SystemExit(f"{key} model has k={model.heads_cfg.num_heads} heads; --ks asks for up to {k_top}")
         log(f"{key}: {meta}")
         recs, images = run_model(model, meta, highs, args.batch, args.ks, eps, args.min_blocks, MODELS[key], log)
         records += recs

@@ -44,15 +44,16 @@ def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str, float | Non
         overrides = {"d_model": args.d_model, "n_layers": args.layers, "n_encoder_layers": args.encoder_layers,
                      "d_ff": args.d_ff or 4 * args.d_model, "n_heads": args.attn_heads, "dropout": args.dropout}
         torch.manual_seed(args.seed)
-        model = BlockwiseModel(sr.model_config(**overrides), HeadsConfig(k=1))
+        model = BlockwiseModel(sr.model_config(**overrides), HeadsConfig(num_heads=1))
         sr.ordinal_init(model, args.seed)
         return model, list(model.parameters()), args.source, None
     base_path = root / "base" / "model.safetensors"
     init = root / "regular" / "model.safetensors"
     if args.stage == "finetune" and init.exists():
         start, meta = sr.load_sr(init)
-        if start.heads_cfg.k < args.k:
-            raise SystemExit(f"{init} has k={start.heads_cfg.k} heads; --k {args.k} needs a Regular model as large")
+        if start.heads_cfg.num_heads < args.num_heads:
+            raise SystemExit(f"{init} has {start.heads_cfg.num_heads} heads; --num-heads {args.num_heads} needs a "
+                             "Regular model as large")
         print(f"fine tuning starts from {init}")
         model = start
     else:
@@ -60,7 +61,7 @@ def build_model(args, run: Path) -> tuple[BlockwiseModel, list, str, float | Non
             raise SystemExit(f"no base model at {base_path}: run --stage base first")
         base, meta = sr.load_sr(base_path)
         torch.manual_seed(args.seed)
-        model = base.with_heads(sr.heads_config(args.k, args.d_hidden))
+        model = base.with_heads(sr.heads_config(args.num_heads, args.d_hidden))
     model.train()
     if args.stage == "regular":
         for p in model.base.parameters():
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 base/regular, 3e-4 "
                                                            "fine tuning)")
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--k", type=int, default=10, help="heads p1..pk (heads stages)")
+    ap.add_argument("--num-heads", "--k", dest="num_heads", type=int, default=10,
+                    help="heads to train, p1..p_num_heads (--k: the old name)")
     ap.add_argument("--d-hidden", type=int, default=256, help="hidden size per head of the multi-output layer")
     ap.add_argument("--loss", choices=["mean", "random"], default="mean", help="mean of the k head losses, or one "
                                                                                "head drawn per batch (the paper)")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     smooth = args.smooth if args.smooth is not None else (4.0 if args.stage == "base" else base_smooth)
     criterion = sr.ordinal_criterion(smooth)
     model.to(args.device)
-    k = model.heads_cfg.k
+    k = model.heads_cfg.num_heads
     n_train = sum(p.numel() for p in params)
     print(f"stage {args.stage}, ×{args.factor}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
           f"{n_train / 1e6:.2f}M training, k={k}, {len(data.train):,} training images", flush=True)

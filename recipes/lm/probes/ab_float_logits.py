@@ -1,14 +1,14 @@
 """Probe: interleaved A/B of bf16 vs float32 logits in NativeSession (greedy, blockwise k = 3 and 4; the 8 batch-1
 benchmark prompts, 3 repeats, one thread). results/lm/README.md quotes its figures (commit 9caf227).
+It patches ``NativeSession``, which 2bb373e folded into ``blockwise.model.CachedSession``: rerun it on a checkout of
+9caf227..74e4cab (``git worktree add /tmp/bw 74e4cab``), where the change it measured can still be undone.
 """
-import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 import time, torch, json, statistics
 torch.set_num_threads(1)
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks import llama
 from blockwise.tasks.llama import Llama, NativeLM, NativeSession
-from blockwise.tasks.lm.heads_io import ASSET, load_heads
-from blockwise.tasks.lm.prompts import chat_ids
+from blockwise.tasks.lm_heads import ASSET, chat_ids, load_heads
 from blockwise.decoding import blockwise, greedy
 tok, hf = load_smollm2()
 heads, vocab = load_heads(ASSET)

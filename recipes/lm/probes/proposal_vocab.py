@@ -4,7 +4,7 @@ results/lm/README.md quotes two runs with the heads shipped before 5f4a8df: size
 (4096, 3072, 2048) as below. Run from the repository root after recipes/lm/01_generate_data.py.
 """
 import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
-import time, torch, glob, json, sys
+import time, torch, glob, json
 torch.set_num_threads(1)
 from safetensors.torch import load_file
 from blockwise.tasks.hf import load_smollm2

@@ -4,7 +4,6 @@ then decode the same prompt greedily and blockwise and compare outputs, accepted
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

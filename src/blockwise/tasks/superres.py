@@ -25,7 +25,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import HeadsConfig, ModelConfig, preset
 from ..decoding import EXACT, Acceptance, blockwise, greedy
@@ -33,7 +32,6 @@ from ..decoding.common import DecodeStats
 from ..model import BlockwiseModel
 from ..training import cross_entropy
 from ..training.losses import Criterion
-from .translation import merge
 
 PAD, BOS = 0, 1
 OFFSET = 2  # intensity v is token v + OFFSET
@@ -294,7 +292,7 @@ def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str =
         else:
             result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src)
         out += [tokens_to_pixels(t).reshape(high, high) for t in result.tokens]
-        merge(stats, result.stats)
+        stats.merge(result.stats)
     return Upsampled(np.stack(out), stats, time.perf_counter() - start)
 
 

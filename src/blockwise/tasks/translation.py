@@ -164,11 +164,6 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
     return Translation([corpus.decode(t) for t in out], out, stats, seconds)
 
 
-def merge(total: DecodeStats, part: DecodeStats) -> None:
-    """``total.merge(part)``; left for ``tasks/superres.py``, which still imports it (call the method instead)."""
-    total.merge(part)
-
-
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     import sacrebleu
 

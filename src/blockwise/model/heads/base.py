@@ -37,7 +37,7 @@ class Heads(nn.Module):
         self.cfg, self.d_model = cfg, d_model
         # heads that have parameters here: p2..pk with p1 the identity path, p1..pk with a learned p1
         self.n_layer_heads = max(cfg.num_heads - 1 if cfg.p1 == "identity" else cfg.num_heads, 0)
-        self._base: tuple[Embed, Project] | None = None
+        self._base: tuple[Embed, Project | None] | None = None
 
     @property
     def num_heads(self) -> int:
@@ -45,9 +45,10 @@ class Heads(nn.Module):
         return self.cfg.num_heads
 
     # -- the base model's embedding and projection ----------------------------------------------------------------
-    def bind(self, embed: Embed, project: Project) -> "Heads":
+    def bind(self, embed: Embed, project: Project | None = None) -> "Heads":
         """Refer to the base model's input embedding and output projection (``project(states, invariant=False)``).
-        The model that carries the heads calls this once; heads serve one model at a time (``for_model``)."""
+        The model that carries the heads calls this once; heads serve one model at a time (``for_model``). Training
+        on stored hidden states needs only the embedding (chained heads read the true tokens)."""
         self._base = (embed, project)
         return self
 
@@ -64,9 +65,12 @@ class Heads(nn.Module):
         return self._bound()[0](tokens)
 
     def project(self, states: Tensor, invariant: bool = False) -> Tensor:
-        return self._bound()[1](states, invariant=invariant)
+        project = self._bound()[1]
+        if project is None:
+            raise RuntimeError("these heads were bound to an embedding only: no output projection to score with")
+        return project(states, invariant=invariant)
 
-    def _bound(self) -> tuple[Embed, Project]:
+    def _bound(self) -> tuple[Embed, Project | None]:
         if self._base is None:
             raise RuntimeError("these heads are not attached to a base model: call heads.bind(embed, project)")
         return self._base

@@ -11,13 +11,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ...config import HeadsConfig
-from ...model.heads import ProposalHeads
+from ...model.heads import Heads, make_heads
 
 FORMAT = "blockwise-lm-heads/1"
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.safetensors"
 
 
-def save_heads(heads: ProposalHeads, path: str | Path, proposal_vocab: Tensor | None = None,
+def save_heads(heads: Heads, path: str | Path, proposal_vocab: Tensor | None = None,
                extra: dict | None = None) -> None:
     """Heads in float16 safetensors, with the token ids p2..pk are scored over (if restricted)."""
     tensors = {n: t.detach().to(torch.float16).contiguous() for n, t in heads.state_dict().items()}
@@ -29,7 +29,7 @@ def save_heads(heads: ProposalHeads, path: str | Path, proposal_vocab: Tensor | 
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[ProposalHeads, Tensor | None]:
+def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[Heads, Tensor | None]:
     """(heads, proposal vocabulary or None) from a file written by ``save_heads``."""
     from safetensors import safe_open
 
@@ -40,7 +40,7 @@ def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> 
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a heads file (metadata format={meta.get('format')!r})")
-    heads = ProposalHeads(int(meta["d_model"]), HeadsConfig(**json.loads(meta["heads"])))
+    heads = make_heads(int(meta["d_model"]), HeadsConfig.from_dict(json.loads(meta["heads"])))
     state = load_file(str(path))
     vocab = state.pop("proposal_vocab", None)
     heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})

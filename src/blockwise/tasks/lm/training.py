@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...model.heads import ProposalHeads
+from ...model.heads import Heads
 from .distill import Distilled
 
 
@@ -22,14 +22,15 @@ def restricted_vocab(tokens: Tensor, vocab_size: int) -> Tensor:
     return seen.nonzero().squeeze(1)
 
 
-def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tensor, valid: Tensor,
+def head_losses(heads: Heads, emb: Tensor, hidden: Tensor, targets: Tensor, valid: Tensor,
                 given: Tensor | None = None) -> Tensor:
     """Per-head cross-entropy (k-1,) of p2..pk over a restricted vocabulary.
 
     ``emb`` (V', D) are the output-projection rows of the restricted classes; ``targets`` are indices into them.
-    Chained heads also need ``given`` (n, k-1, D): the input embeddings of the true tokens y_{t+1}..y_{t+k-1}.
+    ``given`` (n, k-1): the true tokens y_{t+1}..y_{t+k-1} (token ids), which chained heads read (teacher forcing;
+    heads bound to the base's input embedding) and the others ignore.
     """
-    out = heads(hidden, heads.k, given=given)[:, 1:]  # (n, k-1, D): p1 is the frozen identity path
+    out = heads(hidden, heads.num_heads, given=given)[:, 1:]  # (n, k-1, D): p1 is the frozen identity path
     logits = out @ emb.T  # (n, k-1, V')
     t, v = targets[:, 1:], valid[:, 1:]
     ce = F.cross_entropy(logits.flatten(0, 1).float(), t.flatten(), reduction="none").view_as(t)
@@ -37,16 +38,16 @@ def head_losses(heads: ProposalHeads, emb: Tensor, hidden: Tensor, targets: Tens
 
 
 @torch.no_grad()
-def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512,
-              token_emb: Tensor | None = None, proposal_vocab: Tensor | None = None) -> dict:
+def agreement(heads: Heads, lm_head: Tensor, data: Distilled, index: Tensor, batch: int = 512,
+              proposal_vocab: Tensor | None = None) -> dict:
     """Top-1 agreement of p1..pk with the base model's greedy tokens (full vocabulary), and the expected accepted
     block size at each k if proposals were judged independently of position (a cumulative product of matches).
 
-    Chained heads (``token_emb``: the base's input embeddings) are teacher-forced: their p_i agreement is conditional
+    Chained heads (bound to the base's input embedding) are teacher-forced: their p_i agreement is conditional
     on right tokens before it. The expected block size is the same as with their own proposals (a run of right
     proposals feeds each head exactly the true tokens), so it compares across kinds; per-head agreement does not.
     With ``proposal_vocab`` p2..pk choose among those tokens only, as they do at decoding time."""
-    k = heads.k
+    k = heads.num_heads
     outside = None
     if proposal_vocab is not None:
         outside = torch.ones(lm_head.shape[0], dtype=torch.bool)
@@ -57,8 +58,7 @@ def agreement(heads: ProposalHeads, lm_head: Tensor, data: Distilled, index: Ten
     for s in range(0, len(index), batch):
         idx = index[s: s + batch]
         targets, valid = data.targets(idx, k)
-        given = None if token_emb is None else token_emb[targets[:, : k - 1]].float()
-        logits = heads(data.hidden[idx].float(), k, given=given) @ lm_head.T  # (n, k, V)
+        logits = heads(data.hidden[idx].float(), k, given=targets[:, : k - 1]) @ lm_head.T  # (n, k, V)
         if outside is not None:
             logits[:, 1:, outside] = float("-inf")
         right = (logits.argmax(-1) == targets) & valid
