@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -5,6 +8,8 @@ from blockwise import BlockwiseModel, HeadsConfig, preset
 from blockwise.training import TrainConfig, proposal_loss, train
 
 torch.set_num_threads(1)
+# k="auto" caches measured costs: never in the user's cache folder, and never timings taken under a test run
+os.environ["BLOCKWISE_CACHE"] = tempfile.mkdtemp(prefix="blockwise-test-cache-")
 
 EOS = 1
 V = 24  # tiny vocabulary: 0 pad, 1 eos, 2 bos, 3.. content

@@ -89,6 +89,7 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
                              monkeypatch)
     assert code == 0
     assert "greedy:" in out and "blockwise:" in out and "identical: True" in out
+    assert "(k=auto: k=" in out  # the default block size is chosen per step, and the choices are reported
 
 
 def test_translate_warns_when_a_sentence_is_truncated(capsys, monkeypatch):
@@ -145,6 +146,15 @@ def test_every_command_parses_k_and_long_k(k_flag):
     assert cli.demo_parser().parse_args([k_flag, "4"]).k == 4
 
 
+
+def test_k_auto_is_the_default_of_generate_translate_and_upsample():
+    from blockwise import cli_generate, cli_translate, cli_upsample
+
+    assert cli_generate.parse_args([]).k == "auto" and cli_generate.parse_args(["-k", "AUTO"]).k == "auto"
+    assert cli_translate.parse_args(["x"]).k == "auto"
+    assert cli_upsample.parse_args(["in.png", "out.png"]).k == "auto"
+
+
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_names_the_command_and_has_threads(command, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -187,6 +197,7 @@ MISTAKES = [
     (["translate", "--file", "{folder}"], "is a folder"),
     (["translate", "--file", "{latin1}"], "is not UTF-8 text (line 2, byte 0xe9)"),
     (["translate", "-k", "0", "x"], "-k/--k: must be >= 1"),
+    (["translate", "-k", "fast", "x"], "-k/--k: 'fast' is not a whole number: give a block size >= 1, or auto"),
     (["translate", "--threads", "0", "x"], "--threads: must be >= 1"),
     (["translate", "--batch-size", "0", "x"], "--batch-size: must be >= 1"),
     # upsample

@@ -1,10 +1,13 @@
 """The comparison a user would make, in one run on the same prompts: HF greedy ``generate``, HF prompt-lookup decoding,
-our greedy decoding on the native Llama, and ours blockwise for k = 2..5, at batch 1 and batch 8, 128 new tokens.
+our greedy decoding on the native Llama, and ours blockwise for k = 2..5 and k = auto (chosen per step from measured
+costs: decoding/policy.py), at batch 1 and batch 8, 128 new tokens.
 
 Methods are interleaved within each repeat (so load changes hit all of them alike) and the median over repeats of each
 method's tokens/s is reported; speedups are against HF greedy in the same run and batch. Writes
-``results/lm/summary.json`` (flat records: method, dtype, k, batch, tokens_per_s, speedup, speedup_same_dtype,
-mean_accepted, identical, identical_to_greedy, n), ``details.json`` (per-repeat times, step-cost ratios, load average),
+``results/lm/summary.json`` (flat records with the fields ../shared/tools/check-results names: method, drafter, dtype,
+k, policy, nodes, tree, batch, temperature, tokens_per_s, speedup (over HF fp32 greedy), speedup_same_dtype,
+speedup_vs_greedy (over our greedy, same dtype), mean_accepted, identical (to HF greedy, same dtype), same_as_greedy,
+n, cpu), ``details.json`` (per-repeat times, step-cost ratios, load average, the k chosen by k = auto),
 ``benchmark.md`` and plots. Every method runs in float32 and in bfloat16 (``--dtypes``).
 
     python recipes/lm/03_benchmark.py --repeats 3
@@ -22,9 +25,11 @@ import time
 from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.decoding.common import DecodeStats
+from blockwise.decoding.policy import default_policy
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.step_cost import step_cost
-from blockwise.eval.timing import git_commit
+from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model.invariant import cpu_has_bf16
 from blockwise.tasks.hf import HFCausalLM, load_smollm2
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
@@ -42,7 +47,7 @@ def hf_run(hf, prompts, max_new, eos_id, pad_id, lookup: int | None = None):
     return hf_generate(hf, prompts, max_new, eos_id, pad_id, lookup=lookup), None
 
 
-def ours_run(lm, prompts, max_new, eos_id, k: int | None):
+def ours_run(lm, prompts, max_new, eos_id, k: int | str | None):
     out = greedy(lm, prompts, max_new, eos_id=eos_id) if k is None else \
         blockwise(lm, prompts, max_new, k=k, eos_id=eos_id)
     return out.tokens, out.stats
@@ -62,7 +67,7 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", default=str(ASSET))
     ap.add_argument("--out", default="results/lm")
     ap.add_argument("--max-new", type=int, default=128)
-    ap.add_argument("--ks", default="2,3,4,5")
+    ap.add_argument("--ks", default="2,3,4,5,auto", help="fixed block sizes, and 'auto' (the policy)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--dtypes", default="float32,bfloat16",
                     help="every method runs in each (HF too); speedup is over HF greedy in float32, "
@@ -83,7 +88,7 @@ def main(argv=None) -> None:
     heads32, vocab = load_heads(args.heads)
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")]
     dtypes = args.dtypes.split(",")
 
     methods, natives = [], {}  # methods: (name, dtype, k, run)
@@ -99,12 +104,18 @@ def main(argv=None) -> None:
         methods += [("blockwise", dt, k, (lambda m, k: lambda P: ours_run(m, P, args.max_new, eos, k))(native, k))
                     for k in ks]
 
-    records, details = [], {"runs": {}, "notes": []}
+    records, details = [], {"runs": {}, "notes": [], "k_chosen": {}}
+    cpu = cpu_label()
+    drafter = f"heads: {Path(args.heads).name} ({heads32.cfg.kind}, num_heads={heads32.num_heads})"
     for batch in [int(b) for b in args.batches.split(",")]:
         n = args.n1 if batch == 1 else args.n8
         groups = [all_ids[i: i + batch] for i in range(0, n, batch)]
         skip = set()  # methods that refused this batch size
         for name, dt, k, run in methods:  # warm-up, untimed
+            if k == "auto":  # this machine's costs at every batch size a decode shrinks through, measured once
+                policy = default_policy(natives[dt], groups[0], None, natives[dt].num_heads, args.max_new)
+                for b in range(1, batch + 1):
+                    policy.costs.at(b)
             try:
                 run(groups[0][:1] if batch == 1 else groups[0])
             except Exception as e:  # HF assisted decoding refuses batch > 1
@@ -132,22 +143,32 @@ def main(argv=None) -> None:
         tps = {key: sum(len(r) for r in outputs[key]) / statistics.median(times[key]) for key in keys if key not in skip}
         for name, dt, k in keys:
             key = (name, dt, k)
-            rec = {"method": name, "dtype": dt, "k": k, "batch": batch, "tokens_per_s": None, "speedup": None,
-                   "speedup_same_dtype": None, "mean_accepted": None, "identical": None, "identical_to_greedy": None,
-                   "n": n}
+            auto, lookup = k == "auto", name == "hf_prompt_lookup"
+            rec = {"method": name, "drafter": drafter if name == "blockwise" else
+                   f"prompt lookup ({args.lookup} tokens)" if lookup else None,
+                   "dtype": dt, "k": None if auto else k, "policy": "auto" if auto else None if lookup else "fixed",
+                   "nodes": None if auto or lookup else k or 1, "tree": "chain", "batch": batch, "temperature": 0.0,
+                   "tokens_per_s": None, "speedup": None, "speedup_same_dtype": None, "speedup_vs_greedy": None,
+                   "mean_accepted": None, "identical": None, "same_as_greedy": None, "n": n, "cpu": cpu}
             if key not in skip:
                 ref, ours = outputs[("hf_greedy", dt, None)], outputs[("greedy", dt, None)]
                 rec.update(tokens_per_s=round(tps[key], 2),
                            speedup=round(tps[key] / tps[("hf_greedy", "float32", None)], 3)
                            if ("hf_greedy", "float32", None) in tps else None,
                            speedup_same_dtype=round(tps[key] / tps[("hf_greedy", dt, None)], 3),
-                           identical=None if name == "hf_greedy" else outputs[key] == ref,
-                           identical_to_greedy=outputs[key] == ours if name in ("greedy", "blockwise") else None)
+                           speedup_vs_greedy=round(tps[key] / tps[("greedy", dt, None)], 3),
+                           identical=None if name == "hf_greedy" else sum(a == b for a, b in zip(outputs[key], ref)),
+                           same_as_greedy=sum(a == b for a, b in zip(outputs[key], ours)))
                 if name == "greedy":
                     rec["mean_accepted"] = 1.0
                 if name == "blockwise":
                     st = stats[key]
                     rec["mean_accepted"] = round(sum(s.tokens for s in st) / sum(s.blocks for s in st), 3)
+                    if auto:
+                        total = DecodeStats()
+                        for s in st:
+                            total.merge(s)
+                        details["k_chosen"][f"{dt}_b{batch}"] = total.k_chosen
                 details["runs"][f"{name}_{dt}{'' if k is None else f'_k{k}'}_b{batch}"] = {
                     "seconds": [round(t, 3) for t in times[key]], "tokens": sum(len(r) for r in outputs[key]),
                     "rows_differing_from_hf_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
@@ -164,7 +185,7 @@ def main(argv=None) -> None:
     details["step_cost_hf_float32"] = step_costs(HFCausalLM(hf32), prompt, 6, 9)
     details["load_average_at_end"] = os.getloadavg()
     details["machine"] = {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                          "platform": platform.platform(), "cpu_has_bf16": cpu_has_bf16()}
+                          "platform": platform.platform(), "cpu_has_bf16": cpu_has_bf16(), "isa": cpu}
     details["commit"] = git_commit()
     details["minutes"] = round((time.time() - started) / 60, 1)
     details["heads"] = str(args.heads)
@@ -181,16 +202,22 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
              f"Commit {details['commit']}, {details['minutes']} min, {m['cpus']} cores, {m['threads']} threads, "
              f"torch {m['torch']}, native bf16: {m['cpu_has_bf16']}. Load average at the end: "
              f"{', '.join(f'{x:.2f}' for x in details['load_average_at_end'])}. Medians of "
-             f"{details['args']['repeats']} repeats, methods interleaved. `speedup`: over HF greedy in float32, same "
-             "batch; `same dtype`: over HF greedy in the row's dtype. `identical`: to HF greedy in the row's dtype; "
-             "`= our greedy`: to our greedy decoding in the row's dtype.", "",
-             "| method | dtype | k | batch | tokens/s | speedup | same dtype | mean accepted | identical | = our greedy "
-             "| prompts |", "|---" * 11 + "|"]
+             f"{details['args']['repeats']} repeats, methods interleaved; CPU kernels: {m['isa']}. `speedup`: over HF "
+             "greedy in float32, same batch; `same dtype`: over HF greedy in the row's dtype; `vs greedy`: over our "
+             "greedy in the row's dtype. `identical` / `= our greedy`: outputs equal to HF's / our greedy's in the "
+             "row's dtype (of `prompts`). k = auto: chosen per step (counts below).", "",
+             "| method | dtype | k | batch | tokens/s | speedup | same dtype | vs greedy | mean accepted | identical "
+             "| = our greedy | prompts |", "|---" * 12 + "|"]
     fmt = lambda v: "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in records:
-        lines.append("| " + " | ".join(fmt(r[f]) for f in ("method", "dtype", "k", "batch", "tokens_per_s", "speedup",
-                                                             "speedup_same_dtype", "mean_accepted", "identical",
-                                                             "identical_to_greedy", "n")) + " |")
+        cells = [fmt(r[f]) for f in ("method", "dtype", "k", "batch", "tokens_per_s", "speedup", "speedup_same_dtype",
+                                     "speedup_vs_greedy", "mean_accepted", "identical", "same_as_greedy", "n")]
+        cells[2] = "auto" if r["policy"] == "auto" else cells[2]
+        lines.append("| " + " | ".join(cells) + " |")
+    if details.get("k_chosen"):
+        lines += ["", "k = auto, iterations at each k:", ""]
+        lines += [f"- {run}: " + ", ".join(f"k={k} ×{n}" for k, n in enumerate(c) if n)
+                  for run, c in details["k_chosen"].items()]
     lines += ["", "Step cost (one call feeding T tokens and scoring them, batch 1, relative to T = 1):", "",
               "| model | " + " | ".join(f"T={t}" for t in range(1, 7)) + " | T=1 ms |", "|---" * 8 + "|"]
     for name in [k[len("step_cost_"):] for k in details if k.startswith("step_cost_")]:
@@ -210,8 +237,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         rows = [r for r in records if r["batch"] == batch and r["tokens_per_s"] is not None]
-        labels = [r["method"] + (f" k={r['k']}" if r["k"] else "") + (" bf16" if r["dtype"] == "bfloat16" else " fp32")
-                  for r in rows]
+        labels = [r["method"] + (" k=auto" if r["policy"] == "auto" else f" k={r['k']}" if r["k"] else "")
+                  + (" bf16" if r["dtype"] == "bfloat16" else " fp32") for r in rows]
         colors = [("#bbb" if r["dtype"] == "float32" else "#777") if r["method"].startswith("hf") else
                   ("#7ad" if r["dtype"] == "float32" else "#15a") for r in rows]
         ax.barh(labels, [r["tokens_per_s"] for r in rows], color=colors)
@@ -223,11 +250,16 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     for batch in batches:
         for dt, style in (("float32", "--"), ("bfloat16", "-")):
             rows = [r for r in records if r["batch"] == batch and r["method"] == "blockwise" and r["dtype"] == dt
-                    and r["speedup"] is not None]
-            if rows:
-                ax.plot([r["k"] for r in rows], [r["speedup"] for r in rows], "s" + style,
-                        label=f"speedup over HF fp32, {dt}, batch {batch}")
-    rows = [r for r in records if r["method"] == "blockwise" and r["batch"] == batches[0]
+                    and r["speedup_vs_greedy"] is not None]
+            fixed = [r for r in rows if r["policy"] == "fixed"]
+            if fixed:
+                line, = ax.plot([r["k"] for r in fixed], [r["speedup_vs_greedy"] for r in fixed], "s" + style,
+                                label=f"over our greedy, {dt}, batch {batch}")
+                for r in rows:
+                    if r["policy"] == "auto":
+                        ax.axhline(r["speedup_vs_greedy"], color=line.get_color(), ls=style, lw=0.8, alpha=0.7,
+                                   label=f"k = auto, {dt}, batch {batch}")
+    rows = [r for r in records if r["method"] == "blockwise" and r["batch"] == batches[0] and r["policy"] == "fixed"
             and r["dtype"] == records[0]["dtype"]]  # k̂ is the same in every dtype (exact decoding)
     ax.plot([r["k"] for r in rows], [r["mean_accepted"] for r in rows], "ko:", label=f"mean accepted, batch {batches[0]}")
     ax.axhline(1.0, color="grey", lw=0.8)

@@ -75,7 +75,7 @@ generate data/lm/distill_chat2 159 --prompt-set chat2 --dtype bfloat16 --threads
 # 2. heads. Each later run was recorded as the first run's flags with the ones it names changed; all four are written
 # out in full here. The first run saw the 124 text shards that existed when it started: its shard list is fixed first
 # (02_train_heads.py keeps the list of a run folder's shards.json).
-CHAIN=(--kind chain --k 6 --d-hidden 768 --bf16 --weight-decay 0.01)
+CHAIN=(--kind chain --num-heads 6 --d-hidden 768 --bf16 --weight-decay 0.01)
 mkdir -p runs/lm/heads-chain-trial
 if [ ! -f runs/lm/heads-chain-trial/shards.json ]; then
   "$PY" -c 'import json, sys; print(json.dumps([f"data/lm/distill/shard_{i:05d}.safetensors" for i in range(124)]))' \

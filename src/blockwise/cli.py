@@ -60,8 +60,28 @@ def at_least(low: float, kind: type = int, strict: bool = False) -> Callable[[st
     return parse
 
 
-def add_k(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
-    parser.add_argument("-k", "--k", dest="k", type=at_least(1), default=default, metavar="K", help=help)
+def k_or_auto(text: str) -> int | str:
+    """An argparse type: "auto" (the block size chosen at every step from measured costs) or a number >= 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return at_least(1)(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}: give a block size >= 1, or auto") from None
+
+
+def add_k(parser: argparse.ArgumentParser, default: int | str | None, help: str) -> None:
+    parser.add_argument("-k", "--k", dest="k", type=k_or_auto, default=default, metavar="K", help=help)
+
+
+K_AUTO_HELP = ("auto (default): chosen at every step, 1 (greedy) to all heads, for the most tokens per second from "
+               "this machine's measured cost of a call (measured once, a few seconds, then cached in "
+               "~/.cache/blockwise) and the acceptance seen so far; never slower than greedy by more than the probes")
+
+
+def chosen_ks(stats) -> str:
+    """'k=1 ×12, k=3 ×40': how often each block size was chosen (k=auto)."""
+    return ", ".join(f"k={k} ×{n}" for k, n in enumerate(stats.k_chosen) if n)
 
 
 def add_threads(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
@@ -88,6 +108,11 @@ def run(command: str, body: Callable[[argparse.Namespace], int], args: argparse.
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`blockwise translate ... | head`): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not raise again
+        return 0
 
 
 def existing_file(path: str | Path, what: str, fix: str) -> Path:

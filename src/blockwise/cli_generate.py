@@ -18,7 +18,8 @@ import argparse
 import sys
 import time
 
-from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, run
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
+                  run)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
@@ -30,8 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
                     help=f"the user's message (wrapped in the model's chat template unless --raw; default: "
                          f"{DEFAULT_PROMPT!r})")
-    add_k(ap, 3, "block size: tokens proposed per call (1 = greedy; at most the heads' count, 6 for the shipped "
-                 "heads; default 3, the fastest at batch 1 in results/lm)")
+    add_k(ap, "auto", "block size: tokens proposed per call, 1 (greedy) to the heads' count (6 for the shipped "
+                      "heads), or " + K_AUTO_HELP)
     ap.add_argument("--max-new-tokens", type=at_least(1), default=128, metavar="N",
                     help="tokens to generate at most (default 128)")
     ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
@@ -72,7 +73,7 @@ def checked_heads(load_heads, path, k: int):
                         f"SmolLM2-135M needs width {SMOLLM2_D_MODEL}, p1='identity'): {HEADS_FIX}")
     if vocab is not None and len(vocab) and not 0 <= int(vocab.min()) <= int(vocab.max()) < SMOLLM2_VOCAB:
         raise UserError(f"{path} proposes token ids outside SmolLM2's vocabulary of {SMOLLM2_VOCAB}: {HEADS_FIX}")
-    if k > heads.num_heads:
+    if k != "auto" and k > heads.num_heads:
         n = heads.num_heads
         raise UserError(f"-k {k} is more than the {n} heads in {path} (p1..p{n}): use -k 1..{n}")
     return heads, vocab
@@ -94,6 +95,7 @@ def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .decoding import blockwise, greedy
+    from .decoding.policy import default_policy
     from .model.invariant import cpu_has_bf16
     from .tasks.llama import Llama, NativeLM
     from .tasks.lm.heads_io import ASSET, load_heads
@@ -111,18 +113,24 @@ def generate(args: argparse.Namespace) -> int:
     del hf
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
-    if len(ids) + args.max_new_tokens + args.k - 1 > lm.max_positions:
+    k_max = heads.num_heads if args.k == "auto" else args.k
+    if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
 
-    blockwise(lm, [ids[-8:]], 4, k=args.k, eos_id=eos)  # warm-up: first calls allocate
+    blockwise(lm, [ids[-8:]], 4, k=min(k_max, 2), eos_id=eos)  # warm-up: first calls allocate
+    policy = None
+    if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
+        policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True)
+        policy.costs.at(1)
     printer = Printer(tokenizer, eos)
     t = time.perf_counter()
-    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer)
+    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy)
     seconds = time.perf_counter() - t
     n = len(out.tokens[0])
-    print(f"\n\n[blockwise k={args.k}, {args.dtype}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} tokens/s, "
-          f"mean accepted block {out.stats.mean_accepted:.2f}, {out.stats.calls} model calls", file=sys.stderr)
+    chosen = f" ({chosen_ks(out.stats)})" if policy else ""
+    print(f"\n\n[blockwise k={args.k}{chosen}, {args.dtype}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
+          f"tokens/s, mean accepted block {out.stats.mean_accepted:.2f}, {out.stats.calls} model calls", file=sys.stderr)
     if args.compare:
         t = time.perf_counter()
         ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)

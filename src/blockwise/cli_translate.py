@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, report, run
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
+                  report, run)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "mt_both.safetensors"
@@ -38,7 +39,7 @@ def parse_args(argv):
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="a blockwise translation checkpoint (.safetensors); "
                    "its sentencepiece model must lie beside it as <name>.spm.model or spm.model (default: the shipped "
                    "English-German model)")
-    add_k(p, None, "block size: heads p1..pk used (default: all the model's heads)")
+    add_k(p, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model's heads, or " + K_AUTO_HELP)
     p.add_argument("--accept", choices=["exact", "top2", "top3"], default="exact",
                    help="exact (= greedy output, default) or approximate top-2/top-3 acceptance")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="lines decoded together (default 16)")
@@ -172,7 +173,8 @@ class Translator:
         if compare:
             for greedy_line, line in zip(slow_out, out):
                 print(f"greedy:    {greedy_line}\nblockwise: {line}")
-            print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s (k={self.k}, {self.args.accept}), "
+            k = f"k=auto: {chosen_ks(fast.stats)}" if self.k == "auto" else f"k={self.k}"
+            print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s ({k}, {self.args.accept}), "
                   f"speedup {slow.seconds / fast.seconds:.2f}x, mean accepted block size "
                   f"{fast.stats.mean_accepted:.2f}, identical: {slow.token_ids == fast.token_ids}")
         else:
@@ -185,8 +187,8 @@ def translate_all(args: argparse.Namespace) -> int:
     if args.file:
         check_utf8(existing_file(args.file, "input file", "pass --file with a UTF-8 text file"))
     model, corpus = load_translator(args.model)
-    k = model.num_heads if args.k is None else args.k
-    if k > model.num_heads:
+    k = args.k
+    if k != "auto" and k > model.num_heads:
         raise UserError(f"-k {k} is more than the {model.num_heads} heads of {args.model}: use -k 1..{model.num_heads}")
     import torch
 

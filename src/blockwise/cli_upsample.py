@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import UserError, add_k, add_threads, at_least, command_parser, existing_file, load, run
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
+                  run)
 
 DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Fine-tuning (Both) model
 MODEL_FIX = "pass --checkpoint with a model from recipes/sr/train.py (its .json beside it), or leave it out"
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"model from recipes/sr/train.py (default {DEFAULT_CHECKPOINT})")
     ap.add_argument("--mode", choices=["greedy", "blockwise"], default="blockwise",
                     help="blockwise (default) or plain greedy decoding")
-    add_k(ap, None, "block size: heads p1..pk used (default: all the model has)")
+    add_k(ap, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model has, or " + K_AUTO_HELP)
     ap.add_argument("--eps", type=at_least(0, float), default=0.0, help="ε: accept a proposal within ε intensity "
                     "levels of the argmax (default 0: exact, identical to greedy)")
     ap.add_argument("--min-block", type=at_least(1), default=1,
@@ -94,8 +95,8 @@ def upsample(args: argparse.Namespace) -> int:
         raise UserError(f"{output.parent}: no such folder for the output")
     model, factor, high, layout = load_model(args.checkpoint)
     low = high // factor
-    k = model.num_heads if args.k is None else args.k
-    if args.mode == "blockwise" and k > model.num_heads:
+    k = args.k
+    if args.mode == "blockwise" and k != "auto" and k > model.num_heads:
         raise UserError(f"-k {k} is more than the {model.num_heads} heads this model has: use -k 1..{model.num_heads}")
     pixels, notes = read_low_res(Path(args.input), low)
     for note in notes:
@@ -108,7 +109,7 @@ def upsample(args: argparse.Namespace) -> int:
         label = "greedy"
     else:
         out = sr.upsample(model, lows, factor, "blockwise", k=k, accept=rule, layout=layout)
-        label = f"blockwise k={k}, {rule.describe()}"
+        label = f"blockwise k={k}{f' ({chosen_ks(out.stats)})' if k == 'auto' else ''}, {rule.describe()}"
     image = Image.fromarray(out.images[0])
     if args.scale > 1:
         image = image.resize((high * args.scale, high * args.scale), Image.Resampling.NEAREST)

@@ -3,7 +3,8 @@
 Each iteration is one model call: the k proposed tokens are fed at once; p1 at every fed position verifies them
 (predict / verify / accept), and the heads at the last accepted position propose the next block: p1 from the scores
 just computed, p2..pk from the heads. m tokens take about m/k̂ + 1 calls. Rows of a batch accept different k̂; the
-cache rolls each row back to its own length.
+cache rolls each row back to its own length. With ``k="auto"`` a ``Policy`` (policy.py) chooses the block size of
+every iteration from measured costs and the acceptance seen so far; k = 1 is a greedy step.
 """
 
 from __future__ import annotations
@@ -15,24 +16,34 @@ import torch
 from .acceptance import EXACT, Acceptance
 from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, prefill
 from .interface import DecodingModel
+from .policy import Policy, default_policy
 
 
 @torch.no_grad()
-def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, k: int | None = None,
-              eos_id: int | None = None, accept: Acceptance = EXACT,
+def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int,
+              k: int | str | None = None, eos_id: int | None = None, accept: Acceptance = EXACT,
               sources: Sequence[Sequence[int]] | None = None,
-              stream: Callable[[int, list[int]], None] | None = None) -> DecodeOutput:
+              stream: Callable[[int, list[int]], None] | None = None, policy: Policy | None = None,
+              k_max: int | None = None, progress: bool = False) -> DecodeOutput:
     """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token.
 
-    ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified."""
-    k = model.num_heads if k is None else k
+    ``k``: a fixed block size (default: every head), or "auto": a ``policy`` chooses each iteration's k in 1..k_max
+    (default: ``default_policy``, whose first use on a machine measures the model's costs, with a progress line if
+    ``progress``). ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified."""
+    auto = k == "auto" or policy is not None
+    if isinstance(k, str) and not auto:
+        raise ValueError(f"k must be a number of heads or 'auto', got {k!r}")
+    k = policy.k_max if policy is not None else (k_max or model.num_heads) if auto or k is None else k
     check_inputs(model, prefixes, max_new_tokens, sources, k)
+    if auto and policy is None:
+        policy = default_policy(model, prefixes, sources, k, max_new_tokens, progress)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, k), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
-    block = propose(session, session.scores(hidden), hidden, k)  # (B, k): ŷ_{j+1..j+k}; ŷ_{j+1} is p1's argmax
+    size = policy.choose(len(prefixes)) if auto else k  # this iteration's block size
+    block = propose(session, session.scores(hidden), hidden, size)  # (B, size): ŷ_{j+1..}; ŷ_{j+1} is p1's argmax
     while True:
-        n = min(k, int(remaining.max()))  # near the end, feed no more than any row may still accept
+        n = min(size, int(remaining.max()))  # near the end, feed no more than any row may still accept
         block = block[:, :n]
         start = session.lengths.clone()
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
@@ -40,6 +51,9 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, n, V): p1 at every fed position
         k_hat = accept(block, scores)  # (B,) in 1..n
+        if auto:
+            policy.observe(k_hat, n)
+            stats.count_k(n)
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
         session.truncate(start + k_hat)
         for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
@@ -52,7 +66,8 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             kept = rows.keep(~finished, session)
             hidden, scores, k_hat, remaining = hidden[kept], scores[kept], k_hat[kept], remaining[kept]
         last = torch.arange(hidden.shape[0]), k_hat - 1  # the last accepted token of each row
-        block = propose(session, scores[last], hidden[last], k)  # (B, k)
+        size = policy.choose(hidden.shape[0]) if auto else k
+        block = propose(session, scores[last], hidden[last], size)  # (B, size)
     return DecodeOutput(rows.tokens, stats)
 
 

@@ -14,12 +14,14 @@ from .interface import DecodingModel, Session
 
 @dataclass
 class DecodeStats:
-    """Counts of one decoder run over a batch. ``block_sizes[j]`` = how many (row, iteration) pairs accepted k̂ = j."""
+    """Counts of one decoder run over a batch. ``block_sizes[j]`` = how many (row, iteration) pairs accepted k̂ = j;
+    with ``k="auto"``, ``k_chosen[k]`` = how many iterations fed blocks of k tokens."""
 
     iterations: int = 0  # decoding-loop iterations over the batch
     calls: int = 0  # model invocations (the prefill call included)
     tokens: int = 0  # tokens produced, summed over rows
     block_sizes: list[int] = field(default_factory=list)
+    k_chosen: list[int] = field(default_factory=list)
 
     @property
     def blocks(self) -> int:
@@ -32,26 +34,33 @@ class DecodeStats:
 
     def count_blocks(self, k_hat: Sequence[int]) -> None:
         for j in k_hat:
-            self._grow(j + 1)
+            _grow(self.block_sizes, j + 1)
             self.block_sizes[j] += 1
             self.tokens += j
+
+    def count_k(self, k: int) -> None:
+        _grow(self.k_chosen, k + 1)
+        self.k_chosen[k] += 1
 
     def merge(self, other: DecodeStats) -> None:
         """Add another run's counts to these (a corpus decoded batch by batch gets one total)."""
         self.iterations += other.iterations
         self.calls += other.calls
         self.tokens += other.tokens
-        self._grow(len(other.block_sizes))
-        for j, c in enumerate(other.block_sizes):
-            self.block_sizes[j] += c
-
-    def _grow(self, n: int) -> None:
-        if n > len(self.block_sizes):
-            self.block_sizes.extend([0] * (n - len(self.block_sizes)))
+        for mine, theirs in ((self.block_sizes, other.block_sizes), (self.k_chosen, other.k_chosen)):
+            _grow(mine, len(theirs))
+            for j, c in enumerate(theirs):
+                mine[j] += c
 
     def as_dict(self) -> dict:
         return {"iterations": self.iterations, "calls": self.calls, "tokens": self.tokens,
-                "block_sizes": list(self.block_sizes), "mean_accepted": self.mean_accepted}
+                "block_sizes": list(self.block_sizes), "mean_accepted": self.mean_accepted,
+                "k_chosen": list(self.k_chosen)}
+
+
+def _grow(counts: list[int], n: int) -> None:
+    if n > len(counts):
+        counts.extend([0] * (n - len(counts)))
 
 
 @dataclass

@@ -44,8 +44,27 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+IMITATION = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
+def cpu_label() -> str:
+    """The instruction sets that decide our kernels, as results record them (``cpu``): what PyTorch's own kernels use
+    ("avx2", "avx512"), then the native bf16 ones the CPU has ("avx512_bf16", "amx"); "(imitated)" when the
+    environment caps the kernels below what the CPU has (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS,
+    ONEDNN_MAX_CPU_ISA), in which case the native bf16 instructions are not used either."""
+    capped = any(os.environ.get(name) for name in IMITATION)
+    parts = [torch.backends.cpu.get_cpu_capability().lower()]
+    if not capped:
+        try:
+            flags = set(open("/proc/cpuinfo").read().split())
+        except OSError:
+            flags = set()
+        parts += [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return ",".join(parts) + (" (imitated)" if capped else "")
+
+
 def environment() -> dict:
     """What a reader needs to judge a timing: where, on what, how loaded."""
     return {"commit": git_commit(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": cpu_name(), "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+            "cpu": cpu_name(), "isa": cpu_label(), "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version()}

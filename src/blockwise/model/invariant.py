@@ -13,6 +13,8 @@ attention of that session. Training and uncached forwards never take these paths
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,6 +23,9 @@ from torch import Tensor
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX; Linux flags, False where unknown).
     There bf16 makes verifying a block nearly as cheap as one token, and the batch invariance below is tested."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()  # oneDNN capped below bf16 (e.g. imitating an AVX2 CPU)
+    if isa and isa != "ALL" and "BF16" not in isa and "AMX" not in isa:
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -29,6 +29,7 @@ import torch
 from ..config import HeadsConfig, ModelConfig, preset
 from ..decoding import EXACT, Acceptance, blockwise, greedy
 from ..decoding.common import DecodeStats
+from ..decoding.policy import default_policy
 from ..model import BlockwiseModel
 from ..training import cross_entropy
 from ..training.losses import Criterion
@@ -273,7 +274,7 @@ class Upsampled:
 
 
 @torch.no_grad()
-def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str = "greedy", k: int = 1,
+def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str = "greedy", k: int | str = 1,
              accept: Acceptance = EXACT, batch_size: int = 16, layout: str = "aligned") -> Upsampled:
     """Generate the high-resolution images of ``lows`` (N, l, l) pixel by pixel. method: greedy | blockwise.
     ``layout`` must be the source layout the model was trained with (``load_sr``'s meta["source"])."""
@@ -283,17 +284,19 @@ def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str =
         raise ValueError(f"low-resolution images must be (N, l, l), got shape {lows.shape}")
     high = lows.shape[1] * factor
     out, stats = [], DecodeStats()
-    start = time.perf_counter()
+    start, measuring = time.perf_counter(), 0.0
     for i in range(0, len(lows), batch_size):
         src = sources(lows[i:i + batch_size], factor, layout)
         prefixes = [[BOS]] * len(src)
         if method == "greedy":
             result = greedy(model, prefixes, high * high, sources=src)
         else:
-            result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src)
+            policy = default_policy(model, prefixes, src, model.num_heads, high * high) if k == "auto" else None
+            result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src, policy=policy)
+            measuring += policy.costs.measure_seconds if policy else 0.0  # one-time, not decoding
         out += [tokens_to_pixels(t).reshape(high, high) for t in result.tokens]
         stats.merge(result.stats)
-    return Upsampled(np.stack(out), stats, time.perf_counter() - start)
+    return Upsampled(np.stack(out), stats, time.perf_counter() - start - measuring)
 
 
 # -- quality -------------------------------------------------------------------------------------------------------

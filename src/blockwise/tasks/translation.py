@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..batching import pad
 from ..decoding import EXACT, Acceptance, beam_search, blockwise, greedy
 from ..decoding.common import DecodeStats
+from ..decoding.policy import default_policy
 from ..model import BlockwiseModel
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -131,9 +132,11 @@ class Translation:
 
 
 @torch.no_grad()
-def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy", k: int = 1,
-              accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4, progress: bool = False) -> Translation:
-    """Translate English sentences in batches of similar length. method: greedy | blockwise | beam."""
+def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy",
+              k: int | str = 1, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
+              progress: bool = False) -> Translation:
+    """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. With k="auto" the
+    block size is chosen per step (decoding/policy.py); ``seconds`` leaves out the one-time cost measurement."""
     from tqdm.auto import tqdm
 
     sources = [s + [EOS] for s in corpus.encode(sentences)]
@@ -142,17 +145,19 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     stats = DecodeStats()
-    start = time.perf_counter()
+    start, measuring = time.perf_counter(), 0.0
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=method):
         rows = order[b:b + batch_size]
         src = [sources[i] for i in rows]
         # the same limit for every k of one model (a k-dependent one cut blockwise outputs short of greedy's)
-        max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - max(k, model.num_heads))
+        max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - model.num_heads)
         prefixes = [[BOS]] * len(rows)
         if method == "greedy":
             result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
         elif method == "blockwise":
-            result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src)
+            policy = default_policy(model, prefixes, src, model.num_heads, max_new) if k == "auto" else None
+            result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy)
+            measuring += policy.costs.measure_seconds if policy else 0.0
         elif method == "beam":
             result = beam_search(model, prefixes, max_new, beam_size=beam_size, eos_id=EOS, sources=src)
         else:
@@ -160,7 +165,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
         for i, tokens in zip(rows, result.tokens):
             out[i] = tokens
         stats.merge(result.stats)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - measuring
     return Translation([corpus.decode(t) for t in out], out, stats, seconds)
 
 

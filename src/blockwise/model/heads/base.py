@@ -38,6 +38,9 @@ class Heads(nn.Module):
         # heads that have parameters here: p2..pk with p1 the identity path, p1..pk with a learned p1
         self.n_layer_heads = max(cfg.num_heads - 1 if cfg.p1 == "identity" else cfg.num_heads, 0)
         self._base: tuple[Embed, Project | None] | None = None
+        # held-out expected accepted block size E(k) at k = 1..num_heads, where the heads file records it: the prior of
+        # the block-size policy (decoding/policy.py)
+        self.expected_accepted: list[float] | None = None
 
     @property
     def num_heads(self) -> int:
@@ -58,6 +61,7 @@ class Heads(nn.Module):
             return self
         copy = type(self)(self.d_model, self.cfg)
         copy.load_state_dict(self.state_dict())
+        copy.expected_accepted = self.expected_accepted
         p = next(self.parameters(), None)
         return copy if p is None else copy.to(dtype=p.dtype, device=p.device).train(self.training)
 

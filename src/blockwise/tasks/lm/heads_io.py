@@ -44,4 +44,7 @@ def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> 
     state = load_file(str(path))
     vocab = state.pop("proposal_vocab", None)
     heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})
+    expected = json.loads(meta.get("metrics", "{}")).get("expected_accepted", {})
+    if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior
+        heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
     return heads.to(dtype).eval(), None if vocab is None else vocab.long()

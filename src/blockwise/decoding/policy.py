@@ -1,0 +1,244 @@
+"""Choosing k at every step from measured costs, so that blockwise decoding is never slower than greedy.
+
+One iteration at block size k feeds k tokens to each of B rows, scores them, and proposes the next block; its time
+c(B, k) is measured once per machine (k = 1 is a greedy step: feed one token, score it). A row then accepts on average
+
+    E(k) = 1 + Σ_{j=2..k} Π_{i=2..j} a_i
+
+tokens, where a_i is the probability that proposal i is accepted once proposals 2..i-1 were. The policy picks the k
+that maximises B · E(k) / c(B, k): tokens per second. k = 1, plain greedy, wins whenever nothing beats it. Any k gives
+the same output under exact acceptance, so the choice only moves time.
+
+The a_i start from a prior (the heads' held-out agreement where the heads file stores it, else a cautious default,
+each depth's prior scaled by how the depth before it does against its own) and follow what is accepted while
+decoding: counts of "reached depth i" and "accepted at depth i" decay by half every
+``half_life`` iterations, so a prompt that turns predictable (a list, code, copying) raises k within a few steps, and
+an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
+observed at all, so after ``probe_every`` greedy steps in a row one iteration tries k = 2: a prompt that turned
+predictable is noticed, at a bounded cost (at most (c(2) - c(1)) / probe_every per step when nothing is ever
+accepted: under 2% where a 2-token call costs 1.5 greedy steps).
+
+Costs are cached on disk (``cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
+depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
+and the context the calls attend over (measured halfway through the decode; keyed rounded up to 64, 256, 1024, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .interface import DecodingModel
+
+DEFAULT_PRIOR = 0.5  # a_i when the heads say nothing: k = 2 is tried where a 2-token call costs < 1.5 greedy steps
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BLOCKWISE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+        "blockwise"
+    return Path(root)
+
+
+def prior_from_expected(expected: Sequence[float]) -> list[float]:
+    """a_2..a_K from held-out expected accepted block sizes E(1..K) (E(1) = 1): a_k = ΔE(k) / ΔE(k-1)."""
+    steps = [b - a for a, b in zip([0.0, *expected], expected)]  # ΔE(1) = 1, ΔE(k) = Π a_2..a_k
+    return [min(max(steps[i] / steps[i - 1], 0.0), 1.0) if steps[i - 1] > 0 else 0.0 for i in range(1, len(steps))]
+
+
+class AcceptanceEstimate:
+    """Running estimates of a_2..a_K: decayed counts plus a prior worth ``weight`` observations."""
+
+    def __init__(self, prior: Sequence[float], weight: float = 2.0, half_life: float = 4.0) -> None:
+        self.prior = torch.tensor([float(p) for p in prior], dtype=torch.float64)  # (K-1,)
+        self.weight, self.decay = weight, 0.5 ** (1.0 / half_life)
+        self.reached = torch.zeros_like(self.prior)
+        self.accepted = torch.zeros_like(self.prior)
+
+    @property
+    def a(self) -> Tensor:
+        """(K-1,) current a_2..a_K. A depth's prior moves with the depth before it (heads that beat their held-out
+        agreement at depth i-1 are credited at depth i too), so depths not fed yet are tried once shallower ones do
+        well, and not while they do badly."""
+        a, scale = torch.empty_like(self.prior), 1.0
+        for i in range(len(a)):
+            mean = min(float(self.prior[i]) * scale, 1.0)
+            a[i] = (self.accepted[i] + self.weight * mean) / (self.reached[i] + self.weight)
+            scale = float(a[i]) / float(self.prior[i]) if self.prior[i] > 0 else 1.0
+        return a
+
+    def expected(self) -> Tensor:
+        """(K,) E(1..K): expected tokens accepted per row and iteration at each k."""
+        return torch.cat([torch.ones(1, dtype=torch.float64), 1 + torch.cumprod(self.a, 0).cumsum(0)])
+
+    def observe(self, k_hat: Tensor, fed: int) -> None:
+        """One iteration: each row was fed ``fed`` tokens and its rule accepted k̂ (B,) of them (before clipping at
+        the end of a row). Proposal i (2..fed) was reached where k̂ >= i - 1 and accepted where k̂ >= i."""
+        self.reached *= self.decay
+        self.accepted *= self.decay
+        depth = torch.arange(2, fed + 1)  # proposals 2..fed
+        if len(depth) == 0:
+            return
+        k_hat = k_hat.cpu()[:, None]
+        self.reached[: fed - 1] += (k_hat >= depth - 1).sum(0).double()
+        self.accepted[: fed - 1] += (k_hat >= depth).sum(0).double()
+
+
+class Costs:
+    """Milliseconds of one iteration per batch size and k, measured on demand and cached on disk."""
+
+    def __init__(self, table: dict[int, dict[int, float]] | None = None, key: str | None = None,
+                 measure=None) -> None:
+        self.table = {int(b): {int(k): float(v) for k, v in row.items()} for b, row in (table or {}).items()}
+        self.key, self.measure = key, measure  # measure(batch) -> {k: ms}; None: only the table
+        self.measure_seconds = 0.0  # time spent measuring (callers timing a decode subtract it)
+
+    def at(self, batch: int) -> dict[int, float]:
+        """k -> ms at this batch size: measured at the power of two at or above it (cost grows with the batch, so
+        this errs towards the slower estimate)."""
+        bucket = 1 << max(batch - 1, 0).bit_length()
+        if bucket not in self.table:
+            known = [b for b in self.table if b >= batch]
+            if self.measure is None:
+                if not self.table:
+                    raise ValueError("no measured costs and nothing to measure them with")
+                bucket = min(known) if known else max(self.table)
+            else:
+                start = time.perf_counter()
+                self.table[bucket] = self.measure(bucket)
+                self.measure_seconds += time.perf_counter() - start
+                self._save()
+        return self.table[bucket]
+
+    def _save(self) -> None:
+        if self.key is None:
+            return
+        path = cache_dir() / "costs.json"
+        try:
+            data = json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            data = {}
+        data[self.key] = self.table
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    @staticmethod
+    def cached(key: str) -> dict[int, dict[int, float]]:
+        path = cache_dir() / "costs.json"
+        try:
+            return json.loads(path.read_text()).get(key, {}) if path.exists() else {}
+        except ValueError:
+            return {}
+
+
+class Policy:
+    """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
+
+    def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 2.0,
+                 half_life: float = 4.0, probe_every: int = 16) -> None:
+        if k_max < 1:
+            raise ValueError(f"k_max must be >= 1, got {k_max}")
+        prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
+        self.costs, self.k_max, self.probe_every = costs, k_max, probe_every
+        self.estimate = AcceptanceEstimate(prior, weight, half_life)
+        self.greedy_steps = 0  # greedy steps in a row
+
+    def best(self, batch: int) -> int:
+        """The k (1..k_max) with the most expected tokens per second for ``batch`` rows (rows accept alike)."""
+        ms = self.costs.at(batch)
+        expected = self.estimate.expected()
+        rates = {k: expected[k - 1].item() / ms[k] for k in range(1, self.k_max + 1) if k in ms}
+        return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
+
+    def choose(self, batch: int) -> int:
+        """This iteration's k: the best one, or a probe at k = 2 after ``probe_every`` greedy steps in a row."""
+        k = self.best(batch)
+        self.greedy_steps = self.greedy_steps + 1 if k == 1 else 0
+        if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_every:
+            self.greedy_steps = 0
+            return 2
+        return k
+
+    def observe(self, k_hat: Tensor, fed: int) -> None:
+        self.estimate.observe(k_hat, fed)
+
+
+# -- the default policy of a model: measured costs, the heads' prior ------------------------------------------------
+def context_bucket(context: int) -> int:
+    """64, 256, 1024, ...: the smallest at or above ``context``."""
+    bucket = 64
+    while bucket < context:
+        bucket *= 4
+    return bucket
+
+
+def model_key(model: DecodingModel, context: int, k_max: int) -> str:
+    """What a measured cost depends on, as a string (see the module's docstring)."""
+    parts = [type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
+    if isinstance(model, torch.nn.Module):
+        params = list(model.parameters())
+        shapes = hashlib.sha1(repr([tuple(p.shape) for p in params]).encode()).hexdigest()[:10]
+        heads = getattr(model, "heads", None)
+        kind = getattr(getattr(heads, "cfg", None), "kind", "?")
+        parts += [f"shapes={shapes}", f"kind={kind}", f"dtype={params[0].dtype}".replace("torch.", ""),
+                  f"device={params[0].device}"]
+    parts += [f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
+              f"cpu={torch.backends.cpu.get_cpu_capability()}",
+              f"isa={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}",
+              f"context={context_bucket(context)}"]
+    return "|".join(parts)
+
+
+def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, k_max: int,
+                      ahead: int = 0, repeats: int = 5, progress: bool = False) -> dict[int, float]:
+    """k -> median ms of one iteration over the first ``batch`` rows (repeated if fewer), ``ahead`` tokens after the
+    prefixes: feed k tokens, take p1's argmax at all of them, propose the next k - 1 (k = 1: a greedy step)."""
+    from ..eval.step_cost import step_cost
+    from .common import prefill
+
+    rows = [i % len(prefixes) for i in range(batch)]
+    chosen = [prefixes[i] for i in rows]
+    session, _ = prefill(model, chosen, max(map(len, chosen)) + ahead + 2 * k_max + 1,
+                         None if sources is None else [sources[i] for i in rows])
+    tokens = torch.full((batch, max(k_max, ahead)), 3, dtype=torch.long, device=session.lengths.device)
+    if ahead:
+        session.feed(tokens[:, :ahead])  # the context a decode attends over halfway through
+    ms = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=k_max, desc=f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)",
+                   leave=False, dynamic_ncols=True)
+    for k in range(1, k_max + 1):
+        def then(hidden: Tensor, best: Tensor, k: int = k) -> None:
+            session.proposals(hidden[:, -1], best[:, -1], k).argmax(-1)
+
+        ms[k] = step_cost(session, tokens, [k], repeats=repeats, warmup=2, then=then).ms[k]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return ms
+
+
+def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, k_max: int,
+                   max_new_tokens: int = 0, progress: bool = False) -> Policy:
+    """Measured (or cached) costs of this model on this machine, and the heads' own prior where they carry one."""
+    longest = max(map(len, prefixes))
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 2 * k_max - 1)
+    key = model_key(model, longest + max(ahead, 0), k_max)
+    costs = Costs(Costs.cached(key), key,
+                  lambda b: measure_iteration(model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress))
+    heads = getattr(model, "heads", None)
+    expected = getattr(heads, "expected_accepted", None)
+    prior = prior_from_expected(expected) if expected else []
+    return Policy(costs, prior, k_max)

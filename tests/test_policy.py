@@ -1,0 +1,112 @@
+"""The block-size policy (k="auto"): exact whatever it chooses, greedy where blocks do not pay, long blocks where they
+do, and quick to follow a prompt that turns predictable. Costs are given as tables here: no timing in tests."""
+
+import json
+
+import pytest
+import torch
+
+from blockwise import blockwise, greedy
+from blockwise.decoding.policy import AcceptanceEstimate, Costs, Policy, model_key, prior_from_expected
+from conftest import EOS, random_model
+from scripted import ScriptedModel
+
+
+def linear_costs(step: float, k_max: int = 6) -> Costs:
+    """c(k) = 1 + step (k - 1) ms at every batch size."""
+    return Costs({b: {k: 1 + step * (k - 1) for k in range(1, k_max + 1)} for b in (1, 2, 4, 8)})
+
+
+def test_prior_from_held_out_expected_block_sizes():
+    a = prior_from_expected([1.0, 1.5, 1.8, 1.98])  # ΔE = 1, .5, .3, .18 -> a2 = .5, a3 = .6, a4 = .6
+    assert a == pytest.approx([0.5, 0.6, 0.6])
+    est = AcceptanceEstimate(a)
+    assert est.expected().tolist() == pytest.approx([1.0, 1.5, 1.8, 1.98])
+
+
+def test_estimates_count_what_was_reached_and_accepted():
+    est = AcceptanceEstimate([0.5, 0.5, 0.5], weight=1e-9, half_life=1e9)
+    est.observe(torch.tensor([1, 2, 4, 3]), fed=4)  # proposals 2..4; k̂ >= i accepts proposal i
+    assert est.reached.tolist() == pytest.approx([4, 3, 2])  # depth 2 reached by every row, depth 3 where k̂ >= 2, 4 where k̂ >= 3
+    assert est.accepted.tolist() == [3, 2, 1]
+    assert est.a.tolist() == pytest.approx([3 / 4, 2 / 3, 1 / 2])
+    est.observe(torch.tensor([1]), fed=1)  # a greedy step: nothing to learn
+    assert est.reached.tolist() == pytest.approx([4, 3, 2])
+
+
+def test_greedy_when_blocks_do_not_pay_and_long_blocks_when_they_do():
+    assert Policy(linear_costs(1.0), [0.9] * 5, 6).best(1) == 1  # a k-token call costs k greedy steps
+    assert Policy(linear_costs(0.05), [0.9] * 5, 6).best(1) == 6  # nearly free verification, good heads
+    assert Policy(linear_costs(0.5), [0.1] * 5, 6).best(1) == 1  # bad heads
+    mid = Policy(linear_costs(0.3), [0.8, 0.5, 0.2, 0.1, 0.1], 6).best(4)
+    assert 2 <= mid <= 4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("step", [0.05, 0.5, 1.5])
+def test_auto_is_exactly_greedy(batch, step):
+    model = ScriptedModel(k=5, correct=lambda length: length % 5, eos_id=EOS, eos_at=70)
+    prefixes = [[3, 4], [5], [6, 7, 8]][:batch]
+    ref = greedy(model, prefixes, 60, eos_id=EOS)
+    out = blockwise(model, prefixes, 60, eos_id=EOS, policy=Policy(linear_costs(step, 5), [0.5] * 4, 5))
+    assert out.tokens == ref.tokens
+    assert sum(out.stats.k_chosen) == out.stats.iterations and out.stats.calls == out.stats.iterations + 1
+
+
+def test_auto_follows_a_prompt_that_turns_predictable():
+    """No proposal is right for the first 60 positions, every proposal after: greedy first, then k_max within a few
+    iterations of the switch (the probe notices it), and exactly greedy's output throughout."""
+    switch, k_max = 60, 5
+    model = ScriptedModel(k=k_max, correct=lambda length: 0 if length < switch else k_max)
+    policy = Policy(linear_costs(0.5, k_max), [0.3] * (k_max - 1), k_max)
+    choose, produced, log = policy.choose, [0], []  # log: (tokens produced so far, k chosen)
+    policy.choose = lambda batch: log.append((produced[0], choose(batch))) or log[-1][1]
+
+    def count(row, tokens):
+        produced[0] += len(tokens)
+
+    out = blockwise(model, [[3]], 200, policy=policy, stream=count)
+    assert out.tokens == greedy(model, [[3]], 200).tokens
+    before = [k for at, k in log if at < switch - 5]
+    after = [k for at, k in log if at >= switch]
+    assert before.count(1) >= 0.8 * len(before), before  # greedy while nothing is accepted (probes aside)
+    first_long = next(i for i, k in enumerate(after) if k == k_max)
+    assert first_long <= 20, after[:30]  # within the probe interval of the switch
+    assert after[first_long:].count(k_max) >= 0.9 * len(after[first_long:]), after
+
+
+def test_costs_are_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
+    calls = []
+
+    def measure(batch):
+        calls.append(batch)
+        return {1: 1.0, 2: 1.2 * batch}
+
+    costs = Costs(Costs.cached("key"), "key", measure)
+    assert costs.at(3) == {1: 1.0, 2: 4.8}  # batch 3 -> the bucket of 4
+    assert costs.at(4) == costs.at(3) and calls == [4]
+    again = Costs(Costs.cached("key"), "key", lambda b: pytest.fail("measured twice"))
+    assert again.at(4) == {1: 1.0, 2: 4.8}
+    assert json.loads((tmp_path / "costs.json").read_text())["key"] == {"4": {"1": 1.0, "2": 4.8}}
+
+
+def test_model_key_names_what_the_cost_depends_on():
+    model = random_model("tiny", k=4, seed=0)
+    key = model_key(model, 10, 4)
+    assert "dtype=float64" in key and "context=64" in key and "k_max=4" in key
+    assert model_key(model.float(), 10, 4) != key
+    assert model_key(model, 70, 4) != key
+
+
+def test_auto_on_a_real_model_measures_its_costs_and_stays_greedy(tmp_path, monkeypatch, trained_decoder):
+    monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
+    prefixes = [[2, 3], [4], [5, 6, 7]]
+    ref = greedy(trained_decoder, prefixes, 30, eos_id=EOS)
+    out = blockwise(trained_decoder, prefixes, 30, k="auto", eos_id=EOS)
+    assert out.tokens == ref.tokens
+    assert sum(out.stats.k_chosen) == out.stats.iterations
+    table = json.loads((tmp_path / "costs.json").read_text())
+    assert len(table) == 1 and all(set(row) == {"1", "2", "3", "4"} for row in next(iter(table.values())).values())
+    with pytest.raises(ValueError, match="'auto'"):
+        blockwise(trained_decoder, prefixes, 30, k="fast")
