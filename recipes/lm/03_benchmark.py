@@ -75,8 +75,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
     ap.add_argument("--n8", type=int, default=16, help="prompts at batch 8 (two batches of 8)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens for HF prompt lookup")
+    ap.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens for HF prompt lookup (0: skip it)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--merge-into", default=None, help="also put the rows into this summary.json (replacing rows of "
+                    "the same --run tag and cpu), e.g. results/lm/summary.json for a run written to another --out")
+    ap.add_argument("--run", default=None, help="a tag stored in every row (with --merge-into)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
@@ -97,10 +100,11 @@ def main(argv=None) -> None:
         hf = hf32 if dt == "float32" else copy.deepcopy(hf32).to(torch_dt)
         native = natives[dt] = NativeLM(Llama.from_hf(hf32).cast(torch_dt), copy.deepcopy(heads32).to(torch_dt),
                                         proposal_vocab=vocab)
-        methods += [("hf_greedy", dt, None, (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad))(hf)),
-                    ("hf_prompt_lookup", dt, None,
-                     (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad, lookup=args.lookup))(hf)),
-                    ("greedy", dt, None, (lambda m: lambda P: ours_run(m, P, args.max_new, eos, None))(native))]
+        methods += [("hf_greedy", dt, None, (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad))(hf))]
+        if args.lookup:
+            methods += [("hf_prompt_lookup", dt, None,
+                         (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad, lookup=args.lookup))(hf))]
+        methods += [("greedy", dt, None, (lambda m: lambda P: ours_run(m, P, args.max_new, eos, None))(native))]
         methods += [("blockwise", dt, k, (lambda m, k: lambda P: ours_run(m, P, args.max_new, eos, k))(native, k))
                     for k in ks]
 
@@ -190,7 +194,14 @@ def main(argv=None) -> None:
     details["minutes"] = round((time.time() - started) / 60, 1)
     details["heads"] = str(args.heads)
     details["args"] = vars(args)
+    if args.run:
+        records = [r | {"run": args.run} for r in records]
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1))
+    if args.merge_into:
+        merged = Path(args.merge_into)
+        old = json.loads(merged.read_text()) if merged.exists() else []
+        keep = [r for r in old if not (r.get("run") == args.run and r.get("cpu") == cpu)]
+        merged.write_text(json.dumps(keep + records, indent=1) + "\n")
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str))
     write_report(records, details, out_dir)
     print((out_dir / "benchmark.md").read_text())

@@ -1,0 +1,113 @@
+"""k = auto against greedy and fixed k on the translation test sentences, in one run (issue 16).
+
+The shipped English-German model (src/blockwise/assets/mt_both.safetensors), exact acceptance, the first ``--n`` test
+sentences, batch sizes ``--batches``; methods interleaved within each repeat, medians of ``--repeats``. Speedup is
+over our greedy decoding in the same run, batch and dtype; ``identical`` counts outputs equal to greedy's. The cost
+measurement of k = auto happens in the warm-up (once per machine; cached) and is never timed.
+
+Writes ``results/mt/policy/<cpu tag>/`` (summary.json, table.md) and puts the same rows into results/mt/summary.json
+(replacing this recipe's earlier rows for that CPU), with the fields ../shared/tools/check-results names.
+
+    python recipes/mt/05_policy.py --test data/mt/test.en --n 200
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/mt/05_policy.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from blockwise.decoding.policy import default_policy  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.timing import cpu_label, git_commit
+from blockwise.model import BlockwiseModel
+from blockwise.tasks.translation import BOS, EOS, Corpus, bleu, translate
+
+import torch
+
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "blockwise" / "assets"
+RUN = "05_policy"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--test", default="data/mt/test.en", help="English test sentences (the .de beside it: BLEU)")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--ks", default="2,4,8,10,auto")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--out", default="results/mt/policy")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    model = BlockwiseModel.load(ASSETS / "mt_both.safetensors", dtype=getattr(torch, args.dtype))
+    corpus = Corpus.from_spm(ASSETS / "mt_both.spm.model")
+    test = Path(args.test)
+    sentences = test.read_text(encoding="utf-8").splitlines()[: args.n]
+    refs_path = test.with_suffix(".de")
+    refs = refs_path.read_text(encoding="utf-8").splitlines()[: args.n] if refs_path.exists() else None
+    methods = [("greedy", 1)] + [("blockwise", k if k == "auto" else int(k)) for k in args.ks.split(",")]
+    cpu = cpu_label()
+    records, chosen = [], {}
+    for batch in map(int, args.batches.split(",")):
+        for method, k in methods:  # warm-up; k = auto measures this machine's costs here, once per batch bucket
+            if k == "auto":
+                src = [s + [EOS] for s in corpus.encode(sentences[:batch])]
+                policy = default_policy(model, [[BOS]] * len(src), src, model.num_heads, 64)
+                for b in range(1, batch + 1):
+                    policy.costs.at(b)
+            translate(model, corpus, sentences[:batch], method, k=k, batch_size=batch)
+        times, outs = {m: [] for m in methods}, {}
+        for r in range(args.repeats):
+            for m in (methods if r % 2 == 0 else methods[::-1]):
+                out = translate(model, corpus, sentences, m[0], k=m[1], batch_size=batch)
+                times[m].append(out.seconds)
+                outs[m] = out
+        greedy_s = statistics.median(times[("greedy", 1)])
+        for (method, k), out in outs.items():
+            auto = k == "auto"
+            s = statistics.median(times[(method, k)])
+            if auto:
+                chosen[f"batch {batch}"] = out.stats.k_chosen
+            records.append({"regime": "both (shipped)", "k": None if auto else k, "accept": "exact", "batch": batch,
+                            "bleu": bleu(out.hypotheses, refs) if refs else None,
+                            "mean_accepted": round(out.stats.mean_accepted, 3), "speedup": round(greedy_s / s, 3),
+                            "speedup_vs_greedy": round(greedy_s / s, 3),
+                            "identical": sum(a == b for a, b in zip(out.token_ids, outs[("greedy", 1)].token_ids)),
+                            "n": len(sentences), "decoder": method, "dtype": args.dtype,
+                            "nodes": None if auto else k, "tree": "chain", "policy": "auto" if auto else "fixed",
+                            "cpu": cpu, "seconds": round(s, 3), "run": RUN})
+            print(f"batch {batch} {method} k={k}: {s:.2f} s, {greedy_s / s:.2f}x greedy, "
+                  f"k̂ {out.stats.mean_accepted:.2f}" + (f", chosen {out.stats.k_chosen}" if auto else ""), flush=True)
+    tag = cpu.replace(" (imitated)", "-imitated").replace(",", "+")
+    out_dir = Path(args.out) / tag
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"commit": git_commit(), "minutes": round((time.time() - started) / 60, 1), "cpu": cpu,
+            "threads": args.threads, "args": vars(args), "k_chosen": chosen}
+    (out_dir / "summary.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    lines = [f"# Translation: k = auto vs greedy and fixed k ({cpu}, {args.dtype})", "",
+             f"Commit {meta['commit']}, {meta['minutes']} min, {args.threads} thread(s), the first {len(sentences)} "
+             f"test sentences, medians of {args.repeats} interleaved repeats. `vs greedy`: our greedy's time / this "
+             "method's, same run and batch.", "",
+             "| batch | method | k | seconds | vs greedy | mean accepted | identical | BLEU |", "|---" * 8 + "|"]
+    for r in records:
+        bl = "–" if r["bleu"] is None else f"{r['bleu']:.2f}"
+        k = "auto" if r["policy"] == "auto" else r["k"]
+        lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
+                     f"{r['mean_accepted']:.2f} | {r['identical']}/{r['n']} | {bl} |")
+    lines += ["", "k = auto, iterations at each k: " + "; ".join(
+        f"{b}: " + ", ".join(f"k={k} ×{n}" for k, n in enumerate(c) if n) for b, c in chosen.items())]
+    (out_dir / "table.md").write_text("\n".join(lines) + "\n")
+    summary = Path("results/mt/summary.json")
+    if summary.exists():
+        rows = [r for r in json.loads(summary.read_text()) if not (r.get("run") == RUN and r.get("cpu") == cpu)]
+        summary.write_text(json.dumps(rows + records, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
