@@ -34,12 +34,30 @@ def test_estimates_count_what_was_reached_and_accepted():
     assert est.reached.tolist() == pytest.approx([4, 3, 2])
 
 
+def observed(policy: Policy, k_hat: list[int], fed: int, times: int = 3) -> Policy:
+    for _ in range(times):
+        policy.observe(torch.tensor(k_hat), fed)
+    return policy
+
+
 def test_greedy_when_blocks_do_not_pay_and_long_blocks_when_they_do():
-    assert Policy(linear_costs(1.0), [0.9] * 5, 6).best(1) == 1  # a k-token call costs k greedy steps
-    assert Policy(linear_costs(0.05), [0.9] * 5, 6).best(1) == 6  # nearly free verification, good heads
-    assert Policy(linear_costs(0.5), [0.1] * 5, 6).best(1) == 1  # bad heads
-    mid = Policy(linear_costs(0.3), [0.8, 0.5, 0.2, 0.1, 0.1], 6).best(4)
+    all_right = [6, 6, 6, 6]
+    assert observed(Policy(linear_costs(1.0), [0.9] * 5, 6), all_right, 6).best(1) == 1  # k tokens cost k steps
+    assert observed(Policy(linear_costs(0.05), [0.9] * 5, 6), all_right, 6).best(1) == 6  # nearly free, all right
+    assert observed(Policy(linear_costs(0.5), [0.1] * 5, 6), [1, 1, 1, 1], 6).best(1) == 1  # nothing accepted
+    mid = observed(Policy(linear_costs(0.3), [0.8, 0.5, 0.2, 0.1, 0.1], 6), [1, 2, 3, 3], 6).best(4)
     assert 2 <= mid <= 4
+
+
+def test_blocks_grow_a_depth_at_a_time():
+    """Depths never observed are tried one at a time: the first block is at most 2 tokens, then one more per
+    iteration while everything is accepted."""
+    policy = Policy(linear_costs(0.05), [0.9] * 5, 6)
+    sizes = []
+    for _ in range(6):
+        sizes.append(policy.choose(1))
+        policy.observe(torch.tensor([sizes[-1]]), sizes[-1])  # everything fed is accepted
+    assert sizes == [2, 3, 4, 5, 6, 6]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

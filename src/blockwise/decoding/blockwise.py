@@ -50,12 +50,13 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, n, V): p1 at every fed position
-        k_hat = accept(block, scores)  # (B,) in 1..n
+        k_hat = accept(block, scores) if n > 1 else torch.ones_like(remaining)  # (B,) in 1..n
         if auto:
             policy.observe(k_hat, n)
             stats.count_k(n)
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
-        session.truncate(start + k_hat)
+        if n > 1:  # a one-token block (a greedy step) is accepted whole: nothing to roll back
+            session.truncate(start + k_hat)
         for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
             rows.append(row, tokens[:j])
         stats.count_blocks(k_hat.tolist())

@@ -1,13 +1,15 @@
 """Choosing k at every step from measured costs, so that blockwise decoding is never slower than greedy.
 
-One iteration at block size k feeds k tokens to each of B rows, scores them, and proposes the next block; its time
-c(B, k) is measured once per machine (k = 1 is a greedy step: feed one token, score it). A row then accepts on average
+One iteration at block size k feeds k tokens to each of B rows, verifies them, rolls back, and proposes the next
+block; its time c(B, k) is measured once per machine inside a real decode, bookkeeping included (k = 1 is a greedy
+step). A row then accepts on average
 
     E(k) = 1 + Σ_{j=2..k} Π_{i=2..j} a_i
 
 tokens, where a_i is the probability that proposal i is accepted once proposals 2..i-1 were. The policy picks the k
-that maximises B · E(k) / c(B, k): tokens per second. k = 1, plain greedy, wins whenever nothing beats it. Any k gives
-the same output under exact acceptance, so the choice only moves time.
+that maximises B · E(k) / c(B, k): tokens per second. k = 1, plain greedy, wins whenever nothing beats it by 5%
+(``margin``: measured costs and running estimates are noisy). Any k gives the same output under exact acceptance, so
+the choice only moves time.
 
 The a_i start from a prior (the heads' held-out agreement where the heads file stores it, else a cautious default,
 each depth's prior scaled by how the depth before it does against its own) and follow what is accepted while
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -142,20 +145,26 @@ class Costs:
 class Policy:
     """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
 
-    def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 2.0,
-                 half_life: float = 4.0, probe_every: int = 16) -> None:
+    def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 1.0,
+                 half_life: float = 4.0, probe_every: int = 16, margin: float = 1.05) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
-        self.costs, self.k_max, self.probe_every = costs, k_max, probe_every
+        self.costs, self.k_max, self.probe_every, self.margin = costs, k_max, probe_every, margin
         self.estimate = AcceptanceEstimate(prior, weight, half_life)
         self.greedy_steps = 0  # greedy steps in a row
 
     def best(self, batch: int) -> int:
-        """The k (1..k_max) with the most expected tokens per second for ``batch`` rows (rows accept alike)."""
+        """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among 1..k_max but
+        at most one deeper than the deepest depth observed lately: a block grows a depth at a time, so an estimate
+        that rests on the prior alone is tried at the cost of one extra token, never of k_max - 1."""
         ms = self.costs.at(batch)
         expected = self.estimate.expected()
-        rates = {k: expected[k - 1].item() / ms[k] for k in range(1, self.k_max + 1) if k in ms}
+        seen = self.estimate.reached >= 0.5  # (K-1,) depths 2..K observed lately
+        deepest = 1 + int(seen.long().cumprod(0).sum())  # depths 2..deepest all observed
+        top = min(self.k_max, deepest + 1)
+        rates = {k: expected[k - 1].item() / ms[k] for k in range(1, top + 1) if k in ms}
+        rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
     def choose(self, batch: int) -> int:
@@ -197,20 +206,30 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     return "|".join(parts)
 
 
+class _Fixed:
+    """A stand-in policy that always chooses k and notes when it was asked: the gaps are whole iterations."""
+
+    def __init__(self, k: int) -> None:
+        self.k_max, self.k, self.stamps = k, k, []
+
+    def choose(self, batch: int) -> int:
+        self.stamps.append(time.perf_counter())
+        return self.k
+
+    def observe(self, k_hat: Tensor, fed: int) -> None:
+        pass
+
+
 def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, k_max: int,
-                      ahead: int = 0, repeats: int = 5, progress: bool = False) -> dict[int, float]:
-    """k -> median ms of one iteration over the first ``batch`` rows (repeated if fewer), ``ahead`` tokens after the
-    prefixes: feed k tokens, take p1's argmax at all of them, propose the next k - 1 (k = 1: a greedy step)."""
-    from ..eval.step_cost import step_cost
-    from .common import prefill
+                      ahead: int = 0, repeats: int = 9, progress: bool = False) -> dict[int, float]:
+    """k -> median ms of one whole decoding iteration at block size k (feed, verify, accept, roll back, propose the
+    next block, the bookkeeping included: on small models that is a good part of it), over the first ``batch`` rows
+    (repeated if fewer) and ``ahead`` tokens after the prefixes, timed inside a real decode."""
+    from .blockwise import blockwise
 
     rows = [i % len(prefixes) for i in range(batch)]
-    chosen = [prefixes[i] for i in rows]
-    session, _ = prefill(model, chosen, max(map(len, chosen)) + ahead + 2 * k_max + 1,
-                         None if sources is None else [sources[i] for i in rows])
-    tokens = torch.full((batch, max(k_max, ahead)), 3, dtype=torch.long, device=session.lengths.device)
-    if ahead:
-        session.feed(tokens[:, :ahead])  # the context a decode attends over halfway through
+    chosen = [list(prefixes[i]) + [3] * ahead for i in rows]  # the context a decode attends over halfway through
+    chosen_sources = None if sources is None else [sources[i] for i in rows]
     ms = {}
     bar = None
     if progress:
@@ -219,10 +238,10 @@ def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], s
         bar = tqdm(total=k_max, desc=f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)",
                    leave=False, dynamic_ncols=True)
     for k in range(1, k_max + 1):
-        def then(hidden: Tensor, best: Tensor, k: int = k) -> None:
-            session.proposals(hidden[:, -1], best[:, -1], k).argmax(-1)
-
-        ms[k] = step_cost(session, tokens, [k], repeats=repeats, warmup=2, then=then).ms[k]
+        fixed = _Fixed(k)
+        blockwise(model, chosen, (repeats + 2) * k, sources=chosen_sources, policy=fixed)
+        gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]  # the first two: warm-up
+        ms[k] = 1e3 * statistics.quantiles(gaps, n=4)[0]  # lower quartile: a shared machine only ever adds time
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -234,7 +253,7 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
                    max_new_tokens: int = 0, progress: bool = False) -> Policy:
     """Measured (or cached) costs of this model on this machine, and the heads' own prior where they carry one."""
     longest = max(map(len, prefixes))
-    ahead = min(max_new_tokens // 2, model.max_positions - longest - 2 * k_max - 1)
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 8 * k_max - 1)
     key = model_key(model, longest + max(ahead, 0), k_max)
     costs = Costs(Costs.cached(key), key,
                   lambda b: measure_iteration(model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress))

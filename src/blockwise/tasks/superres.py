@@ -284,18 +284,19 @@ def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str =
         raise ValueError(f"low-resolution images must be (N, l, l), got shape {lows.shape}")
     high = lows.shape[1] * factor
     out, stats = [], DecodeStats()
-    start, measuring = time.perf_counter(), 0.0
+    start, policy = time.perf_counter(), None
     for i in range(0, len(lows), batch_size):
         src = sources(lows[i:i + batch_size], factor, layout)
         prefixes = [[BOS]] * len(src)
         if method == "greedy":
             result = greedy(model, prefixes, high * high, sources=src)
         else:
-            policy = default_policy(model, prefixes, src, model.num_heads, high * high) if k == "auto" else None
+            if k == "auto" and policy is None:  # one policy for all the images: what it learns carries over
+                policy = default_policy(model, prefixes, src, model.num_heads, high * high)
             result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src, policy=policy)
-            measuring += policy.costs.measure_seconds if policy else 0.0  # one-time, not decoding
         out += [tokens_to_pixels(t).reshape(high, high) for t in result.tokens]
         stats.merge(result.stats)
+    measuring = policy.costs.measure_seconds if policy else 0.0  # one-time, not decoding
     return Upsampled(np.stack(out), stats, time.perf_counter() - start - measuring)
 
 

@@ -145,7 +145,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     stats = DecodeStats()
-    start, measuring = time.perf_counter(), 0.0
+    start, policy = time.perf_counter(), None
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=method):
         rows = order[b:b + batch_size]
         src = [sources[i] for i in rows]
@@ -155,9 +155,9 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
         if method == "greedy":
             result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
         elif method == "blockwise":
-            policy = default_policy(model, prefixes, src, model.num_heads, max_new) if k == "auto" else None
+            if k == "auto" and policy is None:  # one policy for the whole text: what it learns carries over
+                policy = default_policy(model, prefixes, src, model.num_heads, max_new)
             result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy)
-            measuring += policy.costs.measure_seconds if policy else 0.0
         elif method == "beam":
             result = beam_search(model, prefixes, max_new, beam_size=beam_size, eos_id=EOS, sources=src)
         else:
@@ -165,7 +165,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
         for i, tokens in zip(rows, result.tokens):
             out[i] = tokens
         stats.merge(result.stats)
-    seconds = time.perf_counter() - start - measuring
+    seconds = time.perf_counter() - start - (policy.costs.measure_seconds if policy else 0.0)
     return Translation([corpus.decode(t) for t in out], out, stats, seconds)
 
 
