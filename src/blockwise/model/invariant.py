@@ -78,3 +78,29 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     weights = scores.softmax(-1).to(v.dtype).view(B, Hkv, m, S)
     y = (weights @ v).view(B, Hkv, T, G, Dh)
     return y.transpose(2, 3).reshape(B, H, T, Dh)
+
+
+def pack(w: Tensor, out_in: bool) -> Tensor | None:
+    """``w`` as oneDNN's packed float32 weight (an opaque tensor for ``packed_mm``), or None where oneDNN is missing.
+
+    Why: in float32 MKL multiplies one row fast (a GEMV) but 2-8 rows ~3x slower per call on the CPUs here, which is
+    what made verifying a block cost 2-3 greedy steps; oneDNN's packed kernel costs about the same for 1 to 4 rows
+    (recipes/core/probes/small_m_gemm.py: a SmolLM2 layer's products at 4 rows 1.4x (AVX-512) / 1.6x (AVX2) of 1 row,
+    MKL 3.5x / 2.7x). Its result for a row does not depend on the other rows (2 to 8), so with a lone row fed beside a
+    copy of itself (as ``mm`` does in bf16) float32 decoding is batch-invariant too."""
+    if w.dtype != torch.float32 or not w.is_cpu or not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(w if out_in else w.t().contiguous(), 8)
+    except (RuntimeError, AttributeError):  # a build without these ops
+        return None
+
+
+def packed_mm(x: Tensor, packed: Tensor) -> Tensor:
+    """``x @ w`` (..., in) -> (..., out) with a weight from ``pack``; every row's bits independent of the others."""
+    rows = x.reshape(-1, x.shape[-1])
+    lone = rows.shape[0] == 1
+    if lone:
+        rows = torch.cat([rows, rows])
+    y = torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "")
+    return (y[:1] if lone else y).reshape(*x.shape[:-1], y.shape[-1])
