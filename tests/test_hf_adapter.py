@@ -274,3 +274,32 @@ def test_cast_changes_the_layout_not_the_function(hf_model):
         assert not any(layer.out_in for layer in native.layers)
         back = native.lm_head(native(tokens))
         torch.testing.assert_close(back, plain.float().lm_head(plain.float()(tokens)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this PyTorch build")
+def test_packed_float32_products_decode_as_the_model(hf_model):
+    """Llama.cast(float32) multiplies several rows with oneDNN-packed copies of its matrices: the logits stay the
+    model's (to float32 rounding), greedy equals HF generate, blockwise equals greedy, and a row's product has the same
+    bits whatever rows are beside it."""
+    from blockwise.model.invariant import pack, packed_mm
+
+    native = Llama.from_hf(hf_model).cast(torch.float32)
+    assert all(set(layer.packed) == {"w_qkv", "w_out", "w_gate_up", "w_down"} for layer in native.layers)
+    plain = Llama.from_hf(hf_model)
+    tokens = torch.tensor([PROMPTS[2] + PROMPTS[0]])
+    with torch.no_grad():
+        torch.testing.assert_close(native.lm_head(native(tokens)), plain.lm_head(plain(tokens)), rtol=1e-5, atol=1e-5)
+    lm = NativeLM(native, make_heads("paper", 3))
+    ref = hf_generate(hf_model, PROMPTS, 24)
+    assert greedy(lm, PROMPTS, 24, eos_id=EOS).tokens == ref
+    for k in (2, 4):
+        assert blockwise(lm, PROMPTS, 24, k=k, eos_id=EOS).tokens == ref
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 96, generator=g)
+    x = torch.randn(6, 64, generator=g)
+    packed = pack(w, out_in=False)
+    block = packed_mm(x, packed)
+    torch.testing.assert_close(block, x @ w, rtol=1e-5, atol=1e-4)
+    for i in range(6):
+        assert torch.equal(packed_mm(x[i:i + 1], packed), block[i:i + 1])
+        assert torch.equal(packed_mm(x[i:i + 2], packed), block[i:i + 2])

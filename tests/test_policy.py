@@ -4,7 +4,6 @@ do, and quick to follow a prompt that turns predictable. Costs are given as tabl
 import json
 
 import pytest
-import torch
 
 from blockwise import blockwise, greedy
 from blockwise.decoding.policy import AcceptanceEstimate, Costs, Policy, model_key, prior_from_expected
@@ -21,22 +20,22 @@ def test_prior_from_held_out_expected_block_sizes():
     a = prior_from_expected([1.0, 1.5, 1.8, 1.98])  # ΔE = 1, .5, .3, .18 -> a2 = .5, a3 = .6, a4 = .6
     assert a == pytest.approx([0.5, 0.6, 0.6])
     est = AcceptanceEstimate(a)
-    assert est.expected().tolist() == pytest.approx([1.0, 1.5, 1.8, 1.98])
+    assert est.expected() == pytest.approx([1.0, 1.5, 1.8, 1.98])
 
 
 def test_estimates_count_what_was_reached_and_accepted():
     est = AcceptanceEstimate([0.5, 0.5, 0.5], weight=1e-9, half_life=1e9)
-    est.observe(torch.tensor([1, 2, 4, 3]), fed=4)  # proposals 2..4; k̂ >= i accepts proposal i
-    assert est.reached.tolist() == pytest.approx([4, 3, 2])  # depth 2 reached by every row, depth 3 where k̂ >= 2, 4 where k̂ >= 3
-    assert est.accepted.tolist() == [3, 2, 1]
-    assert est.a.tolist() == pytest.approx([3 / 4, 2 / 3, 1 / 2])
-    est.observe(torch.tensor([1]), fed=1)  # a greedy step: nothing to learn
-    assert est.reached.tolist() == pytest.approx([4, 3, 2])
+    est.observe([1, 2, 4, 3], fed=4)  # proposals 2..4; k̂ >= i accepts proposal i
+    assert est.reached == pytest.approx([4, 3, 2])  # depth 2 reached by every row, depth 3 where k̂ >= 2, 4 where k̂ >= 3
+    assert est.accepted == pytest.approx([3, 2, 1])
+    assert est.a == pytest.approx([3 / 4, 2 / 3, 1 / 2])
+    est.observe([1], fed=1)  # a greedy step: nothing to learn
+    assert est.reached == pytest.approx([4, 3, 2])
 
 
 def observed(policy: Policy, k_hat: list[int], fed: int, times: int = 3) -> Policy:
     for _ in range(times):
-        policy.observe(torch.tensor(k_hat), fed)
+        policy.observe(k_hat, fed)
     return policy
 
 
@@ -56,7 +55,7 @@ def test_blocks_grow_a_depth_at_a_time():
     sizes = []
     for _ in range(6):
         sizes.append(policy.choose(1))
-        policy.observe(torch.tensor([sizes[-1]]), sizes[-1])  # everything fed is accepted
+        policy.observe([sizes[-1]], sizes[-1])  # everything fed is accepted
     assert sizes == [2, 3, 4, 5, 6, 6]
 
 
@@ -76,7 +75,7 @@ def test_auto_follows_a_prompt_that_turns_predictable():
     iterations of the switch (the probe notices it), and exactly greedy's output throughout."""
     switch, k_max = 60, 5
     model = ScriptedModel(k=k_max, correct=lambda length: 0 if length < switch else k_max)
-    policy = Policy(linear_costs(0.5, k_max), [0.3] * (k_max - 1), k_max)
+    policy = Policy(linear_costs(0.5, k_max), [0.3] * (k_max - 1), k_max, probe_every=16)
     choose, produced, log = policy.choose, [0], []  # log: (tokens produced so far, k chosen)
     policy.choose = lambda batch: log.append((produced[0], choose(batch))) or log[-1][1]
 

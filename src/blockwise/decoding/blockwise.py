@@ -45,18 +45,24 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     while True:
         n = min(size, int(remaining.max()))  # near the end, feed no more than any row may still accept
         block = block[:, :n]
-        start = session.lengths.clone()
+        start = session.lengths.clone() if n > 1 else None
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, n, V): p1 at every fed position
-        k_hat = accept(block, scores) if n > 1 else torch.ones_like(remaining)  # (B,) in 1..n
-        if auto:
-            policy.observe(k_hat, n)
-            stats.count_k(n)
-        k_hat, finished = clip(k_hat, block, remaining, eos_id)
-        if n > 1:  # a one-token block (a greedy step) is accepted whole: nothing to roll back
+        if n > 1:
+            k_hat = accept(block, scores)  # (B,) in 1..n
+            if auto:
+                policy.observe(k_hat.tolist(), n)
+            k_hat, finished = clip(k_hat, block, remaining, eos_id)
             session.truncate(start + k_hat)
+        else:  # a one-token block is a greedy step: accepted whole, nothing to verify or roll back
+            if auto:
+                policy.observe((), 1)
+            k_hat = torch.ones_like(remaining)
+            finished = (remaining == 1) if eos_id is None else (remaining == 1) | (block[:, 0] == eos_id)
+        if auto:
+            stats.count_k(n)
         for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
             rows.append(row, tokens[:j])
         stats.count_blocks(k_hat.tolist())
@@ -66,9 +72,13 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
         if bool(finished.any()):
             kept = rows.keep(~finished, session)
             hidden, scores, k_hat, remaining = hidden[kept], scores[kept], k_hat[kept], remaining[kept]
-        last = torch.arange(hidden.shape[0]), k_hat - 1  # the last accepted token of each row
+        if n == 1:
+            p1, h = scores[:, 0], hidden[:, 0]
+        else:
+            last = torch.arange(hidden.shape[0]), k_hat - 1  # the last accepted token of each row
+            p1, h = scores[last], hidden[last]
         size = policy.choose(hidden.shape[0]) if auto else k
-        block = propose(session, scores[last], hidden[last], size)  # (B, size)
+        block = propose(session, p1, h, size)  # (B, size)
     return DecodeOutput(rows.tokens, stats)
 
 

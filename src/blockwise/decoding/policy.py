@@ -18,7 +18,7 @@ decoding: counts of "reached depth i" and "accepted at depth i" decay by half ev
 an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
 observed at all, so after ``probe_every`` greedy steps in a row one iteration tries k = 2: a prompt that turned
 predictable is noticed, at a bounded cost (at most (c(2) - c(1)) / probe_every per step when nothing is ever
-accepted: under 2% where a 2-token call costs 1.5 greedy steps).
+accepted: about 3% where a 2-token call costs 2 greedy steps, with probe_every = 32).
 
 Costs are cached on disk (``cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
 depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor
 
 from .interface import DecodingModel
 
@@ -56,41 +55,46 @@ def prior_from_expected(expected: Sequence[float]) -> list[float]:
 
 
 class AcceptanceEstimate:
-    """Running estimates of a_2..a_K: decayed counts plus a prior worth ``weight`` observations."""
+    """Running estimates of a_2..a_K: decayed counts plus a prior worth ``weight`` observations. Plain Python floats:
+    this runs at every iteration, where a dozen tiny tensor operations would cost more than a small model's step."""
 
     def __init__(self, prior: Sequence[float], weight: float = 2.0, half_life: float = 4.0) -> None:
-        self.prior = torch.tensor([float(p) for p in prior], dtype=torch.float64)  # (K-1,)
+        self.prior = [float(p) for p in prior]  # a_2..a_K
         self.weight, self.decay = weight, 0.5 ** (1.0 / half_life)
-        self.reached = torch.zeros_like(self.prior)
-        self.accepted = torch.zeros_like(self.prior)
+        self.reached = [0.0] * len(self.prior)
+        self.accepted = [0.0] * len(self.prior)
 
     @property
-    def a(self) -> Tensor:
-        """(K-1,) current a_2..a_K. A depth's prior moves with the depth before it (heads that beat their held-out
-        agreement at depth i-1 are credited at depth i too), so depths not fed yet are tried once shallower ones do
-        well, and not while they do badly."""
-        a, scale = torch.empty_like(self.prior), 1.0
-        for i in range(len(a)):
-            mean = min(float(self.prior[i]) * scale, 1.0)
-            a[i] = (self.accepted[i] + self.weight * mean) / (self.reached[i] + self.weight)
-            scale = float(a[i]) / float(self.prior[i]) if self.prior[i] > 0 else 1.0
+    def a(self) -> list[float]:
+        """Current a_2..a_K. A depth's prior moves with the depth before it (heads that beat their held-out agreement
+        at depth i-1 are credited at depth i too), so depths not fed yet are tried once shallower ones do well, and
+        not while they do badly."""
+        a, scale = [], 1.0
+        for prior, reached, accepted in zip(self.prior, self.reached, self.accepted):
+            mean = min(prior * scale, 1.0)
+            a.append((accepted + self.weight * mean) / (reached + self.weight))
+            scale = a[-1] / prior if prior > 0 else 1.0
         return a
 
-    def expected(self) -> Tensor:
-        """(K,) E(1..K): expected tokens accepted per row and iteration at each k."""
-        return torch.cat([torch.ones(1, dtype=torch.float64), 1 + torch.cumprod(self.a, 0).cumsum(0)])
+    def expected(self) -> list[float]:
+        """E(1..K): expected tokens accepted per row and iteration at each k."""
+        out, run = [1.0], 1.0
+        for a in self.a:
+            run *= a
+            out.append(out[-1] + run)
+        return out
 
-    def observe(self, k_hat: Tensor, fed: int) -> None:
-        """One iteration: each row was fed ``fed`` tokens and its rule accepted k̂ (B,) of them (before clipping at
-        the end of a row). Proposal i (2..fed) was reached where k̂ >= i - 1 and accepted where k̂ >= i."""
-        self.reached *= self.decay
-        self.accepted *= self.decay
-        depth = torch.arange(2, fed + 1)  # proposals 2..fed
-        if len(depth) == 0:
-            return
-        k_hat = k_hat.cpu()[:, None]
-        self.reached[: fed - 1] += (k_hat >= depth - 1).sum(0).double()
-        self.accepted[: fed - 1] += (k_hat >= depth).sum(0).double()
+    def observe(self, k_hat: Sequence[int], fed: int) -> None:
+        """One iteration: each row was fed ``fed`` tokens and its rule accepted k̂ of them (before clipping at the
+        end of a row). Proposal i (2..fed) was reached where k̂ >= i - 1 and accepted where k̂ >= i."""
+        self.reached = [r * self.decay for r in self.reached]
+        self.accepted = [a * self.decay for a in self.accepted]
+        for j in k_hat:
+            for i in range(2, fed + 1):
+                if j < i - 1:
+                    break
+                self.reached[i - 2] += 1.0
+                self.accepted[i - 2] += j >= i
 
 
 class Costs:
@@ -146,7 +150,7 @@ class Policy:
     """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
 
     def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 1.0,
-                 half_life: float = 4.0, probe_every: int = 16, margin: float = 1.05) -> None:
+                 half_life: float = 4.0, probe_every: int = 32, margin: float = 1.05) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
@@ -160,10 +164,11 @@ class Policy:
         that rests on the prior alone is tried at the cost of one extra token, never of k_max - 1."""
         ms = self.costs.at(batch)
         expected = self.estimate.expected()
-        seen = self.estimate.reached >= 0.5  # (K-1,) depths 2..K observed lately
-        deepest = 1 + int(seen.long().cumprod(0).sum())  # depths 2..deepest all observed
+        deepest = 1  # depths 2..deepest all observed lately
+        while deepest - 1 < len(self.estimate.reached) and self.estimate.reached[deepest - 1] >= 0.5:
+            deepest += 1
         top = min(self.k_max, deepest + 1)
-        rates = {k: expected[k - 1].item() / ms[k] for k in range(1, top + 1) if k in ms}
+        rates = {k: expected[k - 1] / ms[k] for k in range(1, top + 1) if k in ms}
         rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
@@ -176,7 +181,7 @@ class Policy:
             return 2
         return k
 
-    def observe(self, k_hat: Tensor, fed: int) -> None:
+    def observe(self, k_hat: Sequence[int], fed: int) -> None:
         self.estimate.observe(k_hat, fed)
 
 
@@ -216,7 +221,7 @@ class _Fixed:
         self.stamps.append(time.perf_counter())
         return self.k
 
-    def observe(self, k_hat: Tensor, fed: int) -> None:
+    def observe(self, k_hat: Sequence[int], fed: int) -> None:
         pass
 
 

@@ -136,6 +136,7 @@ class Llama(nn.Module):
         # The output projection, stored (D, V) for the same reason as the layers' weights (a copy when tied).
         self.w_lm_head = nn.Parameter(torch.zeros(cfg.d_model, cfg.vocab_size))
         self.out_in = False  # the matrices' layout, set by ``cast``: (out, in) for bfloat16, else (in, out)
+        self.packed_head: Tensor | None = None  # float32: oneDNN-packed output projection (``cast``)
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float()
                                                   / cfg.head_dim))
@@ -166,11 +167,15 @@ class Llama(nn.Module):
                         weight = pack(getattr(layer, name).detach(), out_in)
                         if weight is not None:
                             layer.packed[name] = weight
+            # the output projection too: the largest matrix, scored at every position of a verified block
+            self.packed_head = pack(self.w_lm_head.detach(), False) if packed and dtype == torch.float32 else None
         self.out_in = out_in
         return self
 
     def lm_head(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Logits (..., V) at final hidden states (..., D)."""
+        if self.packed_head is not None and hidden.dtype == torch.float32 and hidden.numel() > hidden.shape[-1]:
+            return packed_mm(hidden, self.packed_head)  # several rows: see Block.product
         if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
             return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
