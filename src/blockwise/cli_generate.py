@@ -119,6 +119,8 @@ def generate(args: argparse.Namespace) -> int:
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
 
     blockwise(lm, [ids[-8:]], 4, k=min(k_max, 2), eos_id=eos)  # warm-up: first calls allocate
+    if args.compare:
+        greedy(lm, [ids[-8:]], 4, eos_id=eos)  # the same warm-up for the decoder timed second
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
         policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True)
