@@ -27,6 +27,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats
 from blockwise.decoding.policy import default_policy
+from blockwise.eval.records import format_k_chosen, merge_rows
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.step_cost import step_cost
 from blockwise.eval.timing import cpu_label, git_commit
@@ -118,8 +119,7 @@ def main(argv=None) -> None:
         for name, dt, k, run in methods:  # warm-up, untimed
             if k == "auto":  # this machine's costs at every batch size a decode shrinks through, measured once
                 policy = default_policy(natives[dt], groups[0], None, natives[dt].num_heads, args.max_new)
-                for b in range(1, batch + 1):
-                    policy.costs.at(b)
+                policy.costs.prepare(batch)
             try:
                 run(groups[0][:1] if batch == 1 else groups[0])
             except Exception as e:  # HF assisted decoding refuses batch > 1
@@ -198,10 +198,7 @@ def main(argv=None) -> None:
         records = [r | {"run": args.run} for r in records]
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1))
     if args.merge_into:
-        merged = Path(args.merge_into)
-        old = json.loads(merged.read_text()) if merged.exists() else []
-        keep = [r for r in old if not (r.get("run") == args.run and r.get("cpu") == cpu)]
-        merged.write_text(json.dumps(keep + records, indent=1) + "\n")
+        merge_rows(args.merge_into, records, args.run, cpu)
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str))
     write_report(records, details, out_dir)
     print((out_dir / "benchmark.md").read_text())
@@ -227,7 +224,7 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
         lines.append("| " + " | ".join(cells) + " |")
     if details.get("k_chosen"):
         lines += ["", "k = auto, iterations at each k:", ""]
-        lines += [f"- {run}: " + ", ".join(f"k={k} ×{n}" for k, n in enumerate(c) if n)
+        lines += [f"- {run}: " + format_k_chosen(c)
                   for run, c in details["k_chosen"].items()]
     lines += ["", "Step cost (one call feeding T tokens and scoring them, batch 1, relative to T = 1):", "",
               "| model | " + " | ".join(f"T={t}" for t in range(1, 7)) + " | T=1 ms |", "|---" * 8 + "|"]

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from blockwise.decoding.policy import default_policy  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model import BlockwiseModel
 from blockwise.tasks.translation import BOS, EOS, Corpus, bleu, translate
@@ -58,8 +59,7 @@ def main() -> None:
             if k == "auto":
                 src = [s + [EOS] for s in corpus.encode(sentences[:batch])]
                 policy = default_policy(model, [[BOS]] * len(src), src, model.num_heads, 64)
-                for b in range(1, batch + 1):
-                    policy.costs.at(b)
+                policy.costs.prepare(batch)
             translate(model, corpus, sentences[:batch], method, k=k, batch_size=batch)
         times, outs = {m: [] for m in methods}, {}
         for r in range(args.repeats):
@@ -83,9 +83,7 @@ def main() -> None:
                             "cpu": cpu, "seconds": round(s, 3), "run": RUN})
             print(f"batch {batch} {method} k={k}: {s:.2f} s, {greedy_s / s:.2f}x greedy, "
                   f"k̂ {out.stats.mean_accepted:.2f}" + (f", chosen {out.stats.k_chosen}" if auto else ""), flush=True)
-    tag = cpu.replace(" (imitated)", "-imitated").replace(",", "+")
-    out_dir = Path(args.out) / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = cpu_folder(args.out, cpu)
     meta = {"commit": git_commit(), "minutes": round((time.time() - started) / 60, 1), "cpu": cpu,
             "threads": args.threads, "args": vars(args), "k_chosen": chosen}
     (out_dir / "summary.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
@@ -100,12 +98,10 @@ def main() -> None:
         lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
                      f"{r['mean_accepted']:.2f} | {r['identical']}/{r['n']} | {bl} |")
     lines += ["", "k = auto, iterations at each k: " + "; ".join(
-        f"{b}: " + ", ".join(f"k={k} ×{n}" for k, n in enumerate(c) if n) for b, c in chosen.items())]
+        f"{b}: " + format_k_chosen(c) for b, c in chosen.items())]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
-    summary = Path("results/mt/summary.json")
-    if summary.exists():
-        rows = [r for r in json.loads(summary.read_text()) if not (r.get("run") == RUN and r.get("cpu") == cpu)]
-        summary.write_text(json.dumps(rows + records, indent=1) + "\n")
+    if Path("results/mt/summary.json").exists():
+        merge_rows("results/mt/summary.json", records, RUN, cpu)
     print("\n".join(lines))
 
 

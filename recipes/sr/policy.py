@@ -22,6 +22,7 @@ from pathlib import Path
 
 from blockwise import Acceptance  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import default_policy
+from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.tasks import superres as sr
 
@@ -58,8 +59,7 @@ def main() -> None:
             if k == "auto":
                 src = sr.sources(lows[:batch], factor, layout)
                 policy = default_policy(model, [[sr.BOS]] * len(src), src, model.num_heads, sr.HIGH * sr.HIGH)
-                for b in range(1, batch + 1):
-                    policy.costs.at(b)
+                policy.costs.prepare(batch)
             sr.upsample(model, lows[:1], factor, method, k=k, accept=rules.get(rule, Acceptance()), batch_size=batch,
                         layout=layout)
         times, outs = {m: [] for m in methods}, {}
@@ -89,9 +89,7 @@ def main() -> None:
                             "cpu": cpu, "seconds": round(s, 3), "run": RUN})
             print(f"batch {batch} {rule or method} k={k}: {s:.2f} s, {greedy_s / s:.2f}x greedy, "
                   f"k̂ {out.stats.mean_accepted:.2f}" + (f", chosen {out.stats.k_chosen}" if auto else ""), flush=True)
-    tag = cpu.replace(" (imitated)", "-imitated").replace(",", "+")
-    out_dir = Path(args.out) / tag
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = cpu_folder(args.out, cpu)
     info = {"commit": git_commit(), "minutes": round((time.time() - started) / 60, 1), "cpu": cpu,
             "threads": args.threads, "args": vars(args), "k_chosen": chosen}
     (out_dir / "summary.json").write_text(json.dumps({"meta": info, "records": records}, indent=1) + "\n")
@@ -107,12 +105,10 @@ def main() -> None:
         lines.append(f"| {r['batch']} | {r['regime']} | {k} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
                      f"{r['mean_accepted']:.2f} | {r['psnr']:.2f} | {pvg} | {r['psnr_greedy']:.2f} |")
     lines += ["", "k = auto, iterations at each k: " + "; ".join(
-        f"{b}: " + ", ".join(f"k={k} ×{n}" for k, n in enumerate(c) if n) for b, c in chosen.items())]
+        f"{b}: " + format_k_chosen(c) for b, c in chosen.items())]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
-    summary = Path("results/sr/summary.json")
-    if summary.exists():
-        rows = [r for r in json.loads(summary.read_text()) if not (r.get("run") == RUN and r.get("cpu") == cpu)]
-        summary.write_text(json.dumps(rows + records, indent=1) + "\n")
+    if Path("results/sr/summary.json").exists():
+        merge_rows("results/sr/summary.json", records, RUN, cpu)
     print("\n".join(lines))
 
 

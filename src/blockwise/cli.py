@@ -81,7 +81,9 @@ K_AUTO_HELP = ("auto (default): chosen at every step, 1 (greedy) to all heads, f
 
 def chosen_ks(stats) -> str:
     """'k=1 ×12, k=3 ×40': how often each block size was chosen (k=auto)."""
-    return ", ".join(f"k={k} ×{n}" for k, n in enumerate(stats.k_chosen) if n)
+    from .eval.records import format_k_chosen
+
+    return format_k_chosen(stats.k_chosen)
 
 
 def add_threads(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:

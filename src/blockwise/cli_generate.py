@@ -124,7 +124,7 @@ def generate(args: argparse.Namespace) -> int:
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
         policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True)
-        policy.costs.at(1)
+        policy.costs.prepare(1)
     printer = Printer(tokenizer, eos)
     t = time.perf_counter()
     out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy)

@@ -1,0 +1,28 @@
+"""What the result recipes share when they write a run: its folder per CPU, its rows merged into a task's
+summary.json (which ../shared/tools/check-results reads), and how the choices of k = auto are shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+
+def format_k_chosen(counts: Sequence[int]) -> str:
+    """'k=1 ×12, k=3 ×40' from ``DecodeStats.k_chosen`` (index k: iterations at block size k)."""
+    return ", ".join(f"k={k} ×{n}" for k, n in enumerate(counts) if n)
+
+
+def cpu_folder(out: str | Path, cpu: str) -> Path:
+    """``out``/<a folder name for ``eval.timing.cpu_label()``>, created: e.g. avx512+avx512_bf16, avx2-imitated."""
+    folder = Path(out) / cpu.replace(" (imitated)", "-imitated").replace(",", "+")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def merge_rows(summary: str | Path, records: list[dict], run: str, cpu: str) -> None:
+    """Put ``records`` into ``summary`` (a JSON list of rows), replacing earlier rows of the same ``run`` on ``cpu``."""
+    summary = Path(summary)
+    rows = json.loads(summary.read_text()) if summary.exists() else []
+    kept = [r for r in rows if not (r.get("run") == run and r.get("cpu") == cpu)]
+    summary.write_text(json.dumps(kept + records, indent=1) + "\n")
