@@ -17,9 +17,14 @@ from torch import Tensor
 
 class ScriptedModel:
     def __init__(self, k: int, correct: Callable[[int], int], vocab_size: int = 50, eos_id: int | None = None,
-                 eos_at: int | None = None, max_positions: int = 4096) -> None:
+                 eos_at: int | None = None, max_positions: int = 4096,
+                 rank: Callable[[int, int], int] | None = None) -> None:
         self.num_heads, self.max_positions = k, max_positions
         self.vocab_size, self.correct, self.eos_id, self.eos_at = vocab_size, correct, eos_id, eos_at
+        # trees: at a node of length L drafted by head p_i, the right token has rank rank(L, i) among the head's
+        # candidates (right + 1, right + 2, ... fill the other ranks). Default: the chain's script, rank 0 when
+        # p_i is right (i <= correct(length at the accepted position)), else rank 1 behind right + 1.
+        self.rank = rank or (lambda length, i: 0 if i <= max(1, correct(length - i + 1)) else 1)
 
     def next_token(self, s: int, length: int) -> int:
         """Greedy's next token after a prefix of sum s and length L (end-of-sequence once L reaches eos_at)."""
@@ -38,11 +43,18 @@ class ScriptedSession:
         self.buffer = torch.full((batch_size, capacity), -1, dtype=torch.long)
         self.lengths = torch.zeros(batch_size, dtype=torch.long)
 
-    def feed(self, tokens: Tensor) -> Tensor:
+    reads_proposals = True
+
+    def feed(self, tokens: Tensor, tree=None) -> Tensor:
         B, T = tokens.shape
         pos = self.lengths[:, None] + torch.arange(T)
         self.buffer.scatter_(1, pos, tokens)
-        self.lengths = self.lengths + T
+        start, self.lengths = self.lengths, self.lengths + T
+        if tree is not None:  # a node's state: the row's tokens before the tree plus its ancestors' and its own
+            before = torch.stack([self.buffer[b, : int(start[b])].sum() for b in range(B)])
+            fed = self.buffer.gather(1, pos).double()  # read back: a wrong slot shows
+            sums = before[:, None].double() + (tree.visible.double() @ fed[..., None])[..., 0]
+            return torch.stack([sums, (start[:, None] + tree.depth + 1).double()], dim=-1)
         # hidden state at each fed position: (sum of the buffer through it, length through it)
         sums = torch.stack([self.buffer[b, : int(self.lengths[b])].cumsum(0)[pos[b]] for b in range(B)])
         return torch.stack([sums, pos + 1], dim=-1).double()  # (B, T, 2)
@@ -70,6 +82,26 @@ class ScriptedSession:
                 out[r, i] = self._logits(guess, self.model.vocab_size)
                 s, length = s + guess, length + 1  # later heads continue from the proposed tokens
         return out.reshape(*hidden.shape[:-1], k, self.model.vocab_size)
+
+    def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        """Head p_i at a tree node whose token is ``token`` and whose parent's state is ``state`` (sum, length)."""
+        node = torch.stack([state[..., 0] + token, state[..., 1] + 1], dim=-1)  # (..., 2)
+        flat = node.reshape(-1, 2).long().tolist()
+        V = self.model.vocab_size
+        out = torch.full((len(flat), V), -10.0, dtype=torch.float64)
+        for r, (s, length) in enumerate(flat):
+            right = self.model.next_token(s, length)
+            rank = self.model.rank(length, i)
+            wrong = [(right + 1 + j) % V for j in range(V - 1)]
+            order = wrong[:rank] + [right] + wrong[rank:]
+            out[r, order[:8]] = 10.0 - torch.arange(8, dtype=torch.float64)
+        return node, out.reshape(*node.shape[:-1], V)
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        d = path.shape[1]
+        moved = self.buffer.gather(1, start[:, None] + path)
+        self.buffer.scatter_(1, start[:, None] + torch.arange(d), moved)
+        self.lengths = lengths.clone()
 
     def truncate(self, lengths: Tensor) -> None:
         self.lengths = lengths.clone()

@@ -21,8 +21,7 @@ def exact_matches(block: Tensor, logits: Tensor) -> Tensor:
 
 def top_k_matches(block: Tensor, logits: Tensor, top_k: int) -> Tensor:
     """(B, n-1) bool: proposal i+1 is among p1's top_k tokens after proposal i."""
-    top = logits[:, :-1].topk(min(top_k, logits.shape[-1]), dim=-1).indices  # (B, n-1, top_k)
-    return (top == block[:, 1:, None]).any(-1)
+    return Acceptance("top_k", top_k=top_k).matches(block, logits)
 
 
 def distance_matches(block: Tensor, logits: Tensor, eps: float) -> Tensor:
@@ -63,11 +62,21 @@ class Acceptance:
             raise ValueError(f"the minimum block size ℓ must be >= 1, got {self.min_block}")
 
     def matches(self, block: Tensor, logits: Tensor) -> Tensor:
+        """(B, n-1) bool: whether proposal i+1 of a block passes the rule against p1's logits after proposal i."""
+        return self.judge(block[:, 1:], self.summary(logits[:, :-1]))
+
+    def summary(self, logits: Tensor) -> Tensor:
+        """What the rule needs of p1's logits (..., V): (..., m) token ids, m = top_k for the top-k rule and 1 (the argmax)
+        otherwise. Trees judge each node against its parent's summary, gathered without copying whole logits."""
         if self.rule == "top_k":
-            return top_k_matches(block, logits, self.top_k)
+            return logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).indices
+        return logits.argmax(-1, keepdim=True)
+
+    def judge(self, tokens: Tensor, summary: Tensor) -> Tensor:
+        """(...) bool: whether ``tokens`` (...) pass the rule given ``summary`` (..., m) of p1's logits before them."""
         if self.rule == "distance":
-            return distance_matches(block, logits, self.eps)
-        return exact_matches(block, logits)
+            return (tokens - summary[..., 0]).abs() <= self.eps
+        return (summary == tokens[..., None]).any(-1)
 
     def __call__(self, block: Tensor, logits: Tensor) -> Tensor:
         k_hat = accepted_length(self.matches(block, logits))

@@ -16,8 +16,10 @@ from torch import Tensor
 class Session(Protocol):
     lengths: Tensor  # (B,) tokens held per row
 
-    def feed(self, tokens: Tensor) -> Tensor:
-        """Append tokens (B, T) after each row's length; lengths advance by T. Returns hidden states (B, T, D)."""
+    def feed(self, tokens: Tensor, tree=None) -> Tensor:
+        """Append tokens (B, T) after each row's length; lengths advance by T. Returns hidden states (B, T, D).
+        With ``tree`` (a ``decoding.tree.Tree``) the tokens are its nodes: node i sits at position length + depth[i]
+        and attends to the row's tokens and its own ancestors only."""
 
     def scores(self, hidden: Tensor) -> Tensor:
         """Logits of p1 (..., V) at hidden states (..., D): the distribution greedy decoding follows."""
@@ -30,6 +32,17 @@ class Session(Protocol):
 
     def truncate(self, lengths: Tensor) -> None:
         """Roll each row back to an absolute length (B,)."""
+
+    # Candidate trees (decoding/tree.py) also need:
+    reads_proposals: bool  # whether p_i's proposal depends on the token proposed before it
+
+    def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        """Head p_i's state and logits (..., V) at a tree node whose token is ``token`` (...) and whose parent's head
+        state is ``state`` (..., D) (``hidden`` for p2, whose token is ŷ1); ``hidden`` broadcasts like ``state``."""
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        """After feeding a tree at lengths ``start`` (B,): keep the nodes path[b, :] (B, d) as if fed as a block (their
+        cache entries move to start .. start + d - 1), then cut each row to the absolute ``lengths``."""
 
     def select(self, rows: Tensor) -> None:
         """Keep only these rows, in this order (drop finished rows, reorder beams)."""

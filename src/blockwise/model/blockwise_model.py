@@ -59,9 +59,10 @@ class BlockwiseModel(nn.Module):
             raise ValueError("this model is decoder-only: pass prompts as prefixes, not sources")
         return CachedSession(self, cache)
 
-    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        """Hidden states (B, T, D) of tokens appended after each row's cached length."""
-        return self.base.decode(tokens, cache)
+    def decode(self, tokens: Tensor, cache: KVCache, tree=None) -> Tensor:
+        """Hidden states (B, T, D) of tokens appended after each row's cached length (the nodes of a candidate tree if
+        ``tree``: see ``KVCache.layout``)."""
+        return self.base.decode(tokens, cache, tree=tree)
 
     def scores(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Logits (..., V) of p1 at hidden states (..., D)."""

@@ -46,8 +46,28 @@ class KVCache:
             raise ValueError(f"cache overflow: position {int(pos.max())} >= capacity {self.capacity}")
         return pos
 
+    def layout(self, n_new: int, tree=None) -> tuple[Tensor, Tensor, Tensor]:
+        """Where ``n_new`` tokens fed to every row go: their cache slots (B, T), right after each row's length; their
+        positions (B, T); and the attention mask (B, 1, T, span), True where a query sees a key.
+
+        A block (``tree`` None) is a chain: positions are the slots and a query sees every key up to its own. A candidate
+        tree (anything with ``depth`` (B, T), each node's depth below the first fed token, and ``visible`` (B, T, T),
+        True where node i sees node j: its ancestors and itself) puts node i at position length + depth[i]; it sees the
+        row's cached tokens and, among the fed nodes, its ancestors and itself — never a sibling's branch."""
+        slots = self.positions(n_new)
+        span = int(slots[:, -1].max()) + 1
+        key = torch.arange(span, device=slots.device)
+        if tree is None:
+            return slots, slots, key[None, None, None, :] <= slots[:, None, :, None]
+        cached = key[None, :] < self.lengths[:, None]  # (B, span)
+        fed = (key[None, :] - self.lengths[:, None]).clamp(0, n_new - 1)  # (B, span): the fed node at a slot, if any
+        sees = tree.visible.gather(2, fed[:, None, :].expand(-1, n_new, -1)) & ~cached[:, None, :]  # (B, T, span)
+        sees &= key[None, None, :] < (self.lengths[:, None, None] + n_new)
+        return slots, self.lengths[:, None] + tree.depth, (cached[:, None, :] | sees)[:, None]
+
     def write(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v (B, H, T, Dh) at ``positions`` (B, T); return the keys/values (B, H, span, Dh) to attend over."""
+        """Store k, v (B, H, T, Dh) at slots ``positions`` (B, T); return the keys/values (B, H, span, Dh) to attend
+        over."""
         start = positions[:, 0]
         span = int(positions[:, -1].max()) + 1
         if bool((start == start[0]).all()):  # rows aligned (always at batch 1): a plain slice
@@ -72,6 +92,21 @@ class KVCache:
         if bool((lengths < 0).any()) or bool((lengths > self.capacity).any()):
             raise ValueError(f"truncate lengths must lie in [0, {self.capacity}], got {lengths.tolist()}")
         self.lengths = lengths.clone()
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        """Keep one path of a fed candidate tree per row: the entries at slots start + path[b, j] move to slots start + j
+        (contiguous, as if the path had been fed as a block), then each row is cut to the absolute ``lengths`` (B,).
+        ``path`` (B, d) holds node indices, with path[b, j] >= j (a tree's nodes are fed parents first)."""
+        d = path.shape[1]
+        if bool((path == torch.arange(d, device=path.device)).all()):  # every row kept its first d nodes: in place
+            self.truncate(lengths)
+            return
+        L, B, H, _, Dh = self.k.shape
+        src = (start[:, None] + path)[None, :, None, :, None].expand(L, B, H, d, Dh)
+        dst = (start[:, None] + torch.arange(d, device=path.device))[None, :, None, :, None].expand(L, B, H, d, Dh)
+        for buf in (self.k, self.v):
+            buf.scatter_(3, dst, buf.gather(3, src))  # gather copies first: sources and destinations may overlap
+        self.truncate(lengths)
 
     def select(self, rows: Tensor) -> None:
         """Keep only ``rows`` (in that order; repeats allowed): drops finished rows, reorders beams."""

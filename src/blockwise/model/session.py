@@ -23,8 +23,8 @@ class CachedSession:
         return self.cache.lengths
 
     @torch.no_grad()
-    def feed(self, tokens: Tensor) -> Tensor:
-        return self.model.decode(tokens, self.cache)
+    def feed(self, tokens: Tensor, tree=None) -> Tensor:
+        return self.model.decode(tokens, self.cache, tree)
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
@@ -34,8 +34,19 @@ class CachedSession:
     def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
         return self.model.heads.propose(hidden, given, k, invariant=self.cache.invariant)
 
+    @property
+    def reads_proposals(self) -> bool:
+        return self.model.heads.reads_proposals
+
+    @torch.no_grad()
+    def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        return self.model.heads.draft(hidden, state, token, i, invariant=self.cache.invariant)
+
     def truncate(self, lengths: Tensor) -> None:
         self.cache.truncate(lengths)
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        self.cache.compact(start, path, lengths)
 
     def select(self, rows: Tensor) -> None:
         self.cache.select(rows)

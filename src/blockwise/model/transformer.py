@@ -138,17 +138,20 @@ class Transformer(nn.Module):
 
     # -- the decoder ----------------------------------------------------------------------------------------------
     def decode(self, tokens: Tensor, cache: KVCache | None = None, memory: Tensor | None = None,
-               memory_mask: Tensor | None = None) -> Tensor:
+               memory_mask: Tensor | None = None, tree=None) -> Tensor:
         """Hidden states (B, T, D) at every fed position.
 
         Without a cache, ``tokens`` is a whole sequence from position 0 (training, reference forward). With a cache,
         the tokens are appended after each row's cached length and the cache's lengths advance by T; for an
-        encoder-decoder the cache must hold the encoder memory (``attach_memory``).
+        encoder-decoder the cache must hold the encoder memory (``attach_memory``). ``tree`` (cached only): the fed
+        tokens are the nodes of a candidate tree (see ``KVCache.layout``), each attending to its ancestors only.
         """
         B, T = tokens.shape
         cross = cross_mask = None
         invariant = cache is not None and cache.invariant
         if cache is None:
+            if tree is not None:
+                raise ValueError("a candidate tree is fed into a cache: decode(tokens, cache, tree=...)")
             positions = torch.arange(T, device=tokens.device).expand(B, T)
             self_mask = None
             if self.cfg.encoder_decoder:
@@ -159,11 +162,9 @@ class Transformer(nn.Module):
         else:
             if cache.batch_size != B:
                 raise ValueError(f"tokens have {B} rows but the cache has {cache.batch_size}")
-            positions = cache.positions(T)  # (B, T)
-            span = int(positions[:, -1].max()) + 1
-            key_pos = torch.arange(span, device=tokens.device)
-            # (B, 1, T, span): a query at position p sees keys at positions <= p; nothing past it, stale or not
-            self_mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
+            # slots (B, T) in the cache; positions; (B, 1, T, span) mask: a query sees the cached keys and the fed ones
+            # before it (a block) or its ancestors (a tree), nothing past it, stale or not
+            slots, positions, self_mask = cache.layout(T, tree)
             if B == 1 and T == 1 and not invariant:
                 self_mask = None  # one query sees the whole span
             if self.cfg.encoder_decoder:
@@ -175,7 +176,7 @@ class Transformer(nn.Module):
             h = layer.norm1(x)
             k, v = layer.self_attn.keys_values(h, invariant)
             if cache is not None:
-                k, v = cache.write(i, positions, k, v)
+                k, v = cache.write(i, slots, k, v)
             x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None, invariant=invariant))
             if cross is not None:
                 x = x + layer.drop(layer.cross_attn.attend(layer.norm_x(x), *cross[i], cross_mask, invariant=invariant))

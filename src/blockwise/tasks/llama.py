@@ -100,7 +100,7 @@ class Block(nn.Module):
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int,
-                positions: Tensor, mask: Tensor | None, invariant: bool = False) -> Tensor:
+                slots: Tensor, mask: Tensor | None, invariant: bool = False) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
@@ -110,7 +110,7 @@ class Block(nn.Module):
         k = rotate(k.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, T, Dh)
         v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
         if cache is not None:
-            k, v = cache.write(layer, positions, k, v)  # (B, Hkv, span, Dh)
+            k, v = cache.write(layer, slots, k, v)  # (B, Hkv, span, Dh)
         gqa = cfg.n_heads != cfg.n_kv_heads
         if invariant:
             # A token's bits must not depend on what else is fed beside it, or blockwise (a block per call) and greedy
@@ -181,25 +181,27 @@ class Llama(nn.Module):
             return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
         return mm(hidden, self.w_lm_head, invariant=invariant)
 
-    def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cache: KVCache | None = None, tree=None) -> Tensor:
         """Hidden states (B, T, D). Without a cache: whole sequences from position 0. With one: appended after each
-        row's cached length, and the cache's lengths advance by T."""
+        row's cached length, and the cache's lengths advance by T; with ``tree``, the fed tokens are the nodes of a
+        candidate tree (``KVCache.layout``), each attending to its ancestors only."""
         B, T = tokens.shape
         invariant = cache is not None and cache.invariant
         if cache is None:
+            if tree is not None:
+                raise ValueError("a candidate tree is fed into a cache: forward(tokens, cache, tree=...)")
             positions, mask = torch.arange(T, device=tokens.device).expand(B, T), None
+            slots = positions
         else:
-            positions = cache.positions(T)  # (B, T)
-            span = int(positions[:, -1].max()) + 1
-            key_pos = torch.arange(span, device=tokens.device)
-            # (B, 1, T, span): a query at position p sees keys at positions <= p; stale entries past it stay hidden
-            mask = key_pos[None, None, None, :] <= positions[:, None, :, None]
-            if T == 1 and bool((positions == positions[0]).all()) and not invariant:
+            # slots (B, T) in the cache; positions; (B, 1, T, span) mask: a query sees the cached keys and the fed ones
+            # before it (a block) or its ancestors (a tree); stale entries past it stay hidden
+            slots, positions, mask = cache.layout(T, tree)
+            if T == 1 and bool((slots == slots[0]).all()) and not invariant:
                 mask = None  # every row's single query sees the whole span
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, positions, mask, invariant)
+            x = layer(x, cos, sin, cache, i, slots, mask, invariant)
         if cache is not None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.cfg.rms_eps)
@@ -269,8 +271,8 @@ class NativeLM(nn.Module):
             raise ValueError("a causal LM is decoder-only: pass prompts as prefixes, not sources")
         return CachedSession(self, self.base.new_cache(batch_size, capacity))
 
-    def decode(self, tokens: Tensor, cache: KVCache) -> Tensor:
-        return self.base(tokens, cache)
+    def decode(self, tokens: Tensor, cache: KVCache, tree=None) -> Tensor:
+        return self.base(tokens, cache, tree)
 
     def scores(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         # Logits in float32 (exact: every bfloat16 is a float32): PyTorch's CPU argmax over 49k bf16 logits runs ~5x

@@ -29,6 +29,7 @@ class Heads(nn.Module):
     """Base class of the head kinds (``PaperHeads``, ``ResidualHeads``, ``ChainHeads``)."""
 
     kind: str
+    reads_proposals = False  # whether head p_i's logits depend on the token proposed before it (chained heads)
 
     def __init__(self, d_model: int, cfg: HeadsConfig) -> None:
         super().__init__()
@@ -97,6 +98,14 @@ class Heads(nn.Module):
         """Logits (..., k-1, V) of p2..pk (k >= 2) at states h (..., D), given ŷ1 (...,), p1's argmax at h."""
         raise NotImplementedError
 
+    def draft(self, h: Tensor, state: Tensor, token: Tensor, i: int,
+              invariant: bool = False) -> tuple[Tensor, Tensor]:
+        """One depth of a candidate tree (decoding/tree.py): head p_i's state (..., D) and logits (..., V) at a node
+        whose token is ``token`` (...) and whose parent's head state is ``state`` (..., D): h itself for p2, whose
+        ``token`` is ŷ1. ``h`` (..., D) is the accepted position's hidden state, broadcast like ``state``. Kinds that
+        do not read proposals (``reads_proposals`` False) give every node of a depth the same answer."""
+        raise NotImplementedError
+
     def states(self, h: Tensor, heads: tuple[int, ...], given: Tensor | None = None) -> Tensor:
         """Teacher-forced states (..., len(heads), D) of the heads p_i, i in ``heads`` (1-based): for the losses."""
         k = max(heads)
@@ -125,3 +134,9 @@ class IndependentHeads(Heads):
         self.check(k)
         out = self.layer(h, k - 1) if self.cfg.p1 == "identity" else self.layer(h, k)[..., 1:, :]
         return self.project(out, invariant=invariant)
+
+    def draft(self, h: Tensor, state: Tensor, token: Tensor, i: int,
+              invariant: bool = False) -> tuple[Tensor, Tensor]:
+        self.check(i)
+        s = self.layer(h, i - 1)[..., i - 2, :] if self.cfg.p1 == "identity" else self.layer(h, i)[..., i - 1, :]
+        return s, self.project(s, invariant=invariant)

@@ -18,6 +18,7 @@ from .base import Heads
 
 class ChainHeads(Heads):
     kind = "chain"
+    reads_proposals = True
 
     def __init__(self, d_model: int, cfg: HeadsConfig) -> None:
         super().__init__(d_model, cfg)
@@ -58,3 +59,9 @@ class ChainHeads(Heads):
             logits.append(self.project(state, invariant=invariant))
             given = logits[-1].argmax(-1)
         return torch.stack(logits, dim=-2)
+
+    def draft(self, h: Tensor, state: Tensor, token: Tensor, i: int,
+              invariant: bool = False) -> tuple[Tensor, Tensor]:
+        self.check(i)
+        state = self.step(state, self.embed(token), i)
+        return state, self.project(state, invariant=invariant)

@@ -1,0 +1,265 @@
+"""Tree verification: several candidates per position, checked in one call (after Medusa, SpecInfer and EAGLE-2).
+
+Each iteration builds, per row, a tree of N candidate tokens: the root is ŷ1 (p1's argmax at the last accepted
+position, always right), a node at depth d (1..k-1) is one of head p_{d+1}'s top tokens after its parent. The whole
+tree is fed in one call, each node at position length + depth and attending to the row's tokens and its own ancestors
+only (``KVCache.layout``). p1 at each node verifies its children; the longest root-to-node path whose every node
+passes the acceptance rule against p1 at its parent is kept (``Tree.accept``); its cache entries move to contiguous
+slots (``Session.compact``) and the next tree grows from the last accepted node's state, in the same call.
+
+Two shapes of tree: ``StaticTree`` (a fixed list of rank paths, as Medusa's "choices", e.g. chosen from the heads'
+measured top-i agreement: ``StaticTree.from_agreement``) and ``DynamicTree`` (grown at every step from the heads'
+probabilities: expand the most confident nodes, keep the N best by cumulative probability, as EAGLE-2 does). A static
+tree with one path (``StaticTree.chain(k)``) is today's block of k tokens. With exact acceptance the output is greedy's.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .acceptance import EXACT, Acceptance
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, prefill
+from .interface import DecodingModel, Session
+from .blockwise import clip
+
+
+@dataclass
+class Tree:
+    """One candidate tree per row, nodes in an order where every parent comes before its children (root = node 0).
+
+    tokens (B, N); parents (B, N), parents[:, 0] = -1; depth (B, N), root 0; visible (B, N, N), True where node i
+    sees node j (j is i or one of its ancestors)."""
+
+    tokens: Tensor
+    parents: Tensor
+    depth: Tensor
+    visible: Tensor
+
+    @classmethod
+    def from_parents(cls, tokens: Tensor, parents: Tensor) -> "Tree":
+        B, N = tokens.shape
+        parent = parents.clamp(min=0)
+        # ancestors by doubling: A_1 = "is my parent", A_2m = A_m ∘ A_m; visible = I ∪ A_1 ∪ A_2 ∪ ...
+        step = torch.zeros(B, N, N, dtype=torch.bool, device=tokens.device)
+        step.scatter_(2, parent[:, :, None], (parents >= 0)[:, :, None])
+        visible = step | torch.eye(N, dtype=torch.bool, device=tokens.device)
+        reach = visible.float()
+        for _ in range(max(N - 1, 1).bit_length()):
+            reach = (reach @ reach).clamp(max=1)
+        visible = reach.bool()
+        return cls(tokens, parents, visible.sum(-1) - 1, visible)
+
+    @property
+    def nodes(self) -> int:
+        return self.tokens.shape[1]
+
+    def accept(self, scores: Tensor, accept: Acceptance = EXACT) -> tuple[Tensor, Tensor]:
+        """Judge every node against p1 at its parent (``scores`` (B, N, V): p1's logits at each fed node).
+        Returns k̂ (B,), the length of the longest accepted root path (the first such node on ties), and that path
+        as node indices (B, depth + 1): path[b, j] is its node at depth j (j < k̂; positions past k̂ hold j)."""
+        B, N = self.tokens.shape
+        summary = accept.summary(scores)  # (B, N, m)
+        at_parent = summary.gather(1, self.parents.clamp(min=0)[:, :, None].expand(-1, -1, summary.shape[-1]))
+        ok = accept.judge(self.tokens, at_parent)
+        ok[:, 0] = True  # the root is p1's own argmax
+        accepted = ~(self.visible & ~ok[:, None, :]).any(-1)  # (B, N): the node and all its ancestors pass
+        length = torch.where(accepted, self.depth + 1, 0)
+        best = length.argmax(1)  # (B,) the first of the deepest
+        if accept.min_block > 1:
+            best = self._extend(best, accept.min_block)
+        rows = torch.arange(B, device=best.device)
+        k_hat = self.depth[rows, best] + 1
+        width = int(self.depth.max()) + 1
+        path = torch.arange(width, device=best.device).repeat(B, 1)
+        on_path = self.visible[rows, best]  # (B, N): best and its ancestors
+        nodes = torch.arange(N, device=best.device).expand(B, N)
+        slot = torch.where(on_path, self.depth, width)  # off-path nodes go to a dropped column
+        full = torch.cat([path, path[:, :1]], 1).scatter(1, slot, nodes)
+        return k_hat, full[:, :width]
+
+    def _extend(self, best: Tensor, min_block: int) -> Tensor:
+        """The ℓ rule along a tree: below ℓ accepted tokens, follow first children (each node's most confident child,
+        the lowest index) until ℓ tokens or a leaf."""
+        N = self.nodes
+        rows = torch.arange(best.shape[0], device=best.device)
+        index = torch.arange(N, device=best.device).expand_as(self.parents)
+        is_child = self.parents[:, None, :] == torch.arange(N, device=best.device)[None, :, None]  # (B, parent, child)
+        first = torch.where(is_child, index[:, None, :], N).min(-1).values  # (B, N); N = no child
+        for _ in range(min_block - 1):
+            short = (self.depth[rows, best] + 1 < min_block) & (first[rows, best] < N)
+            best = torch.where(short, first[rows, best].clamp(max=N - 1), best)
+        return best
+
+
+class TreeShape:
+    """How a row's tree grows from (p1's logits, hidden state) at the last accepted position: ``build``."""
+
+    nodes: int  # N, tokens fed per call
+    depth: int  # deepest node below the root: heads p2..p_{depth+1} are used
+
+    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class StaticTree(TreeShape):
+    """The same shape at every step: ``paths`` lists each non-root node as the ranks of its tokens below the root,
+    e.g. (0,) = head p2's best token, (1,) = its second best, (0, 2) = p3's third best after (0,). Every path's prefix
+    must be a path too. Chained heads rank a node's candidates given its parent's token."""
+
+    def __init__(self, paths: Sequence[Sequence[int]]) -> None:
+        paths = sorted({tuple(int(r) for r in p) for p in paths}, key=lambda p: (len(p), p))
+        if any(len(p) == 0 or min(p) < 0 for p in paths):
+            raise ValueError("every path of a static tree is a non-empty tuple of ranks >= 0")
+        index = {(): 0} | {p: i + 1 for i, p in enumerate(paths)}
+        missing = [p for p in paths if p[:-1] not in index]
+        if missing:
+            raise ValueError(f"static tree path {missing[0]} has no parent path {missing[0][:-1]}")
+        self.paths = paths
+        self.nodes, self.depth = len(paths) + 1, max((len(p) for p in paths), default=0)
+        parents = [-1] + [index[p[:-1]] for p in paths]
+        self._template = Tree.from_parents(torch.zeros(1, self.nodes, dtype=torch.long), torch.tensor([parents]))
+        # per depth d = 1..depth: (its nodes, the nodes above with children, each of those as an index into the depth
+        # above, each node's parent as an index into those, each node's rank)
+        self._levels = []
+        above = [0]
+        for d in range(1, self.depth + 1):
+            nodes = [index[p] for p in paths if len(p) == d]
+            grown = sorted({parents[i] for i in nodes})
+            self._levels.append((nodes, grown, [above.index(g) for g in grown],
+                                 torch.tensor([grown.index(parents[i]) for i in nodes]),
+                                 torch.tensor([paths[i - 1][-1] for i in nodes])))
+            above = nodes
+
+    @classmethod
+    def chain(cls, k: int) -> "StaticTree":
+        """One path of k tokens: the block of plain blockwise decoding."""
+        return cls([(0,) * d for d in range(1, k)])
+
+    @classmethod
+    def from_agreement(cls, agreement: Sequence[Sequence[float]], nodes: int) -> "StaticTree":
+        """The tree of ``nodes`` tokens with the largest expected accepted length, greedily: ``agreement[d][r]`` is the
+        measured chance that head p_{d+2}'s rank-r token is the right one (given its parent is), and a node's chance
+        to be accepted is the product along its path; add the most likely node until the budget is spent."""
+        heap = [(-agreement[0][r], (r,)) for r in range(len(agreement[0]))] if agreement else []
+        heapq.heapify(heap)
+        paths: list[tuple[int, ...]] = []
+        while heap and len(paths) < nodes - 1:
+            neg, path = heapq.heappop(heap)
+            paths.append(path)
+            d = len(path)
+            if d < len(agreement):
+                for r in range(len(agreement[d])):
+                    heapq.heappush(heap, (neg * agreement[d][r], path + (r,)))
+        return cls(paths)
+
+    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+        B = p1.shape[0]
+        tokens = torch.zeros(B, self.nodes, dtype=torch.long, device=p1.device)
+        tokens[:, 0] = p1.argmax(-1)
+        states = hidden[:, None, :]  # (B, F, D): the head states of the depth above, its children are drafted from
+        h = hidden[:, None, :]
+        for d, (nodes, grown, grown_above, parent, rank) in enumerate(self._levels, start=1):
+            if session.reads_proposals:  # each node drafts its own children
+                states, logits = session.draft(h, states[:, grown_above], tokens[:, grown], d + 1)  # (B, G, ·)
+            else:  # every node of a depth gets the same proposal: draft once
+                states, logits = session.draft(h, states[:, :1], tokens[:, :1], d + 1)
+                parent = torch.zeros_like(parent)
+            top = logits.topk(int(rank.max()) + 1, dim=-1).indices  # (B, G, R)
+            tokens[:, nodes] = top[:, parent, rank]
+            states = states[:, parent]  # (B, nodes at depth d, D)
+        return Tree(tokens, self._template.parents.expand(B, -1), self._template.depth.expand(B, -1),
+                    self._template.visible.expand(B, -1, -1))
+
+    def describe(self) -> str:
+        return f"static tree, {self.nodes} nodes, depth {self.depth}"
+
+
+class DynamicTree(TreeShape):
+    """Grown at every step from the heads' probabilities (EAGLE-2): from the root, expand the ``top`` nodes of each
+    depth with the highest cumulative probability (product of the heads' probabilities along the path) by their
+    ``top`` most likely tokens each, down to ``depth``; then keep the ``nodes`` - 1 best of all the candidates by
+    cumulative probability (a child never beats its parent, so every kept node's parent is kept). Rows differ."""
+
+    def __init__(self, nodes: int, depth: int, top: int = 4) -> None:
+        if nodes < 1 or depth < 0 or top < 1:
+            raise ValueError(f"a dynamic tree needs nodes >= 1, depth >= 0, top >= 1 (got {nodes}, {depth}, {top})")
+        self.nodes, self.depth, self.top = nodes, depth, top
+
+    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+        B, dev = p1.shape[0], p1.device
+        rows = torch.arange(B, device=dev)[:, None]
+        tokens, parents, scores = [p1.argmax(-1, keepdim=True)], [torch.full((B, 1), -1, device=dev)], \
+            [torch.zeros(B, 1, device=dev)]
+        frontier = torch.zeros(B, 1, dtype=torch.long, device=dev)  # candidate ids of the nodes to expand
+        states, count = hidden[:, None, :], 1
+        for d in range(1, self.depth + 1):
+            toks, cum = torch.cat(tokens, 1)[rows, frontier], torch.cat(scores, 1)[rows, frontier]  # (B, F)
+            F_ = frontier.shape[1]
+            state, logits = session.draft(hidden[:, None, :], states, toks, d + 1)  # (B, F or 1, D), (B, F or 1, V)
+            state, logits = state.expand(B, F_, -1), logits.expand(B, F_, -1)  # heads that ignore the parent: 1
+            top = logits.float().log_softmax(-1).topk(self.top, dim=-1)  # (B, F, t)
+            tokens.append(top.indices.reshape(B, -1))
+            scores.append((cum[:, :, None] + top.values).reshape(B, -1))
+            parents.append(frontier.repeat_interleave(self.top, dim=1))
+            child_state = state.repeat_interleave(self.top, dim=1)  # (B, F*t, D): a child drafts from its parent's
+            best = scores[-1].topk(min(self.top, F_ * self.top), dim=1).indices  # (B, width) among the new children
+            frontier, states = count + best, child_state[rows, best]
+            count += F_ * self.top
+        tokens, parents, scores = torch.cat(tokens, 1), torch.cat(parents, 1), torch.cat(scores, 1)
+        n = min(self.nodes, tokens.shape[1])
+        order = torch.sort(-scores, dim=1, stable=True).indices[:, :n]  # the root (score 0) first; parents first
+        keep = order.sort(dim=1).values  # candidate order: parents before children
+        renumber = torch.full_like(parents, -1)
+        renumber.scatter_(1, keep, torch.arange(n, device=dev).expand(B, -1))
+        kept_parents = parents.gather(1, keep)
+        new_parents = torch.where(kept_parents >= 0, renumber.gather(1, kept_parents.clamp(min=0)), -1)
+        return Tree.from_parents(tokens.gather(1, keep), new_parents)
+
+    def describe(self) -> str:
+        return f"dynamic tree, {self.nodes} nodes, depth {self.depth}, top {self.top}"
+
+
+@torch.no_grad()
+def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, tree: TreeShape,
+                eos_id: int | None = None, accept: Acceptance = EXACT,
+                sources: Sequence[Sequence[int]] | None = None,
+                stream: Callable[[int, list[int]], None] | None = None) -> DecodeOutput:
+    """Blockwise decoding with a candidate tree per row and call. With exact acceptance the output equals ``greedy``
+    token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``."""
+    check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
+    session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, tree.nodes), sources)
+    stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
+    remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
+    p1 = session.scores(hidden)
+    while True:
+        t = tree.build(session, p1, hidden)  # (B, N) nodes, the root ŷ_{j+1} = p1's argmax
+        start = session.lengths.clone()
+        hidden = session.feed(t.tokens, t)  # (B, N, D): verify every node and draft the next tree, in one call
+        stats.calls += 1
+        stats.iterations += 1
+        scores = session.scores(hidden)  # (B, N, V): p1 at every node
+        k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
+        block = t.tokens.gather(1, path)  # the accepted path's tokens, as a block
+        k_hat, finished = clip(k_hat, block, remaining, eos_id)
+        session.compact(start, path, start + k_hat)
+        for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
+            rows.append(row, tokens[:j])
+        stats.count_blocks(k_hat.tolist())
+        remaining = remaining - k_hat
+        if bool(finished.all()):
+            break
+        last = path.gather(1, (k_hat - 1)[:, None])[:, 0]  # each row's last accepted node
+        index = torch.arange(len(last), device=last.device)
+        p1, hidden = scores[index, last], hidden[index, last]
+        if bool(finished.any()):
+            kept = rows.keep(~finished, session)
+            p1, hidden, remaining = p1[kept], hidden[kept], remaining[kept]
+    return DecodeOutput(rows.tokens, stats)
