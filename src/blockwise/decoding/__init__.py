@@ -4,6 +4,7 @@ from .blockwise import blockwise
 from .common import DecodeOutput, DecodeStats
 from .greedy import greedy
 from .interface import DecodingModel, Session
+from .tree import DynamicTree, StaticTree, Tree, tree_decode
 
-__all__ = ["EXACT", "Acceptance", "DecodeOutput", "DecodeStats", "DecodingModel", "Session", "beam_search",
-           "blockwise", "greedy"]
+__all__ = ["EXACT", "Acceptance", "DecodeOutput", "DecodeStats", "DecodingModel", "DynamicTree", "Session",
+           "StaticTree", "Tree", "beam_search", "blockwise", "greedy", "tree_decode"]

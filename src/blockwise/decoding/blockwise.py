@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 import torch
 
 from .acceptance import EXACT, Acceptance
-from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, prefill
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
 from .interface import DecodingModel
-from .policy import Policy, default_policy
+from .policy import Policy, default_policy, default_tree_policy
+from .tree import TreeShape, tree_decode
 
 
 @torch.no_grad()
@@ -24,7 +25,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
               k: int | str | None = None, eos_id: int | None = None, accept: Acceptance = EXACT,
               sources: Sequence[Sequence[int]] | None = None,
               stream: Callable[[int, list[int]], None] | None = None, policy: Policy | None = None,
-              k_max: int | None = None, progress: bool = False) -> DecodeOutput:
+              k_max: int | None = None, progress: bool = False, tree: TreeShape | None = None) -> DecodeOutput:
     """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token.
 
     ``k``: a fixed block size (default: every head), or "auto": a ``policy`` chooses each iteration's k in 1..k_max
@@ -88,18 +89,3 @@ def propose(session, p1_logits: torch.Tensor, hidden: torch.Tensor, k: int) -> t
     if k == 1:
         return first
     return torch.cat([first, session.proposals(hidden, first[:, 0], k).argmax(-1)], dim=1)
-
-
-def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,
-         eos_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Never accept past end-of-sequence or past the length limit. Returns (k̂, row finished)."""
-    k_hat = torch.minimum(k_hat, remaining)
-    finished = k_hat == remaining
-    if eos_id is not None:
-        is_eos = block == eos_id  # (B, n)
-        has_eos = is_eos.any(1)
-        first_eos = torch.where(has_eos, is_eos.float().argmax(1), block.shape[1])  # (B,)
-        eos_accepted = has_eos & (first_eos < k_hat)
-        k_hat = torch.where(eos_accepted, first_eos + 1, k_hat)
-        finished = finished | eos_accepted
-    return k_hat, finished

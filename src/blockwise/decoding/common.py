@@ -129,3 +129,18 @@ class Rows:
         session.select(rows)
         self.ids = [self.ids[i] for i in rows.tolist()]
         return rows
+
+
+def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,
+         eos_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Never accept past end-of-sequence or past the length limit. Returns (k̂, row finished)."""
+    k_hat = torch.minimum(k_hat, remaining)
+    finished = k_hat == remaining
+    if eos_id is not None:
+        is_eos = block == eos_id  # (B, n)
+        has_eos = is_eos.any(1)
+        first_eos = torch.where(has_eos, is_eos.float().argmax(1), block.shape[1])  # (B,)
+        eos_accepted = has_eos & (first_eos < k_hat)
+        k_hat = torch.where(eos_accepted, first_eos + 1, k_hat)
+        finished = finished | eos_accepted
+    return k_hat, finished

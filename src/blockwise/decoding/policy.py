@@ -191,6 +191,61 @@ class Policy:
         self.estimate.observe(k_hat, fed)
 
 
+class TreePolicy:
+    """Chooses the node budget n of every step's dynamic tree (decoding/tree.py) among ``budgets``; n = 1 is a greedy
+    step. Tokens per second at n: B · E(n) / c(B, n), with c measured like a block's (``measure_tree_iteration``) and
+
+        E(n) = 1 + α · (P(n) - 1),
+
+    where P(n) is what the drafted trees predict (1 + the sum of the n - 1 best candidates' cumulative probabilities:
+    every step's draft predicts every budget at once, averaged over rows and decayed like ``AcceptanceEstimate``) and
+    α calibrates it: accepted tokens beyond the root over predicted ones at the budgets fed (heads are rarely
+    calibrated). A tree must beat greedy by ``margin``; after ``probe_every`` greedy steps the smallest tree is tried."""
+
+    def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
+                 margin: float = 1.05, weight: float = 1.0) -> None:
+        self.costs, self.budgets = costs, sorted(set(budgets) | {1})
+        self.probe_every, self.margin, self.weight = probe_every, margin, weight
+        self.decay = 0.5 ** (1.0 / half_life)
+        self.curve: list[float] | None = None  # P(n) - 1 at each budget
+        self.accepted = self.predicted = 0.0  # decayed sums of k̂ - 1 and P(n fed) - 1
+        self.greedy_steps = 0
+
+    def expected(self) -> dict[int, float]:
+        if self.curve is None:
+            return {1: 1.0}
+        alpha = (self.accepted + self.weight) / (self.predicted + self.weight)
+        return {n: 1.0 + alpha * c for n, c in zip(self.budgets, self.curve)}
+
+    def best(self, batch: int) -> int:
+        ms = self.costs.at(batch)
+        if self.curve is None:  # nothing drafted yet: the smallest tree, which predicts every budget
+            return self.budgets[1] if len(self.budgets) > 1 else 1
+        rates = {n: e / ms[n] for n, e in self.expected().items() if n in ms}
+        rates[1] *= self.margin
+        return max(rates, key=lambda n: (rates[n], -n))
+
+    def choose(self, batch: int) -> int:
+        n = self.best(batch)
+        self.greedy_steps = self.greedy_steps + 1 if n == 1 else 0
+        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_every:
+            self.greedy_steps = 0
+            return self.budgets[1]
+        return n
+
+    def observe(self, expected: Sequence[Sequence[float]] | None, k_hat: Sequence[int], fed: int) -> None:
+        """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
+        if expected is None or not k_hat:
+            return
+        rows = len(expected)
+        curve = [sum(row[min(n, len(row)) - 1] for row in expected) / rows - 1.0 for n in self.budgets]
+        self.curve = curve if self.curve is None else \
+            [self.decay * a + (1 - self.decay) * b for a, b in zip(self.curve, curve)]
+        at_fed = sum(row[min(fed, len(row)) - 1] for row in expected) - rows
+        self.accepted = self.decay * self.accepted + sum(k_hat) - len(k_hat)
+        self.predicted = self.decay * self.predicted + at_fed
+
+
 # -- the default policy of a model: measured costs, the heads' prior ------------------------------------------------
 def context_bucket(context: int) -> int:
     """64, 256, 1024, ...: the smallest at or above ``context``."""
@@ -227,7 +282,7 @@ class _Fixed:
         self.stamps.append(time.perf_counter())
         return self.k
 
-    def observe(self, k_hat: Sequence[int], fed: int) -> None:
+    def observe(self, *args) -> None:
         pass
 
 
@@ -272,3 +327,49 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
     expected = getattr(heads, "expected_accepted", None)
     prior = prior_from_expected(expected) if expected else []
     return Policy(costs, prior, k_max)
+
+
+def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, tree,
+                           budgets: Sequence[int], ahead: int = 0, repeats: int = 9,
+                           progress: bool = False) -> dict[int, float]:
+    """n -> ms of one whole tree-decoding step with a node budget n (drafting, the call, acceptance, compaction),
+    timed inside a real decode like ``measure_iteration``."""
+    from .tree import tree_decode
+
+    rows = [i % len(prefixes) for i in range(batch)]
+    chosen = [list(prefixes[i]) + [3] * ahead for i in rows]
+    chosen_sources = None if sources is None else [sources[i] for i in rows]
+    ms = {}
+    for n in (tqdm_list(budgets, f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch "
+                                 f"{batch} (once per machine)") if progress else budgets):
+        fixed = _Fixed(n)
+        tree_decode(model, chosen, repeats + 2, tree, sources=chosen_sources, policy=fixed)
+        gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]
+        ms[n] = 1e3 * statistics.quantiles(gaps, n=4)[0]
+    return ms
+
+
+def tqdm_list(items: Sequence[int], desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def tree_budgets(tree) -> list[int]:
+    """Node budgets a policy chooses among: 1 (greedy), then doubling up to what the tree drafts."""
+    top, budgets = min(tree.nodes, tree.candidates), [1]
+    while budgets[-1] * 2 < top:
+        budgets.append(budgets[-1] * 2)
+    return budgets + [top] if top > 1 else budgets
+
+
+def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, tree,
+                        max_new_tokens: int = 0, progress: bool = False) -> TreePolicy:
+    """Measured (or cached) costs of trees of 1..tree.nodes nodes of this model on this machine."""
+    longest = max(map(len, prefixes))
+    budgets = tree_budgets(tree)
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 2 * budgets[-1] - 16)
+    key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}"
+    costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
+        model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress))
+    return TreePolicy(costs, budgets)

@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 from .acceptance import EXACT, Acceptance
-from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, prefill
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
 from .interface import DecodingModel, Session
-from .blockwise import clip
 
 
 @dataclass
@@ -39,6 +38,9 @@ class Tree:
     parents: Tensor
     depth: Tensor
     visible: Tensor
+    # dynamic trees: the predicted accepted length had the tree kept its n best candidates, n = 1, 2, ... (B, M):
+    # 1 + the sum of the n - 1 best cumulative probabilities (what a node budget policy weighs against cost)
+    expected: Tensor | None = None
 
     @classmethod
     def from_parents(cls, tokens: Tensor, parents: Tensor) -> "Tree":
@@ -102,7 +104,9 @@ class TreeShape:
     nodes: int  # N, tokens fed per call
     depth: int  # deepest node below the root: heads p2..p_{depth+1} are used
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
+        """The trees (B rows) after p1's logits (B, V) and the hidden states (B, D) of the last accepted positions;
+        ``nodes``: this step's node budget, if a policy chooses it (dynamic trees only)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -160,7 +164,9 @@ class StaticTree(TreeShape):
                     heapq.heappush(heap, (neg * agreement[d][r], path + (r,)))
         return cls(paths)
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
+        if nodes not in (None, self.nodes):
+            raise ValueError("a static tree has a fixed number of nodes: choose a node budget with a dynamic tree")
         B = p1.shape[0]
         tokens = torch.zeros(B, self.nodes, dtype=torch.long, device=p1.device)
         tokens[:, 0] = p1.argmax(-1)
@@ -186,20 +192,28 @@ class DynamicTree(TreeShape):
     """Grown at every step from the heads' probabilities (EAGLE-2): from the root, expand the ``top`` nodes of each
     depth with the highest cumulative probability (product of the heads' probabilities along the path) by their
     ``top`` most likely tokens each, down to ``depth``; then keep the ``nodes`` - 1 best of all the candidates by
-    cumulative probability (a child never beats its parent, so every kept node's parent is kept). Rows differ."""
+    cumulative probability (a child never beats its parent, so every kept node's parent is kept). Rows differ.
+    With ``spine`` (default) the chain of best tokens (each depth's best child of the one above, what a block of
+    plain blockwise decoding would feed) is always expanded and kept first, so a tree of at least depth + 1 nodes
+    accepts at least what that block would: approximate rules (ε, top-k) accept far more than the heads' exact-token
+    probabilities predict, and deep."""
 
-    def __init__(self, nodes: int, depth: int, top: int = 4) -> None:
+    def __init__(self, nodes: int, depth: int, top: int = 4, spine: bool = True) -> None:
         if nodes < 1 or depth < 0 or top < 1:
             raise ValueError(f"a dynamic tree needs nodes >= 1, depth >= 0, top >= 1 (got {nodes}, {depth}, {top})")
-        self.nodes, self.depth, self.top = nodes, depth, top
+        self.nodes, self.depth, self.top, self.spine = nodes, depth, top, spine
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
         B, dev = p1.shape[0], p1.device
+        nodes = self.nodes if nodes is None else nodes
+        root = p1.argmax(-1, keepdim=True)
+        if nodes == 1:  # a greedy step: nothing to draft
+            return Tree.from_parents(root, torch.full((B, 1), -1, device=dev))
         rows = torch.arange(B, device=dev)[:, None]
-        tokens, parents, scores = [p1.argmax(-1, keepdim=True)], [torch.full((B, 1), -1, device=dev)], \
-            [torch.zeros(B, 1, device=dev)]
+        tokens, parents, scores = [root], [torch.full((B, 1), -1, device=dev)], [torch.zeros(B, 1, device=dev)]
         frontier = torch.zeros(B, 1, dtype=torch.long, device=dev)  # candidate ids of the nodes to expand
         states, count = hidden[:, None, :], 1
+        spine = [torch.zeros(B, dtype=torch.long, device=dev)]  # candidate ids of the chain of best tokens
         for d in range(1, self.depth + 1):
             toks, cum = torch.cat(tokens, 1)[rows, frontier], torch.cat(scores, 1)[rows, frontier]  # (B, F)
             F_ = frontier.shape[1]
@@ -210,43 +224,64 @@ class DynamicTree(TreeShape):
             scores.append((cum[:, :, None] + top.values).reshape(B, -1))
             parents.append(frontier.repeat_interleave(self.top, dim=1))
             child_state = state.repeat_interleave(self.top, dim=1)  # (B, F*t, D): a child drafts from its parent's
-            best = scores[-1].topk(min(self.top, F_ * self.top), dim=1).indices  # (B, width) among the new children
+            ranking = scores[-1].clone()
+            if self.spine:  # the best child of the spine node (its position among the frontier: spine_at)
+                spine_child = (frontier == spine[-1][:, None]).float().argmax(1) * self.top  # (B,)
+                spine.append(count + spine_child)
+                ranking[rows[:, 0], spine_child] = float("inf")
+            best = ranking.topk(min(self.top, F_ * self.top), dim=1).indices  # (B, width) among the new children
             frontier, states = count + best, child_state[rows, best]
             count += F_ * self.top
         tokens, parents, scores = torch.cat(tokens, 1), torch.cat(parents, 1), torch.cat(scores, 1)
-        n = min(self.nodes, tokens.shape[1])
-        order = torch.sort(-scores, dim=1, stable=True).indices[:, :n]  # the root (score 0) first; parents first
+        n = min(nodes, tokens.shape[1])
+        ranking = scores.clone()
+        if self.spine:
+            ranking.scatter_(1, torch.stack(spine, 1), 0.0)  # kept right after the root, parents first
+        ranked = torch.sort(-ranking, dim=1, stable=True)  # the root (score 0) first; parents before children
+        order = ranked.indices[:, :n]
         keep = order.sort(dim=1).values  # candidate order: parents before children
         renumber = torch.full_like(parents, -1)
         renumber.scatter_(1, keep, torch.arange(n, device=dev).expand(B, -1))
         kept_parents = parents.gather(1, keep)
         new_parents = torch.where(kept_parents >= 0, renumber.gather(1, kept_parents.clamp(min=0)), -1)
-        return Tree.from_parents(tokens.gather(1, keep), new_parents)
+        tree = Tree.from_parents(tokens.gather(1, keep), new_parents)
+        tree.expected = scores.gather(1, ranked.indices).exp().cumsum(1)  # (B, M): 1 + Σ of the n - 1 kept first
+        return tree
+
+    @property
+    def candidates(self) -> int:
+        """Nodes a step drafts before keeping the best ``nodes``: the largest useful budget."""
+        return 1 + sum(self.top * min(self.top, self.top ** (d - 1)) for d in range(1, self.depth + 1))
 
     def describe(self) -> str:
-        return f"dynamic tree, {self.nodes} nodes, depth {self.depth}, top {self.top}"
+        return f"dynamic tree, {self.nodes} nodes, depth {self.depth}, top {self.top}" + (", spine" if self.spine else "")
 
 
 @torch.no_grad()
 def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, tree: TreeShape,
                 eos_id: int | None = None, accept: Acceptance = EXACT,
                 sources: Sequence[Sequence[int]] | None = None,
-                stream: Callable[[int, list[int]], None] | None = None) -> DecodeOutput:
+                stream: Callable[[int, list[int]], None] | None = None, policy=None) -> DecodeOutput:
     """Blockwise decoding with a candidate tree per row and call. With exact acceptance the output equals ``greedy``
-    token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``."""
+    token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``. ``policy`` (a dynamic tree
+    only: ``policy.TreePolicy``) chooses every step's node budget, 1 (a greedy step) to ``tree.nodes``."""
     check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, tree.nodes), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1 = session.scores(hidden)
     while True:
-        t = tree.build(session, p1, hidden)  # (B, N) nodes, the root ŷ_{j+1} = p1's argmax
+        n = policy.choose(hidden.shape[0]) if policy is not None else None
+        t = tree.build(session, p1, hidden, n)  # (B, N) nodes, the root ŷ_{j+1} = p1's argmax
         start = session.lengths.clone()
         hidden = session.feed(t.tokens, t)  # (B, N, D): verify every node and draft the next tree, in one call
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, N, V): p1 at every node
         k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
+        if policy is not None:
+            policy.observe(None if t.expected is None else t.expected.tolist(), k_hat.tolist(), t.nodes)
+            stats.count_k(t.nodes)
         block = t.tokens.gather(1, path)  # the accepted path's tokens, as a block
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
         session.compact(start, path, start + k_hat)

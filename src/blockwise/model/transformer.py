@@ -186,8 +186,8 @@ class Transformer(nn.Module):
         return self.norm(x)
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        if capacity > self.cfg.max_positions:
-            raise ValueError(f"{capacity} positions are needed but the model has only {self.cfg.max_positions}")
+        # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
+        # positions); positions are checked where they are made (check_inputs, embed_tokens)
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_heads, capacity, self.cfg.d_model // self.cfg.n_heads,
                        dtype=p.dtype, device=p.device)

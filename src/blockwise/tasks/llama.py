@@ -207,8 +207,8 @@ class Llama(nn.Module):
         return rms_norm(x, self.norm, self.cfg.rms_eps)
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        if capacity > self.cfg.max_positions:
-            raise ValueError(f"{capacity} positions are needed but the model has only {self.cfg.max_positions}")
+        # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
+        # positions); positions are checked where they are made (check_inputs, embed_tokens)
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_kv_heads, capacity, self.cfg.head_dim,
                        dtype=p.dtype, device=p.device)
