@@ -79,11 +79,33 @@ K_AUTO_HELP = ("auto (default): chosen at every step, 1 (greedy) to all heads, f
                "~/.cache/blockwise) and the acceptance seen so far; never slower than greedy by more than the probes")
 
 
-def chosen_ks(stats) -> str:
-    """'k=1 ×12, k=3 ×40': how often each block size was chosen (k=auto)."""
+def chosen_ks(stats, tree=None) -> str:
+    """'k=1 ×12, k=3 ×40' (k=auto): how often each block size was chosen; 'nodes=1 ×3, nodes=16 ×40' with a tree."""
     from .eval.records import format_k_chosen
 
-    return format_k_chosen(stats.k_chosen)
+    text = format_k_chosen(stats.k_chosen)
+    return text if tree is None else text.replace("k=", "nodes=")
+
+
+def add_tree(parser: argparse.ArgumentParser, default: str = "chain", nodes: int = 32) -> None:
+    parser.add_argument("--tree", choices=["chain", "dynamic"], default=default,
+                        help=f"what one call verifies: chain = a block of k proposals (one per head); dynamic = a tree "
+                             f"of candidates grown at every step from the heads' top tokens (several guesses per "
+                             f"position, EAGLE-2 style; the chain of best guesses is always in it). Same output either "
+                             f"way (default {default})")
+    parser.add_argument("--nodes", type=at_least(2), default=nodes, metavar="N",
+                        help=f"--tree dynamic: tokens fed per call at most (default {nodes}); with -k auto each "
+                             f"step's budget, 1 (greedy) to N, is chosen from this machine's measured cost of a call")
+
+
+def make_tree(args: argparse.Namespace, num_heads: int):
+    """The ``DynamicTree`` of --tree dynamic (depth: k - 1, or every head with -k auto), or None for a chain."""
+    if args.tree == "chain":
+        return None
+    from .decoding.tree import DynamicTree
+
+    k = num_heads if args.k == "auto" else args.k
+    return DynamicTree(args.nodes, k - 1, top=4)
 
 
 def add_threads(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:

@@ -18,11 +18,12 @@ import argparse
 import sys
 import time
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
-                  run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
+                  existing_file, load, make_tree, run)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
+TREE_DEFAULT = "dynamic"
 HEADS_FIX = "pass --heads with a file from recipes/lm/02_train_heads.py, or leave --heads out for the shipped heads"
 
 
@@ -42,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "float32: identical to Hugging Face's float32 greedy generate. auto (default): bfloat16 where "
                          "the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else float32")
     ap.add_argument("--heads", default=None, help="heads file (default: the ones shipped with the package)")
+    add_tree(ap, TREE_DEFAULT)
     add_threads(ap, 1, "CPU threads (default 1: on the 2-core machine of results/lm a 135M model decoded faster on "
                        "one thread than on two, in float32 and bfloat16 alike)")
     return ap.parse_args(argv)
@@ -95,7 +97,7 @@ def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .decoding import blockwise, greedy
-    from .decoding.policy import default_policy
+    from .decoding.policy import default_policy, default_tree_policy
     from .model.invariant import cpu_has_bf16
     from .tasks.llama import Llama, NativeLM
     from .tasks.lm.heads_io import ASSET, load_heads
@@ -114,6 +116,7 @@ def generate(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
     k_max = heads.num_heads if args.k == "auto" else args.k
+    tree = make_tree(args, heads.num_heads)
     if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
@@ -123,16 +126,20 @@ def generate(args: argparse.Namespace) -> int:
         greedy(lm, [ids[-8:]], 4, eos_id=eos)  # the same warm-up for the decoder timed second
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
-        policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True)
+        policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True) if tree is None else \
+            default_tree_policy(lm, [ids], None, tree, args.max_new_tokens, progress=True)
         policy.costs.prepare(1)
+    if tree is not None:  # warm-up of the tree's path too
+        blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree)
     printer = Printer(tokenizer, eos)
     t = time.perf_counter()
-    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy)
+    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy, tree=tree)
     seconds = time.perf_counter() - t
     n = len(out.tokens[0])
-    chosen = f" ({chosen_ks(out.stats)})" if policy else ""
-    print(f"\n\n[blockwise k={args.k}{chosen}, {args.dtype}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
-          f"tokens/s, mean accepted block {out.stats.mean_accepted:.2f}, {out.stats.calls} model calls", file=sys.stderr)
+    chosen = f" ({chosen_ks(out.stats, tree)})" if policy else ""
+    what = f"blockwise k={args.k}" if tree is None else f"blockwise, {tree.describe()}"
+    print(f"\n\n[{what}{chosen}, {args.dtype}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
+          f"tokens/s, {out.stats.mean_accepted:.2f} tokens per call, {out.stats.calls} model calls", file=sys.stderr)
     if args.compare:
         t = time.perf_counter()
         ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)

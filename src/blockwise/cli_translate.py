@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
-                  report, run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
+                  existing_file, load, make_tree, report, run)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "mt_both.safetensors"
@@ -40,6 +40,7 @@ def parse_args(argv):
                    "its sentencepiece model must lie beside it as <name>.spm.model or spm.model (default: the shipped "
                    "English-German model)")
     add_k(p, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model's heads, or " + K_AUTO_HELP)
+    add_tree(p)
     p.add_argument("--accept", choices=["exact", "top2", "top3"], default="exact",
                    help="exact (= greedy output, default) or approximate top-2/top-3 acceptance")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="lines decoded together (default 16)")
@@ -129,6 +130,7 @@ class Translator:
         from .decoding import Acceptance
 
         self.model, self.corpus, self.k, self.args = model, corpus, k, args
+        self.tree = make_tree(args, model.num_heads)
         self.accept = {"exact": Acceptance(), "top2": Acceptance("top_k", top_k=2),
                        "top3": Acceptance("top_k", top_k=3)}[args.accept]
         self.limit = model.cfg.max_positions // 2 - 1  # source tokens the model reads; translate() cuts the rest
@@ -161,7 +163,7 @@ class Translator:
         out, compare = [""] * len(lines), self.args.compare and any(lines)
         try:
             if any(lines):
-                out, fast = self.by_line("blockwise", lines, k=self.k, accept=self.accept)
+                out, fast = self.by_line("blockwise", lines, k=self.k, accept=self.accept, tree=self.tree)
             if compare:
                 slow_out, slow = self.by_line("greedy", lines)
         except Exception as error:  # one bad line must not stop the file, nor empty the good lines of its batch
@@ -173,9 +175,10 @@ class Translator:
         if compare:
             for greedy_line, line in zip(slow_out, out):
                 print(f"greedy:    {greedy_line}\nblockwise: {line}")
-            k = f"k=auto: {chosen_ks(fast.stats)}" if self.k == "auto" else f"k={self.k}"
+            k = f"k=auto: {chosen_ks(fast.stats, self.tree)}" if self.k == "auto" else f"k={self.k}"
+            k += f", {self.tree.describe()}" if self.tree is not None else ""
             print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s ({k}, {self.args.accept}), "
-                  f"speedup {slow.seconds / fast.seconds:.2f}x, mean accepted block size "
+                  f"speedup {slow.seconds / fast.seconds:.2f}x, tokens per call "
                   f"{fast.stats.mean_accepted:.2f}, identical: {slow.token_ids == fast.token_ids}")
         else:
             print("\n".join(out))

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, at_least, chosen_ks, command_parser, existing_file, load,
-                  run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
+                  existing_file, load, make_tree, run)
 
 DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Fine-tuning (Both) model
 MODEL_FIX = "pass --checkpoint with a model from recipes/sr/train.py (its .json beside it), or leave it out"
@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["greedy", "blockwise"], default="blockwise",
                     help="blockwise (default) or plain greedy decoding")
     add_k(ap, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model has, or " + K_AUTO_HELP)
+    add_tree(ap)
     ap.add_argument("--eps", type=at_least(0, float), default=0.0, help="ε: accept a proposal within ε intensity "
                     "levels of the argmax (default 0: exact, identical to greedy)")
     ap.add_argument("--min-block", type=at_least(1), default=1,
@@ -108,8 +109,10 @@ def upsample(args: argparse.Namespace) -> int:
         out = sr.upsample(model, lows, factor, "greedy", layout=layout)
         label = "greedy"
     else:
-        out = sr.upsample(model, lows, factor, "blockwise", k=k, accept=rule, layout=layout)
-        label = f"blockwise k={k}{f' ({chosen_ks(out.stats)})' if k == 'auto' else ''}, {rule.describe()}"
+        tree = make_tree(args, model.num_heads)
+        out = sr.upsample(model, lows, factor, "blockwise", k=k, accept=rule, layout=layout, tree=tree)
+        label = f"blockwise k={k}{f' ({chosen_ks(out.stats, tree)})' if k == 'auto' else ''}, {rule.describe()}"
+        label += f", {tree.describe()}" if tree is not None else ""
     image = Image.fromarray(out.images[0])
     if args.scale > 1:
         image = image.resize((high * args.scale, high * args.scale), Image.Resampling.NEAREST)

@@ -30,7 +30,17 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
 
     ``k``: a fixed block size (default: every head), or "auto": a ``policy`` chooses each iteration's k in 1..k_max
     (default: ``default_policy``, whose first use on a machine measures the model's costs, with a progress line if
-    ``progress``). ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified."""
+    ``progress``). ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified.
+    ``tree``: verify a candidate tree per call instead of a block (decoding/tree.py: ``StaticTree``, ``DynamicTree``);
+    k is then the tree's, and "auto" (with a dynamic tree) chooses every step's node budget (``policy``: a
+    ``TreePolicy``, by default ``default_tree_policy``)."""
+    if tree is not None:
+        if k not in (None, "auto", tree.depth + 1):
+            raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "
+                             "node budget at every step")
+        if k == "auto" and policy is None:
+            policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)
+        return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy)
     auto = k == "auto" or policy is not None
     if isinstance(k, str) and not auto:
         raise ValueError(f"k must be a number of heads or 'auto', got {k!r}")

@@ -343,7 +343,7 @@ def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int
     for n in (tqdm_list(budgets, f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch "
                                  f"{batch} (once per machine)") if progress else budgets):
         fixed = _Fixed(n)
-        tree_decode(model, chosen, repeats + 2, tree, sources=chosen_sources, policy=fixed)
+        tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
         gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]
         ms[n] = 1e3 * statistics.quantiles(gaps, n=4)[0]
     return ms
@@ -368,7 +368,7 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     """Measured (or cached) costs of trees of 1..tree.nodes nodes of this model on this machine."""
     longest = max(map(len, prefixes))
     budgets = tree_budgets(tree)
-    ahead = min(max_new_tokens // 2, model.max_positions - longest - 2 * budgets[-1] - 16)
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * (tree.depth + 1) - 1)
     key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress))

@@ -30,7 +30,8 @@ class StepCost:
 
 
 def step_cost(session: Session, tokens: Tensor, ts: Sequence[int], repeats: int = 9, warmup: int = 2,
-              then: Callable[[Tensor, Tensor], object] | None = None) -> StepCost:
+              then: Callable[[Tensor, Tensor], object] | None = None,
+              tree: Callable[[int], object] | None = None) -> StepCost:
     """Median wall-clock time of one call feeding T tokens after the session's current state and taking p1's argmax at
     all of them (``scores(feed(tokens[:, :T])).argmax(-1)``), for T = 1 and every T in ``ts``.
 
@@ -38,7 +39,8 @@ def step_cost(session: Session, tokens: Tensor, ts: Sequence[int], repeats: int 
     (``truncate``, outside the timed part), so the session ends as it started; its capacity must hold max T more tokens.
     ``warmup`` untimed calls precede the ``repeats`` timed ones of each T. ``then(hidden, best)``, if given, runs inside
     the timed part of every call with T > 1, with the hidden states (B, T, D) and p1's argmax (B, T) (e.g. to time the
-    next proposal of a blockwise iteration too); the 1-token call, a greedy step, never runs it.
+    next proposal of a blockwise iteration too); the 1-token call, a greedy step, never runs it. ``tree(T)``, if
+    given, makes the candidate tree (decoding/tree.py) the T tokens are fed as, with its attention mask.
     """
     held = session.lengths.clone()
     ms = {}
@@ -47,10 +49,11 @@ def step_cost(session: Session, tokens: Tensor, ts: Sequence[int], repeats: int 
             if t > tokens.shape[1]:
                 raise ValueError(f"T = {t} but only {tokens.shape[1]} tokens given")
             block = tokens[:, :t]
+            shape = tree(t) if tree is not None and t > 1 else None
             times = []
             for i in range(warmup + repeats):
                 start = time.perf_counter()
-                hidden = session.feed(block)
+                hidden = session.feed(block) if shape is None else session.feed(block, shape)
                 best = session.scores(hidden).argmax(-1)
                 if then is not None and t > 1:
                     then(hidden, best)

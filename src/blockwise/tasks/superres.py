@@ -29,7 +29,8 @@ import torch
 from ..config import HeadsConfig, ModelConfig, preset
 from ..decoding import EXACT, Acceptance, blockwise, greedy
 from ..decoding.common import DecodeStats
-from ..decoding.policy import default_policy
+from ..decoding.policy import default_policy, default_tree_policy
+from ..decoding.tree import TreeShape
 from ..model import BlockwiseModel
 from ..training import cross_entropy
 from ..training.losses import Criterion
@@ -275,7 +276,8 @@ class Upsampled:
 
 @torch.no_grad()
 def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str = "greedy", k: int | str = 1,
-             accept: Acceptance = EXACT, batch_size: int = 16, layout: str = "aligned") -> Upsampled:
+             accept: Acceptance = EXACT, batch_size: int = 16, layout: str = "aligned",
+             tree: TreeShape | None = None) -> Upsampled:
     """Generate the high-resolution images of ``lows`` (N, l, l) pixel by pixel. method: greedy | blockwise.
     ``layout`` must be the source layout the model was trained with (``load_sr``'s meta["source"])."""
     if method not in ("greedy", "blockwise"):
@@ -292,8 +294,9 @@ def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str =
             result = greedy(model, prefixes, high * high, sources=src)
         else:
             if k == "auto" and policy is None:  # one policy for all the images: what it learns carries over
-                policy = default_policy(model, prefixes, src, model.num_heads, high * high)
-            result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src, policy=policy)
+                policy = default_policy(model, prefixes, src, model.num_heads, high * high) if tree is None else \
+                    default_tree_policy(model, prefixes, src, tree, high * high)
+            result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src, policy=policy, tree=tree)
         out += [tokens_to_pixels(t).reshape(high, high) for t in result.tokens]
         stats.merge(result.stats)
     measuring = policy.costs.measure_seconds if policy else 0.0  # one-time, not decoding

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from ..batching import pad
 from ..decoding import EXACT, Acceptance, beam_search, blockwise, greedy
 from ..decoding.common import DecodeStats
-from ..decoding.policy import default_policy
+from ..decoding.policy import default_policy, default_tree_policy
+from ..decoding.tree import TreeShape
 from ..model import BlockwiseModel
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -134,9 +135,10 @@ class Translation:
 @torch.no_grad()
 def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy",
               k: int | str = 1, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
-              progress: bool = False) -> Translation:
+              progress: bool = False, tree: TreeShape | None = None) -> Translation:
     """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. With k="auto" the
-    block size is chosen per step (decoding/policy.py); ``seconds`` leaves out the one-time cost measurement."""
+    block size (with a dynamic ``tree``: its node budget) is chosen per step (decoding/policy.py); ``seconds`` leaves
+    out the one-time cost measurement."""
     from tqdm.auto import tqdm
 
     sources = [s + [EOS] for s in corpus.encode(sentences)]
@@ -156,8 +158,10 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
             result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
         elif method == "blockwise":
             if k == "auto" and policy is None:  # one policy for the whole text: what it learns carries over
-                policy = default_policy(model, prefixes, src, model.num_heads, max_new)
-            result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy)
+                policy = default_policy(model, prefixes, src, model.num_heads, max_new) if tree is None else \
+                    default_tree_policy(model, prefixes, src, tree, max_new)
+            result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy,
+                               tree=tree)
         elif method == "beam":
             result = beam_search(model, prefixes, max_new, beam_size=beam_size, eos_id=EOS, sources=src)
         else:
