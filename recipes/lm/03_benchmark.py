@@ -26,7 +26,8 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats
-from blockwise.decoding.policy import default_policy
+from blockwise.decoding.policy import default_policy, default_tree_policy
+from blockwise.decoding.tree import DynamicTree
 from blockwise.eval.records import format_k_chosen, merge_rows
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.step_cost import step_cost
@@ -49,9 +50,19 @@ def hf_run(hf, prompts, max_new, eos_id, pad_id, lookup: int | None = None):
 
 
 def ours_run(lm, prompts, max_new, eos_id, k: int | str | None):
-    out = greedy(lm, prompts, max_new, eos_id=eos_id) if k is None else \
-        blockwise(lm, prompts, max_new, k=k, eos_id=eos_id)
+    if isinstance(k, str) and k.startswith("tree:"):  # a dynamic tree of N nodes, or "auto": budget chosen per step
+        nodes = k.split(":")[1]
+        out = blockwise(lm, prompts, max_new, k="auto" if nodes.startswith("auto") else None, eos_id=eos_id,
+                        tree=tree_of(lm, nodes))
+    else:
+        out = greedy(lm, prompts, max_new, eos_id=eos_id) if k is None else \
+            blockwise(lm, prompts, max_new, k=k, eos_id=eos_id)
     return out.tokens, out.stats
+
+
+def tree_of(lm, nodes: str) -> DynamicTree:
+    """--trees entry: "32" (32 nodes) or "auto64" (budget chosen per step, up to 64)."""
+    return DynamicTree(int(nodes.removeprefix("auto") or 64), lm.num_heads - 1, top=4)
 
 
 def step_costs(lm, prompt, max_t: int, repeats: int) -> dict:
@@ -69,6 +80,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="results/lm")
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--ks", default="2,3,4,5,auto", help="fixed block sizes, and 'auto' (the policy)")
+    ap.add_argument("--trees", default="16,32,auto64",
+                    help="dynamic candidate trees: N nodes per call, or autoN (the node budget chosen per step from "
+                         "measured costs, up to N); empty: none")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--dtypes", default="float32,bfloat16",
                     help="every method runs in each (HF too); speedup is over HF greedy in float32, "
@@ -92,7 +106,8 @@ def main(argv=None) -> None:
     heads32, vocab = load_heads(args.heads)
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
-    ks = [k if k == "auto" else int(k) for k in args.ks.split(",")]
+    ks = [k if k == "auto" else int(k) for k in args.ks.split(",") if k]
+    ks += [f"tree:{t}" for t in args.trees.split(",") if t]
     dtypes = args.dtypes.split(",")
 
     methods, natives = [], {}  # methods: (name, dtype, k, run)
@@ -120,6 +135,9 @@ def main(argv=None) -> None:
             if k == "auto":  # this machine's costs at every batch size a decode shrinks through, measured once
                 policy = default_policy(natives[dt], groups[0], None, natives[dt].num_heads, args.max_new)
                 policy.costs.prepare(batch)
+            if isinstance(k, str) and k.startswith("tree:auto"):
+                tree = tree_of(natives[dt], k.split(":")[1])
+                default_tree_policy(natives[dt], groups[0], None, tree, args.max_new).costs.prepare(batch)
             try:
                 run(groups[0][:1] if batch == 1 else groups[0])
             except Exception as e:  # HF assisted decoding refuses batch > 1
@@ -147,11 +165,14 @@ def main(argv=None) -> None:
         tps = {key: sum(len(r) for r in outputs[key]) / statistics.median(times[key]) for key in keys if key not in skip}
         for name, dt, k in keys:
             key = (name, dt, k)
-            auto, lookup = k == "auto", name == "hf_prompt_lookup"
+            tree = k.split(":")[1] if isinstance(k, str) and k.startswith("tree:") else None
+            auto, lookup = k == "auto" or (tree or "").startswith("auto"), name == "hf_prompt_lookup"
             rec = {"method": name, "drafter": drafter if name == "blockwise" else
                    f"prompt lookup ({args.lookup} tokens)" if lookup else None,
-                   "dtype": dt, "k": None if auto else k, "policy": "auto" if auto else None if lookup else "fixed",
-                   "nodes": None if auto or lookup else k or 1, "tree": "chain", "batch": batch, "temperature": 0.0,
+                   "dtype": dt, "k": None if auto else heads32.num_heads if tree else k,
+                   "policy": "auto" if auto else None if lookup else "fixed",
+                   "nodes": None if auto or lookup else int(tree) if tree else k or 1,
+                   "tree": "dynamic" if tree else "chain", "batch": batch, "temperature": 0.0,
                    "tokens_per_s": None, "speedup": None, "speedup_same_dtype": None, "speedup_vs_greedy": None,
                    "mean_accepted": None, "identical": None, "same_as_greedy": None, "n": n, "cpu": cpu}
             if key not in skip:
@@ -172,7 +193,7 @@ def main(argv=None) -> None:
                         total = DecodeStats()
                         for s in st:
                             total.merge(s)
-                        details["k_chosen"][f"{dt}_b{batch}"] = total.k_chosen
+                        details["k_chosen"][f"{dt}_b{batch}" + (f"_tree_{tree}" if tree else "")] = total.k_chosen
                 details["runs"][f"{name}_{dt}{'' if k is None else f'_k{k}'}_b{batch}"] = {
                     "seconds": [round(t, 3) for t in times[key]], "tokens": sum(len(r) for r in outputs[key]),
                     "rows_differing_from_hf_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
@@ -220,11 +241,13 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     for r in records:
         cells = [fmt(r[f]) for f in ("method", "dtype", "k", "batch", "tokens_per_s", "speedup", "speedup_same_dtype",
                                      "speedup_vs_greedy", "mean_accepted", "identical", "same_as_greedy", "n")]
-        cells[2] = "auto" if r["policy"] == "auto" else cells[2]
+        cells[2] = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else cells[2]
+        if r["tree"] == "dynamic":
+            cells[0] = f"blockwise, dynamic tree of {r['nodes'] or 'auto'} nodes"
         lines.append("| " + " | ".join(cells) + " |")
     if details.get("k_chosen"):
-        lines += ["", "k = auto, iterations at each k:", ""]
-        lines += [f"- {run}: " + format_k_chosen(c)
+        lines += ["", "k = auto, iterations at each k (trees: at each node budget):", ""]
+        lines += [f"- {run}: " + (format_k_chosen(c).replace("k=", "nodes=") if "tree" in run else format_k_chosen(c))
                   for run, c in details["k_chosen"].items()]
     lines += ["", "Step cost (one call feeding T tokens and scoring them, batch 1, relative to T = 1):", "",
               "| model | " + " | ".join(f"T={t}" for t in range(1, 7)) + " | T=1 ms |", "|---" * 8 + "|"]
@@ -245,7 +268,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         rows = [r for r in records if r["batch"] == batch and r["tokens_per_s"] is not None]
-        labels = [r["method"] + (" k=auto" if r["policy"] == "auto" else f" k={r['k']}" if r["k"] else "")
+        labels = [r["method"] + (f" tree {r['nodes'] or 'auto'}" if r["tree"] == "dynamic" else " k=auto"
+                                 if r["policy"] == "auto" else f" k={r['k']}" if r["k"] else "")
                   + (" bf16" if r["dtype"] == "bfloat16" else " fp32") for r in rows]
         colors = [("#bbb" if r["dtype"] == "float32" else "#777") if r["method"].startswith("hf") else
                   ("#7ad" if r["dtype"] == "float32" else "#15a") for r in rows]
@@ -258,7 +282,7 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     for batch in batches:
         for dt, style in (("float32", "--"), ("bfloat16", "-")):
             rows = [r for r in records if r["batch"] == batch and r["method"] == "blockwise" and r["dtype"] == dt
-                    and r["speedup_vs_greedy"] is not None]
+                    and r["speedup_vs_greedy"] is not None and r["tree"] == "chain"]
             fixed = [r for r in rows if r["policy"] == "fixed"]
             if fixed:
                 line, = ax.plot([r["k"] for r in fixed], [r["speedup_vs_greedy"] for r in fixed], "s" + style,
@@ -268,7 +292,7 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
                         ax.axhline(r["speedup_vs_greedy"], color=line.get_color(), ls=style, lw=0.8, alpha=0.7,
                                    label=f"k = auto, {dt}, batch {batch}")
     rows = [r for r in records if r["method"] == "blockwise" and r["batch"] == batches[0] and r["policy"] == "fixed"
-            and r["dtype"] == records[0]["dtype"]]  # k̂ is the same in every dtype (exact decoding)
+            and r["dtype"] == records[0]["dtype"] and r["tree"] == "chain"]  # k̂ is the same in every dtype (exact decoding)
     ax.plot([r["k"] for r in rows], [r["mean_accepted"] for r in rows], "ko:", label=f"mean accepted, batch {batches[0]}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("k")

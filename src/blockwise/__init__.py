@@ -8,9 +8,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PRESETS, HeadsConfig, ModelConfig, preset
-from .decoding import EXACT, Acceptance, DecodeOutput, DecodeStats, beam_search, blockwise, greedy
+from .decoding import (EXACT, Acceptance, DecodeOutput, DecodeStats, DynamicTree, StaticTree, beam_search, blockwise,
+                       greedy)
 from .model import BlockwiseModel
 
 __version__ = "0.1.0"
-__all__ = ["EXACT", "PRESETS", "Acceptance", "BlockwiseModel", "DecodeOutput", "DecodeStats", "HeadsConfig",
-           "ModelConfig", "beam_search", "blockwise", "greedy", "preset"]
+__all__ = ["EXACT", "PRESETS", "Acceptance", "BlockwiseModel", "DecodeOutput", "DecodeStats", "DynamicTree",
+           "HeadsConfig", "ModelConfig", "StaticTree", "beam_search", "blockwise", "greedy", "preset"]
