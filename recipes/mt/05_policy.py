@@ -20,8 +20,8 @@ import statistics
 import time
 from pathlib import Path
 
-from blockwise.decoding.policy import default_policy  # before torch: importing blockwise sets OMP_WAIT_POLICY
-from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows
+from blockwise.decoding.policy import default_policy, default_tree_policy  # before torch: sets OMP_WAIT_POLICY
+from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows, method_spec, spec_fields
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model import BlockwiseModel
 from blockwise.tasks.translation import BOS, EOS, Corpus, bleu, translate
@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("--test", default="data/mt/test.en", help="English test sentences (the .de beside it: BLEU)")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batches", default="1,8,32")
-    ap.add_argument("--ks", default="2,4,8,10,auto")
+    ap.add_argument("--ks", default="2,4,8,10,auto", help="methods: block sizes, auto, treeN (a dynamic tree of N "
+                    "nodes), treeautoN (its node budget chosen per step, up to N)")
+    ap.add_argument("--run", default=RUN, help="the tag of this run's rows in results/mt/summary.json")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -51,57 +53,63 @@ def main() -> None:
     sentences = test.read_text(encoding="utf-8").splitlines()[: args.n]
     refs_path = test.with_suffix(".de")
     refs = refs_path.read_text(encoding="utf-8").splitlines()[: args.n] if refs_path.exists() else None
-    methods = [("greedy", 1)] + [("blockwise", k if k == "auto" else int(k)) for k in args.ks.split(",")]
+    methods = [("greedy", "1")] + [("blockwise", k) for k in args.ks.split(",")]
+    specs = {spec: method_spec(spec, model.num_heads) for _, spec in methods}
     cpu = cpu_label()
     records, chosen = [], {}
     for batch in map(int, args.batches.split(",")):
-        for method, k in methods:  # warm-up; k = auto measures this machine's costs here, once per batch bucket
+        for method, spec in methods:  # warm-up; k = auto measures this machine's costs here, once per batch bucket
+            k, tree = specs[spec]
             if k == "auto":
                 src = [s + [EOS] for s in corpus.encode(sentences[:batch])]
-                policy = default_policy(model, [[BOS]] * len(src), src, model.num_heads, 64)
+                policy = default_policy(model, [[BOS]] * len(src), src, model.num_heads, 64) if tree is None else \
+                    default_tree_policy(model, [[BOS]] * len(src), src, tree, 64)
                 policy.costs.prepare(batch)
-            translate(model, corpus, sentences[:batch], method, k=k, batch_size=batch)
+            translate(model, corpus, sentences[:batch], method, k=k, batch_size=batch, tree=tree)
         times, outs = {m: [] for m in methods}, {}
         for r in range(args.repeats):
             for m in (methods if r % 2 == 0 else methods[::-1]):
-                out = translate(model, corpus, sentences, m[0], k=m[1], batch_size=batch)
+                k, tree = specs[m[1]]
+                out = translate(model, corpus, sentences, m[0], k=k, batch_size=batch, tree=tree)
                 times[m].append(out.seconds)
                 outs[m] = out
-        greedy_s = statistics.median(times[("greedy", 1)])
-        for (method, k), out in outs.items():
+        greedy_s = statistics.median(times[("greedy", "1")])
+        for (method, spec), out in outs.items():
+            k, tree = specs[spec]
             auto = k == "auto"
-            s = statistics.median(times[(method, k)])
+            s = statistics.median(times[(method, spec)])
             if auto:
-                chosen[f"batch {batch}"] = out.stats.k_chosen
-            records.append({"regime": "both (shipped)", "k": None if auto else k, "accept": "exact", "batch": batch,
+                chosen[f"batch {batch}" + (" (tree nodes)" if tree else "")] = out.stats.k_chosen
+            records.append({"regime": "both (shipped)", "accept": "exact", "batch": batch,
                             "bleu": bleu(out.hypotheses, refs) if refs else None,
                             "mean_accepted": round(out.stats.mean_accepted, 3), "speedup": round(greedy_s / s, 3),
                             "speedup_vs_greedy": round(greedy_s / s, 3),
-                            "identical": sum(a == b for a, b in zip(out.token_ids, outs[("greedy", 1)].token_ids)),
-                            "n": len(sentences), "decoder": method, "dtype": args.dtype,
-                            "nodes": None if auto else k, "tree": "chain", "policy": "auto" if auto else "fixed",
-                            "cpu": cpu, "seconds": round(s, 3), "run": RUN})
-            print(f"batch {batch} {method} k={k}: {s:.2f} s, {greedy_s / s:.2f}x greedy, "
+                            "identical": sum(a == b for a, b in zip(out.token_ids, outs[("greedy", "1")].token_ids)),
+                            "n": len(sentences), "decoder": method, "dtype": args.dtype, **spec_fields(k, tree),
+                            "cpu": cpu, "seconds": round(s, 3), "run": args.run})
+            print(f"batch {batch} {method} {spec}: {s:.2f} s, {greedy_s / s:.2f}x greedy, "
                   f"k̂ {out.stats.mean_accepted:.2f}" + (f", chosen {out.stats.k_chosen}" if auto else ""), flush=True)
     out_dir = cpu_folder(args.out, cpu)
     meta = {"commit": git_commit(), "minutes": round((time.time() - started) / 60, 1), "cpu": cpu,
             "threads": args.threads, "args": vars(args), "k_chosen": chosen}
     (out_dir / "summary.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
-    lines = [f"# Translation: k = auto vs greedy and fixed k ({cpu}, {args.dtype})", "",
+    lines = [f"# Translation: blockwise (blocks, trees, auto) vs greedy ({cpu}, {args.dtype}, run {args.run})", "",
              f"Commit {meta['commit']}, {meta['minutes']} min, {args.threads} thread(s), the first {len(sentences)} "
              f"test sentences, medians of {args.repeats} interleaved repeats. `vs greedy`: our greedy's time / this "
              "method's, same run and batch.", "",
-             "| batch | method | k | seconds | vs greedy | mean accepted | identical | BLEU |", "|---" * 8 + "|"]
+             "| batch | method | k | tree | nodes | seconds | vs greedy | tokens per call | identical | BLEU |",
+             "|---" * 10 + "|"]
     for r in records:
         bl = "–" if r["bleu"] is None else f"{r['bleu']:.2f}"
-        k = "auto" if r["policy"] == "auto" else r["k"]
-        lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
+        k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"]
+        nodes = "auto" if r["policy"] == "auto" and r["tree"] != "chain" else r["nodes"]
+        lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['tree']} | {nodes} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
                      f"{r['mean_accepted']:.2f} | {r['identical']}/{r['n']} | {bl} |")
     lines += ["", "k = auto, iterations at each k: " + "; ".join(
         f"{b}: " + format_k_chosen(c) for b, c in chosen.items())]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
     if Path("results/mt/summary.json").exists():
-        merge_rows("results/mt/summary.json", records, RUN, cpu)
+        merge_rows("results/mt/summary.json", records, args.run, cpu)
     print("\n".join(lines))
 
 

@@ -26,3 +26,26 @@ def merge_rows(summary: str | Path, records: list[dict], run: str, cpu: str) -> 
     rows = json.loads(summary.read_text()) if summary.exists() else []
     kept = [r for r in rows if not (r.get("run") == run and r.get("cpu") == cpu)]
     summary.write_text(json.dumps(kept + records, indent=1) + "\n")
+
+
+def method_spec(spec: str, num_heads: int):
+    """A recipe's method entry as (k, tree): "3" (a block of 3), "auto" (k chosen per step), "tree16" (a dynamic tree
+    of 16 nodes over every head), "treeauto64" (its node budget chosen per step, up to 64)."""
+    from ..decoding.tree import DynamicTree
+
+    spec = spec.strip()
+    if spec.startswith("tree"):
+        nodes = spec[len("tree"):]
+        auto = nodes.startswith("auto")
+        return ("auto" if auto else None), DynamicTree(int(nodes.removeprefix("auto") or 64), num_heads - 1, top=4)
+    return (spec if spec == "auto" else int(spec)), None
+
+
+def spec_fields(k, tree) -> dict:
+    """The record fields k, nodes, tree and policy of a method from ``method_spec``."""
+    auto = k == "auto"
+    if tree is not None:
+        return {"k": None if auto else tree.depth + 1, "nodes": None if auto else tree.nodes, "tree": "dynamic",
+                "policy": "auto" if auto else "fixed"}
+    return {"k": None if auto else k, "nodes": None if auto else k, "tree": "chain",
+            "policy": "auto" if auto else "fixed"}
