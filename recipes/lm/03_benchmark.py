@@ -90,6 +90,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
     ap.add_argument("--n8", type=int, default=16, help="prompts at batch 8 (two batches of 8)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--hf-dtypes", default=None, help="dtypes of the Hugging Face rows (default: every --dtypes)")
     ap.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens for HF prompt lookup (0: skip it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--merge-into", default=None, help="also put the rows into this summary.json (replacing rows of "
@@ -116,8 +117,9 @@ def main(argv=None) -> None:
         hf = hf32 if dt == "float32" else copy.deepcopy(hf32).to(torch_dt)
         native = natives[dt] = NativeLM(Llama.from_hf(hf32).cast(torch_dt), copy.deepcopy(heads32).to(torch_dt),
                                         proposal_vocab=vocab)
-        methods += [("hf_greedy", dt, None, (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad))(hf))]
-        if args.lookup:
+        if dt in (args.hf_dtypes or args.dtypes).split(","):
+            methods += [("hf_greedy", dt, None, (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad))(hf))]
+        if args.lookup and dt in (args.hf_dtypes or args.dtypes).split(","):
             methods += [("hf_prompt_lookup", dt, None,
                          (lambda hf: lambda P: hf_run(hf, P, args.max_new, eos, pad, lookup=args.lookup))(hf))]
         methods += [("greedy", dt, None, (lambda m: lambda P: ours_run(m, P, args.max_new, eos, None))(native))]
@@ -176,13 +178,15 @@ def main(argv=None) -> None:
                    "tokens_per_s": None, "speedup": None, "speedup_same_dtype": None, "speedup_vs_greedy": None,
                    "mean_accepted": None, "identical": None, "same_as_greedy": None, "n": n, "cpu": cpu}
             if key not in skip:
-                ref, ours = outputs[("hf_greedy", dt, None)], outputs[("greedy", dt, None)]
+                ref, ours = outputs.get(("hf_greedy", dt, None)), outputs[("greedy", dt, None)]
                 rec.update(tokens_per_s=round(tps[key], 2),
                            speedup=round(tps[key] / tps[("hf_greedy", "float32", None)], 3)
                            if ("hf_greedy", "float32", None) in tps else None,
-                           speedup_same_dtype=round(tps[key] / tps[("hf_greedy", dt, None)], 3),
+                           speedup_same_dtype=round(tps[key] / tps[("hf_greedy", dt, None)], 3)
+                           if ("hf_greedy", dt, None) in tps else None,
                            speedup_vs_greedy=round(tps[key] / tps[("greedy", dt, None)], 3),
-                           identical=None if name == "hf_greedy" else sum(a == b for a, b in zip(outputs[key], ref)),
+                           identical=None if name == "hf_greedy" or ref is None else
+                           sum(a == b for a, b in zip(outputs[key], ref)),
                            same_as_greedy=sum(a == b for a, b in zip(outputs[key], ours)))
                 if name == "greedy":
                     rec["mean_accepted"] = 1.0
@@ -196,12 +200,13 @@ def main(argv=None) -> None:
                         details["k_chosen"][f"{dt}_b{batch}" + (f"_tree_{tree}" if tree else "")] = total.k_chosen
                 details["runs"][f"{name}_{dt}{'' if k is None else f'_k{k}'}_b{batch}"] = {
                     "seconds": [round(t, 3) for t in times[key]], "tokens": sum(len(r) for r in outputs[key]),
-                    "rows_differing_from_hf_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
+                    "rows_differing_from_hf_greedy": None if ref is None else
+                    [i for i, (a, b) in enumerate(zip(outputs[key], ref)) if a != b],
                     "rows_differing_from_our_greedy": [i for i, (a, b) in enumerate(zip(outputs[key], ours))
                                                        if a != b]}
             records.append(rec)
         if batch == 1:
-            ref = outputs[("hf_greedy", dtypes[0], None)]
+            ref = outputs.get(("hf_greedy", dtypes[0], None)) or outputs[("greedy", dtypes[0], None)]
             details["sample_outputs"] = {texts[i]["text"]: tokenizer.decode(ref[i]) for i in range(min(3, n))}
 
     prompt = all_ids[0]
