@@ -833,3 +833,34 @@ def test_sabotage_scripted_compaction_breaks_exactness(monkeypatch):
     assert tree_decode(model, prefixes, 40, StaticTree(full(4, 3))).tokens == ref
     monkeypatch.setattr(ScriptedSession, "compact", lambda self, start, path, lengths: self.truncate(lengths))
     assert tree_decode(model, prefixes, 40, StaticTree(full(4, 3))).tokens != ref
+
+
+def test_bf16_attention_with_tree_holes_equals_the_path_alone():
+    """A tree node's attention skips its siblings' keys (holes in the mask). Summing over keys with masked zeros
+    between the visible ones can take another order (vector lanes, bf16 pairs) than the same keys side by side, as a
+    greedy step or a block has them: on SmolLM2 at batch 8 that changed one answer of eight before the invariant
+    attention packed each query's keys to the left. Its bits must equal the path's alone, at any span (without the
+    packing, one node of these differs)."""
+    from blockwise.model.invariant import attend
+
+    g = torch.Generator().manual_seed(0)
+    B, H, Hkv, Dh, n = 8, 9, 3, 64, 16  # SmolLM2's heads
+    parents = [-1] + [int(torch.randint(i, (1,), generator=g)) for i in range(1, n)]
+    tree = Tree.from_parents(torch.zeros(1, n, dtype=torch.long), torch.tensor([parents]))
+    differing = []
+    for prefix in [60, 150, 233, 300]:
+        S = prefix + n + 9  # a masked tail too, as a batch's longer rows make
+        q = torch.randn(B, H, n, Dh, generator=g).bfloat16()
+        k = torch.randn(B, Hkv, S, Dh, generator=g).bfloat16()
+        v = torch.randn(B, Hkv, S, Dh, generator=g).bfloat16()
+        mask = torch.zeros(B, 1, n, S, dtype=torch.bool)
+        mask[..., :prefix] = True
+        mask[:, 0, :, prefix:prefix + n] = tree.visible[0]
+        out = attend(q, k, v, mask)
+        for node in range(n):
+            keys = torch.cat([torch.arange(prefix), tree.visible[0, node].nonzero().squeeze(1) + prefix])
+            alone = attend(q[:, :, node:node + 1], k[:, :, keys], v[:, :, keys],
+                           torch.ones(B, 1, 1, len(keys), dtype=torch.bool))
+            if not torch.equal(out[:, :, node:node + 1], alone):
+                differing.append((prefix, node))
+    assert differing == []

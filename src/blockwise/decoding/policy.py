@@ -257,7 +257,7 @@ def context_bucket(context: int) -> int:
 
 def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     """What a measured cost depends on, as a string (see the module's docstring)."""
-    parts = [type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
+    parts = ["v2", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]  # v2: ragged measurements
     if isinstance(model, torch.nn.Module):
         params = list(model.parameters())
         shapes = hashlib.sha1(repr([tuple(p.shape) for p in params]).encode()).hexdigest()[:10]
@@ -272,14 +272,20 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     return "|".join(parts)
 
 
+class _Enough(Exception):
+    """Raised by ``_Fixed`` once it has timed enough iterations: a measurement never decodes longer than it needs."""
+
+
 class _Fixed:
     """A stand-in policy that always chooses k and notes when it was asked: the gaps are whole iterations."""
 
-    def __init__(self, k: int) -> None:
-        self.k_max, self.k, self.stamps = k, k, []
+    def __init__(self, k: int, limit: int) -> None:
+        self.k_max, self.k, self.stamps, self.limit = k, k, [], limit
 
     def choose(self, batch: int) -> int:
         self.stamps.append(time.perf_counter())
+        if len(self.stamps) > self.limit:
+            raise _Enough
         return self.k
 
     def observe(self, *args) -> None:
@@ -294,7 +300,9 @@ def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], s
     from .blockwise import blockwise
 
     rows = [i % len(prefixes) for i in range(batch)]
-    chosen = [list(prefixes[i]) + [3] * ahead for i in rows]  # the context a decode attends over halfway through
+    # the context a decode attends over halfway through, ragged as a batch soon is once rows accept different k̂
+    # (aligned rows take cheaper cache writes and masks, which made blocks look cheaper than they are at batch 32)
+    chosen = [list(prefixes[i]) + [3] * (ahead + j % 3) for j, i in enumerate(rows)]
     chosen_sources = None if sources is None else [sources[i] for i in rows]
     ms = {}
     bar = None
@@ -304,8 +312,11 @@ def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], s
         bar = tqdm(total=k_max, desc=f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)",
                    leave=False, dynamic_ncols=True)
     for k in range(1, k_max + 1):
-        fixed = _Fixed(k)
-        blockwise(model, chosen, (repeats + 2) * k, sources=chosen_sources, policy=fixed)
+        fixed = _Fixed(k, repeats + 3)
+        try:
+            blockwise(model, chosen, (repeats + 2) * k, sources=chosen_sources, policy=fixed)
+        except _Enough:
+            pass
         gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]  # the first two: warm-up
         ms[k] = 1e3 * statistics.quantiles(gaps, n=4)[0]  # lower quartile: a shared machine only ever adds time
         if bar is not None:
@@ -319,7 +330,7 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
                    max_new_tokens: int = 0, progress: bool = False) -> Policy:
     """Measured (or cached) costs of this model on this machine, and the heads' own prior where they carry one."""
     longest = max(map(len, prefixes))
-    ahead = min(max_new_tokens // 2, model.max_positions - longest - 8 * k_max - 1)
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * k_max - 3)
     key = model_key(model, longest + max(ahead, 0), k_max)
     costs = Costs(Costs.cached(key), key,
                   lambda b: measure_iteration(model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress))
@@ -337,13 +348,16 @@ def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int
     from .tree import tree_decode
 
     rows = [i % len(prefixes) for i in range(batch)]
-    chosen = [list(prefixes[i]) + [3] * ahead for i in rows]
+    chosen = [list(prefixes[i]) + [3] * (ahead + j % 3) for j, i in enumerate(rows)]  # ragged, as measure_iteration
     chosen_sources = None if sources is None else [sources[i] for i in rows]
     ms = {}
     for n in (tqdm_list(budgets, f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch "
                                  f"{batch} (once per machine)") if progress else budgets):
-        fixed = _Fixed(n)
-        tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
+        fixed = _Fixed(n, repeats + 3)
+        try:
+            tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
+        except _Enough:
+            pass
         gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]
         ms[n] = 1e3 * statistics.quantiles(gaps, n=4)[0]
     return ms
@@ -368,7 +382,7 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     """Measured (or cached) costs of trees of 1..tree.nodes nodes of this model on this machine."""
     longest = max(map(len, prefixes))
     budgets = tree_budgets(tree)
-    ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * (tree.depth + 1) - 1)
+    ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * (tree.depth + 1) - 3)
     key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress))

@@ -74,10 +74,28 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     m = T * G
     rows = q.view(B, Hkv, G, T, Dh).transpose(2, 3).reshape(B, Hkv, m, Dh)  # query-major: row t * G + g
     scores = (rows * Dh ** -0.5) @ k.transpose(-1, -2)  # (B, Hkv, T*G, S)
-    scores = scores.view(B, Hkv, T, G, S).float().masked_fill(~mask[:, :, :, None, :], float("-inf"))
+    scores = scores.view(B, Hkv, T, G, S).float()
+    mask = mask.expand(B, 1, T, S)
+    if T > 1 and bool((mask[..., 1:] & ~mask[..., :-1]).any()):
+        return _attend_packed(scores, v, mask).transpose(2, 3).reshape(B, H, T, Dh)
+    scores = scores.masked_fill(~mask[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype).view(B, Hkv, m, S)
     y = (weights @ v).view(B, Hkv, T, G, Dh)
     return y.transpose(2, 3).reshape(B, H, T, Dh)
+
+
+def _attend_packed(scores: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """``attend`` for masks with holes (a candidate tree: a node sees its ancestors, not the siblings between them).
+    Sums over keys take a different order when masked zeros sit between visible keys (vector lanes and bf16 pairs
+    shift), so each query's visible keys are first packed to the left, in slot order: the layout a block or a greedy
+    step has (masked keys only after the visible ones). scores (B, Hkv, T, G, S) float32; returns (B, Hkv, T, G, Dh)."""
+    B, Hkv, T, G, S = scores.shape
+    order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # (B, 1, T, S): visible keys first
+    scores = scores.gather(-1, order[:, :, :, None, :].expand(B, Hkv, T, G, S))
+    scores = scores.masked_fill(~mask.gather(-1, order)[:, :, :, None, :], float("-inf"))
+    weights = scores.softmax(-1).to(v.dtype)  # (B, Hkv, T, G, S)
+    packed = v[:, :, None].expand(-1, -1, T, -1, -1).gather(3, order[..., None].expand(B, Hkv, T, S, v.shape[-1]))
+    return weights @ packed  # (B, Hkv, T, G, Dh): per query, G rows over its own packed keys
 
 
 def pack(w: Tensor, out_in: bool) -> Tensor | None:
