@@ -208,7 +208,8 @@ class DynamicTree(TreeShape):
         nodes = self.nodes if nodes is None else nodes
         root = p1.argmax(-1, keepdim=True)
         if nodes == 1:  # a greedy step: nothing to draft
-            return Tree.from_parents(root, torch.full((B, 1), -1, device=dev))
+            return Tree(root, torch.full((B, 1), -1, device=dev), torch.zeros_like(root),
+                        torch.ones(B, 1, 1, dtype=torch.bool, device=dev))
         rows = torch.arange(B, device=dev)[:, None]
         tokens, parents, scores = [root], [torch.full((B, 1), -1, device=dev)], [torch.zeros(B, 1, device=dev)]
         frontier = torch.zeros(B, 1, dtype=torch.long, device=dev)  # candidate ids of the nodes to expand
@@ -274,17 +275,22 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         n = policy.choose(hidden.shape[0]) if policy is not None else None
         t = tree.build(session, p1, hidden, n)  # (B, N) nodes, the root ŷ_{j+1} = p1's argmax
         start = session.lengths.clone()
-        hidden = session.feed(t.tokens, t)  # (B, N, D): verify every node and draft the next tree, in one call
+        greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
+        hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, N, V): p1 at every node
-        k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
+        if greedy_step:
+            k_hat, path = torch.ones_like(remaining), torch.zeros_like(t.tokens)
+        else:
+            k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
         if policy is not None:
             policy.observe(None if t.expected is None else t.expected.tolist(), k_hat.tolist(), t.nodes)
             stats.count_k(t.nodes)
         block = t.tokens.gather(1, path)  # the accepted path's tokens, as a block
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
-        session.compact(start, path, start + k_hat)
+        if not greedy_step:
+            session.compact(start, path, start + k_hat)
         for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
             rows.append(row, tokens[:j])
         stats.count_blocks(k_hat.tolist())
