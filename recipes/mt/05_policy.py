@@ -101,7 +101,7 @@ def main() -> None:
              "|---" * 10 + "|"]
     for r in records:
         bl = "–" if r["bleu"] is None else f"{r['bleu']:.2f}"
-        k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"]
+        k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"] or "–"
         nodes = "auto" if r["policy"] == "auto" and r["tree"] != "chain" else r["nodes"]
         lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['tree']} | {nodes} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
                      f"{r['mean_accepted']:.2f} | {r['identical']}/{r['n']} | {bl} |")

@@ -108,7 +108,7 @@ def main() -> None:
              "| batch | regime | k | tree | nodes | seconds | vs greedy | tokens per call | PSNR | PSNR vs greedy | "
              "greedy PSNR |", "|---" * 11 + "|"]
     for r in records:
-        k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"] or 1
+        k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"] or ("–" if r["tree"] != "chain" else 1)
         nodes = "auto" if r["policy"] == "auto" and r["tree"] != "chain" else r["nodes"]
         pvg = "–" if r["psnr_vs_greedy"] is None else f"{r['psnr_vs_greedy']:.2f}"
         lines.append(f"| {r['batch']} | {r['regime']} | {k} | {r['tree']} | {nodes} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
