@@ -26,9 +26,8 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats
-from blockwise.decoding.policy import default_policy, default_tree_policy
-from blockwise.decoding.tree import DynamicTree
-from blockwise.eval.records import format_k_chosen, merge_rows
+from blockwise.decoding.policy import auto_policy
+from blockwise.eval.records import format_k_chosen, merge_rows, method_spec
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.step_cost import step_cost
 from blockwise.eval.timing import cpu_label, git_commit
@@ -50,19 +49,14 @@ def hf_run(hf, prompts, max_new, eos_id, pad_id, lookup: int | None = None):
 
 
 def ours_run(lm, prompts, max_new, eos_id, k: int | str | None):
-    if isinstance(k, str) and k.startswith("tree:"):  # a dynamic tree of N nodes, or "auto": budget chosen per step
-        nodes = k.split(":")[1]
-        out = blockwise(lm, prompts, max_new, k="auto" if nodes.startswith("auto") else None, eos_id=eos_id,
-                        tree=tree_of(lm, nodes))
+    if isinstance(k, str) and k.startswith("tree:"):  # a dynamic tree of N nodes, or "autoN": budget chosen per step
+        tree_k, tree = method_spec("tree" + k.split(":")[1], lm.num_heads)
+        out = blockwise(lm, prompts, max_new, k=tree_k, eos_id=eos_id, tree=tree)
     else:
         out = greedy(lm, prompts, max_new, eos_id=eos_id) if k is None else \
             blockwise(lm, prompts, max_new, k=k, eos_id=eos_id)
     return out.tokens, out.stats
 
-
-def tree_of(lm, nodes: str) -> DynamicTree:
-    """--trees entry: "32" (32 nodes) or "auto64" (budget chosen per step, up to 64)."""
-    return DynamicTree(int(nodes.removeprefix("auto") or 64), lm.num_heads - 1, top=4)
 
 
 def step_costs(lm, prompt, max_t: int, repeats: int) -> dict:
@@ -135,11 +129,10 @@ def main(argv=None) -> None:
         skip = set()  # methods that refused this batch size
         for name, dt, k, run in methods:  # warm-up, untimed
             if k == "auto":  # this machine's costs at every batch size a decode shrinks through, measured once
-                policy = default_policy(natives[dt], groups[0], None, natives[dt].num_heads, args.max_new)
-                policy.costs.prepare(batch)
+                auto_policy(natives[dt], groups[0], None, args.max_new).costs.prepare(batch)
             if isinstance(k, str) and k.startswith("tree:auto"):
-                tree = tree_of(natives[dt], k.split(":")[1])
-                default_tree_policy(natives[dt], groups[0], None, tree, args.max_new).costs.prepare(batch)
+                tree = method_spec("tree" + k.split(":")[1], natives[dt].num_heads)[1]
+                auto_policy(natives[dt], groups[0], None, args.max_new, tree=tree).costs.prepare(batch)
             try:
                 run(groups[0][:1] if batch == 1 else groups[0])
             except Exception as e:  # HF assisted decoding refuses batch > 1

@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from blockwise.decoding.policy import default_policy, default_tree_policy  # before torch: sets OMP_WAIT_POLICY
+from blockwise.decoding.policy import auto_policy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows, method_spec, spec_fields
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model import BlockwiseModel
@@ -62,8 +62,7 @@ def main() -> None:
             k, tree = specs[spec]
             if k == "auto":
                 src = [s + [EOS] for s in corpus.encode(sentences[:batch])]
-                policy = default_policy(model, [[BOS]] * len(src), src, model.num_heads, 64) if tree is None else \
-                    default_tree_policy(model, [[BOS]] * len(src), src, tree, 64)
+                policy = auto_policy(model, [[BOS]] * len(src), src, 64, tree=tree)
                 policy.costs.prepare(batch)
             translate(model, corpus, sentences[:batch], method, k=k, batch_size=batch, tree=tree)
         times, outs = {m: [] for m in methods}, {}

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from blockwise import Acceptance  # before torch: importing blockwise sets OMP_WAIT_POLICY
-from blockwise.decoding.policy import default_policy, default_tree_policy
+from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows, method_spec, spec_fields
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.tasks import superres as sr
@@ -62,9 +62,7 @@ def main() -> None:
             k, tree = specs[spec]
             if k == "auto":
                 src = sr.sources(lows[:batch], factor, layout)
-                prefixes = [[sr.BOS]] * len(src)
-                policy = default_policy(model, prefixes, src, model.num_heads, sr.HIGH * sr.HIGH) if tree is None \
-                    else default_tree_policy(model, prefixes, src, tree, sr.HIGH * sr.HIGH)
+                policy = auto_policy(model, [[sr.BOS]] * len(src), src, sr.HIGH * sr.HIGH, tree=tree)
                 policy.costs.prepare(batch)
             sr.upsample(model, lows[:1], factor, method, k=k, accept=rules.get(rule, Acceptance()), batch_size=batch,
                         layout=layout, tree=tree)

@@ -97,7 +97,7 @@ def generate(args: argparse.Namespace) -> int:
     import torch
 
     from .decoding import blockwise, greedy
-    from .decoding.policy import default_policy, default_tree_policy
+    from .decoding.policy import auto_policy
     from .model.invariant import cpu_has_bf16
     from .tasks.llama import Llama, NativeLM
     from .tasks.lm.heads_io import ASSET, load_heads
@@ -126,8 +126,7 @@ def generate(args: argparse.Namespace) -> int:
         greedy(lm, [ids[-8:]], 4, eos_id=eos)  # the same warm-up for the decoder timed second
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
-        policy = default_policy(lm, [ids], None, k_max, args.max_new_tokens, progress=True) if tree is None else \
-            default_tree_policy(lm, [ids], None, tree, args.max_new_tokens, progress=True)
+        policy = auto_policy(lm, [ids], None, args.max_new_tokens, k_max, tree, progress=True)
         policy.costs.prepare(1)
     if tree is not None:  # warm-up of the tree's path too
         blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree)

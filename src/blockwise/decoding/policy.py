@@ -294,35 +294,41 @@ class _Fixed:
 
 def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, k_max: int,
                       ahead: int = 0, repeats: int = 9, progress: bool = False) -> dict[int, float]:
-    """k -> median ms of one whole decoding iteration at block size k (feed, verify, accept, roll back, propose the
-    next block, the bookkeeping included: on small models that is a good part of it), over the first ``batch`` rows
+    """k -> ms of one whole decoding iteration at block size k (feed, verify, accept, roll back, propose the next
+    block, the bookkeeping included: on small models that is a good part of it), over the first ``batch`` rows
     (repeated if fewer) and ``ahead`` tokens after the prefixes, timed inside a real decode."""
     from .blockwise import blockwise
 
+    def decode(chosen, chosen_sources, fixed):
+        blockwise(model, chosen, (repeats + 2) * fixed.k, sources=chosen_sources, policy=fixed)
+
+    return _time_steps(decode, list(range(1, k_max + 1)), prefixes, sources, batch, ahead, repeats,
+                       f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)" if progress else None)
+
+
+def _time_steps(decode, options: Sequence[int], prefixes: Sequence[Sequence[int]], sources, batch: int, ahead: int,
+                repeats: int, progress: str | None) -> dict[int, float]:
+    """option -> ms of one step of ``decode(prefixes, sources, policy)`` run with a ``_Fixed`` policy choosing that
+    option: the lower quartile of ``repeats`` whole steps after two of warm-up (a shared machine only ever adds time).
+    ``progress``: a progress bar's text, or None for none."""
     rows = [i % len(prefixes) for i in range(batch)]
     # the context a decode attends over halfway through, ragged as a batch soon is once rows accept different k̂
     # (aligned rows take cheaper cache writes and masks, which made blocks look cheaper than they are at batch 32)
     chosen = [list(prefixes[i]) + [3] * (ahead + j % 3) for j, i in enumerate(rows)]
     chosen_sources = None if sources is None else [sources[i] for i in rows]
-    ms = {}
-    bar = None
-    if progress:
+    if progress is not None:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=k_max, desc=f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)",
-                   leave=False, dynamic_ncols=True)
-    for k in range(1, k_max + 1):
-        fixed = _Fixed(k, repeats + 3)
+        options = tqdm(options, desc=progress, leave=False, dynamic_ncols=True)
+    ms = {}
+    for option in options:
+        fixed = _Fixed(option, repeats + 3)
         try:
-            blockwise(model, chosen, (repeats + 2) * k, sources=chosen_sources, policy=fixed)
+            decode(chosen, chosen_sources, fixed)
         except _Enough:
             pass
         gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]  # the first two: warm-up
-        ms[k] = 1e3 * statistics.quantiles(gaps, n=4)[0]  # lower quartile: a shared machine only ever adds time
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        ms[option] = 1e3 * statistics.quantiles(gaps, n=4)[0]
     return ms
 
 
@@ -347,26 +353,11 @@ def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int
     timed inside a real decode like ``measure_iteration``."""
     from .tree import tree_decode
 
-    rows = [i % len(prefixes) for i in range(batch)]
-    chosen = [list(prefixes[i]) + [3] * (ahead + j % 3) for j, i in enumerate(rows)]  # ragged, as measure_iteration
-    chosen_sources = None if sources is None else [sources[i] for i in rows]
-    ms = {}
-    for n in (tqdm_list(budgets, f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch "
-                                 f"{batch} (once per machine)") if progress else budgets):
-        fixed = _Fixed(n, repeats + 3)
-        try:
-            tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
-        except _Enough:
-            pass
-        gaps = [b - a for a, b in zip(fixed.stamps, fixed.stamps[1:])][2:]
-        ms[n] = 1e3 * statistics.quantiles(gaps, n=4)[0]
-    return ms
+    def decode(chosen, chosen_sources, fixed):
+        tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
 
-
-def tqdm_list(items: Sequence[int], desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+    text = f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch {batch} (once per machine)"
+    return _time_steps(decode, list(budgets), prefixes, sources, batch, ahead, repeats, text if progress else None)
 
 
 def tree_budgets(tree) -> list[int]:
@@ -387,3 +378,12 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress))
     return TreePolicy(costs, budgets)
+
+
+def auto_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, max_new_tokens: int = 0,
+                k_max: int | None = None, tree=None, progress: bool = False) -> Policy | TreePolicy:
+    """What k = "auto" uses by default: block sizes 1..k_max (default: every head) chosen by ``default_policy``, or,
+    with a dynamic ``tree``, its node budgets chosen by ``default_tree_policy``."""
+    if tree is None:
+        return default_policy(model, prefixes, sources, k_max or model.num_heads, max_new_tokens, progress)
+    return default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)

@@ -29,7 +29,7 @@ import torch
 from ..config import HeadsConfig, ModelConfig, preset
 from ..decoding import EXACT, Acceptance, blockwise, greedy
 from ..decoding.common import DecodeStats
-from ..decoding.policy import default_policy, default_tree_policy
+from ..decoding.policy import auto_policy
 from ..decoding.tree import TreeShape
 from ..model import BlockwiseModel
 from ..training import cross_entropy
@@ -294,8 +294,7 @@ def upsample(model: BlockwiseModel, lows: np.ndarray, factor: int, method: str =
             result = greedy(model, prefixes, high * high, sources=src)
         else:
             if k == "auto" and policy is None:  # one policy for all the images: what it learns carries over
-                policy = default_policy(model, prefixes, src, model.num_heads, high * high) if tree is None else \
-                    default_tree_policy(model, prefixes, src, tree, high * high)
+                policy = auto_policy(model, prefixes, src, high * high, tree=tree)
             result = blockwise(model, prefixes, high * high, k=k, accept=accept, sources=src, policy=policy, tree=tree)
         out += [tokens_to_pixels(t).reshape(high, high) for t in result.tokens]
         stats.merge(result.stats)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..batching import pad
 from ..decoding import EXACT, Acceptance, beam_search, blockwise, greedy
 from ..decoding.common import DecodeStats
-from ..decoding.policy import default_policy, default_tree_policy
+from ..decoding.policy import auto_policy
 from ..decoding.tree import TreeShape
 from ..model import BlockwiseModel
 
@@ -158,8 +158,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
             result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
         elif method == "blockwise":
             if k == "auto" and policy is None:  # one policy for the whole text: what it learns carries over
-                policy = default_policy(model, prefixes, src, model.num_heads, max_new) if tree is None else \
-                    default_tree_policy(model, prefixes, src, tree, max_new)
+                policy = auto_policy(model, prefixes, src, max_new, tree=tree)
             result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy,
                                tree=tree)
         elif method == "beam":
