@@ -74,9 +74,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             finished = (remaining == 1) if eos_id is None else (remaining == 1) | (block[:, 0] == eos_id)
         if auto:
             stats.count_k(n)
-        for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
-            rows.append(row, tokens[:j])
-        stats.count_blocks(k_hat.tolist())
+        rows.take(block, k_hat, stats)
         remaining = remaining - k_hat
         if bool(finished.all()):
             break

@@ -123,6 +123,13 @@ class Rows:
         if self.stream is not None and len(new):
             self.stream(self.ids[row], list(new))
 
+    def take(self, block: Tensor, k_hat: Tensor, stats: DecodeStats) -> None:
+        """Each row's first k̂ tokens of ``block`` (B, n) as accepted (streamed too), counted in ``stats``."""
+        accepted = k_hat.tolist()
+        for row, (tokens, j) in enumerate(zip(block.tolist(), accepted)):
+            self.append(row, tokens[:j])
+        stats.count_blocks(accepted)
+
     def keep(self, keep: Tensor, session: Session) -> Tensor:
         """Drop the rows where ``keep`` is False from the session; returns the kept row indices."""
         rows = keep.nonzero().squeeze(1)

@@ -214,9 +214,9 @@ class DynamicTree(TreeShape):
         tokens, parents, scores = [root], [torch.full((B, 1), -1, device=dev)], [torch.zeros(B, 1, device=dev)]
         frontier = torch.zeros(B, 1, dtype=torch.long, device=dev)  # candidate ids of the nodes to expand
         states, count = hidden[:, None, :], 1
+        toks, cum = root, scores[0]  # (B, F): the frontier's tokens and cumulative log-probabilities
         spine = [torch.zeros(B, dtype=torch.long, device=dev)]  # candidate ids of the chain of best tokens
         for d in range(1, self.depth + 1):
-            toks, cum = torch.cat(tokens, 1)[rows, frontier], torch.cat(scores, 1)[rows, frontier]  # (B, F)
             F_ = frontier.shape[1]
             state, logits = session.draft(hidden[:, None, :], states, toks, d + 1)  # (B, F or 1, D), (B, F or 1, V)
             state, logits = state.expand(B, F_, -1), logits.expand(B, F_, -1)  # heads that ignore the parent: 1
@@ -232,6 +232,7 @@ class DynamicTree(TreeShape):
                 ranking[rows[:, 0], spine_child] = float("inf")
             best = ranking.topk(min(self.top, F_ * self.top), dim=1).indices  # (B, width) among the new children
             frontier, states = count + best, child_state[rows, best]
+            toks, cum = tokens[-1].gather(1, best), scores[-1].gather(1, best)
             count += F_ * self.top
         tokens, parents, scores = torch.cat(tokens, 1), torch.cat(parents, 1), torch.cat(scores, 1)
         n = min(nodes, tokens.shape[1])
@@ -291,9 +292,7 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
         if not greedy_step:
             session.compact(start, path, start + k_hat)
-        for row, (tokens, j) in enumerate(zip(block.tolist(), k_hat.tolist())):
-            rows.append(row, tokens[:j])
-        stats.count_blocks(k_hat.tolist())
+        rows.take(block, k_hat, stats)
         remaining = remaining - k_hat
         if bool(finished.all()):
             break
