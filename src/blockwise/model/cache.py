@@ -18,11 +18,13 @@ class KVCache:
 
     ``lengths[b]`` is the number of tokens of row b held in the cache; the next token fed to row b sits at that position.
     ``invariant``: whether the session decoding over this cache is batch-invariant (``invariant.batch_invariant``,
-    decided by the dtype when the cache is made); the model reads it on every call that uses the cache.
+    decided by the dtype when the cache is made, unless the model says otherwise: quantized weights); the model reads it
+    on every call that uses the cache.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_heads: int, capacity: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 invariant: bool | None = None) -> None:
         if batch_size < 1:
             raise ValueError("the batch is empty: a cache needs at least one row")
         shape = (n_layers, batch_size, n_heads, capacity, head_dim)
@@ -30,7 +32,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
-        self.invariant = batch_invariant(dtype)
+        self.invariant = batch_invariant(dtype) if invariant is None else invariant
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
         self.memory_mask: Tensor | None = None

@@ -67,14 +67,20 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend on the other rows, one row alone
     included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py checks it for grouped and single
     heads). Softmax in float32, as Hugging Face does.
+
+    float32 (a session over quantized weights): MKL's float32 products sum in another order for other numbers of rows,
+    so the products and the softmax run in float64 (an exact product of two float32 numbers; sums whose order changes
+    only bits far below float32's) and the result is rounded back to float32.
     """
+    if q.dtype == torch.float32:
+        return attend(q.double(), k.double(), v.double(), mask).float()
     B, H, T, Dh = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv
     m = T * G
     rows = q.view(B, Hkv, G, T, Dh).transpose(2, 3).reshape(B, Hkv, m, Dh)  # query-major: row t * G + g
     scores = (rows * Dh ** -0.5) @ k.transpose(-1, -2)  # (B, Hkv, T*G, S)
-    scores = scores.view(B, Hkv, T, G, S).float()
+    scores = scores.view(B, Hkv, T, G, S).to(torch.promote_types(scores.dtype, torch.float32))
     mask = mask.expand(B, 1, T, S)
     if T > 1 and bool((mask[..., 1:] & ~mask[..., :-1]).any()):
         return _attend_packed(scores, v, mask).transpose(2, 3).reshape(B, H, T, Dh)

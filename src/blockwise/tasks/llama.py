@@ -22,7 +22,8 @@ from ..config import HeadsConfig
 from ..model import invariant as inv
 from ..model.cache import KVCache
 from ..model.heads import Heads, make_heads
-from ..model.invariant import mm, pack, packed_mm
+from ..model.invariant import batch_invariant, mm, pack, packed_mm
+from ..model.quant import BITS, QuantizedMatrix, check_weights
 from ..model.session import CachedSession
 
 
@@ -90,11 +91,14 @@ class Block(nn.Module):
         self.w_down = nn.Parameter(torch.zeros(cfg.d_ff, cfg.d_model))
         self.out_in = False  # the layout of the four matrices above: False (in, out), True (out, in)
         self.packed: dict[str, Tensor] = {}  # float32: oneDNN-packed copies of the four matrices (``Llama.cast``)
+        self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.quantize``)
 
     def product(self, x: Tensor, name: str, invariant: bool) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
         oneDNN kernel where there is one; a lone row through MKL's one-row kernel, which is faster for it (measured on
         SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4 tokens: 140 vs 80 ms)."""
+        if self.quantized:
+            return self.quantized[name](x)  # int8/int4 weights: each row's bits its own (model/quant.py)
         if name in self.packed and x.dtype == torch.float32 and x.numel() > x.shape[-1]:
             return packed_mm(x, self.packed[name])
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
@@ -137,6 +141,8 @@ class Llama(nn.Module):
         self.w_lm_head = nn.Parameter(torch.zeros(cfg.d_model, cfg.vocab_size))
         self.out_in = False  # the matrices' layout, set by ``cast``: (out, in) for bfloat16, else (in, out)
         self.packed_head: Tensor | None = None  # float32: oneDNN-packed output projection (``cast``)
+        self.weights = "float32"  # the weights' precision: one of model.quant.WEIGHTS (``with_weights``)
+        self.quantized_head: QuantizedMatrix | None = None  # int8 output projection of a quantized model
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float()
                                                   / cfg.head_dim))
@@ -153,6 +159,8 @@ class Llama(nn.Module):
         In float32 on the CPU (``packed``) the layers' products also get oneDNN-packed copies of their matrices (twice
         the weights' memory), with which a call of 2-8 tokens costs ~1.5 calls of one instead of ~3 (``Block.product``,
         ``invariant.pack``). A plain ``.to(dtype)`` gives the same results to float rounding, only slower."""
+        if self.weights in BITS:
+            raise ValueError(f"this model's weights are {self.weights}: cast a float model, then quantize it")
         out_in = dtype == torch.bfloat16
         self.to(dtype)
         with torch.no_grad():
@@ -170,10 +178,31 @@ class Llama(nn.Module):
             # the output projection too: the largest matrix, scored at every position of a verified block
             self.packed_head = pack(self.w_lm_head.detach(), False) if packed and dtype == torch.float32 else None
         self.out_in = out_in
+        self.weights = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
+        return self
+
+    def with_weights(self, weights: str) -> "Llama":
+        """This model decoding with ``weights`` (model.quant.WEIGHTS), in place: "float32" and "bfloat16" cast it;
+        "int8" and "int4" keep float32 activations and replace the layers' matrices by weight-only quantized ones
+        (int8 per output channel; int4 in groups of 32 inputs with a scale and a zero each, as llama.cpp's Q4_1) and
+        the output projection by an int8 one (as the GGUF's Q8_0 embedding). The float matrices are then dropped."""
+        check_weights(weights)
+        if weights not in BITS:
+            return self.cast(getattr(torch, weights))
+        self.cast(torch.float32, packed=False)
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.quantized = {name: QuantizedMatrix(getattr(layer, name).t(), BITS[weights]) for name in MATRICES}
+                for name in MATRICES:
+                    getattr(layer, name).data = torch.empty(0)
+            self.quantized_head = QuantizedMatrix(self.w_lm_head.t(), 8)
+        self.weights = weights
         return self
 
     def lm_head(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Logits (..., V) at final hidden states (..., D)."""
+        if self.quantized_head is not None:
+            return self.quantized_head(hidden)
         if self.packed_head is not None and hidden.dtype == torch.float32 and hidden.numel() > hidden.shape[-1]:
             return packed_mm(hidden, self.packed_head)  # several rows: see Block.product
         if self.out_in and self.cfg.tie_embeddings:
@@ -209,9 +238,10 @@ class Llama(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
+        # a session over quantized weights is batch-invariant too: their kernels already are, attention is made so
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_kv_heads, capacity, self.cfg.head_dim,
-                       dtype=p.dtype, device=p.device)
+                       dtype=p.dtype, device=p.device, invariant=batch_invariant(p.dtype) or self.weights in BITS)
 
     @classmethod
     def from_hf(cls, hf_model) -> "Llama":
@@ -257,6 +287,8 @@ class NativeLM(nn.Module):
         # the proposal vocabulary's columns of the output projection, in the layout of the base's matrices
         rows = None if proposal_vocab is None else base.w_lm_head[:, self.proposal_vocab]  # (D, V')
         self.w_proposal = None if rows is None else (rows.t() if base.out_in else rows).contiguous()
+        # quantized weights: the proposals' projection too (proposals need not be exact, only cheap)
+        self.q_proposal = QuantizedMatrix(rows.t(), 8) if rows is not None and base.weights in BITS else None
 
     @property
     def num_heads(self) -> int:
@@ -283,7 +315,10 @@ class NativeLM(nn.Module):
         """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
         if self.proposal_vocab is None:
             return self.scores(states, invariant)
-        rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
+        if self.q_proposal is not None:
+            rest = self.q_proposal(states).float()
+        else:
+            rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
         full = rest.new_full(rest.shape[:-1] + (self.base.w_lm_head.shape[1],), float("-inf"))
         full[..., self.proposal_vocab] = rest
         return full
