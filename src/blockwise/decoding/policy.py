@@ -265,6 +265,9 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
         kind = getattr(getattr(heads, "cfg", None), "kind", "?")
         parts += [f"shapes={shapes}", f"kind={kind}", f"dtype={params[0].dtype}".replace("torch.", ""),
                   f"device={params[0].device}"]
+        weights = getattr(model, "weights", None)  # quantized weights (model.quant) cost differently from float ones
+        if weights is not None:
+            parts.append(f"weights={weights}")
     parts += [f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
               f"cpu={torch.backends.cpu.get_cpu_capability()}",
               f"isa={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}",

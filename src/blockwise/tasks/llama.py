@@ -298,6 +298,11 @@ class NativeLM(nn.Module):
     def max_positions(self) -> int:
         return self._max_positions
 
+    @property
+    def weights(self) -> str:
+        """The base's weight precision (model.quant.WEIGHTS)."""
+        return self.base.weights
+
     def start(self, batch_size: int, capacity: int, sources: Sequence[Sequence[int]] | None = None) -> CachedSession:
         if sources is not None:
             raise ValueError("a causal LM is decoder-only: pass prompts as prefixes, not sources")
