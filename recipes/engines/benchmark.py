@@ -55,15 +55,15 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def ours(lm, prompts, max_new, eos, method, policy):
+def ours(lm, prompts, max_new, eos, method):
     rows, stats, seconds = [], [], 0.0
     for p in prompts:
         t = time.perf_counter()
         if method == "greedy":
             out = greedy(lm, [p], max_new, eos_id=eos)
         else:
-            out = blockwise(lm, [p], max_new, k="auto" if method == "auto" else int(method), eos_id=eos,
-                            policy=policy)
+            # k = auto: a fresh policy per prompt, as `blockwise generate` has, on the costs measured beforehand
+            out = blockwise(lm, [p], max_new, k="auto" if method == "auto" else int(method), eos_id=eos)
         seconds += time.perf_counter() - t
         rows.append(out.tokens[0])
         stats.append(out.stats)
@@ -139,15 +139,13 @@ def main(argv=None) -> None:
     methods = args.methods.split(",")
     threads = [int(t) for t in args.threads.split(",")]
     runs: dict[tuple, list[dict]] = {}
-    policies = {}
     for t in threads:
         torch.set_num_threads(t)
         for w, lm in models.items():  # warm-up, and the auto policy's costs measured outside the timed runs
             greedy(lm, [prompts[0][-8:]], 4, eos_id=eos)
             blockwise(lm, [prompts[0][-8:]], 4, k=2, eos_id=eos)
-            if "auto" in methods:
-                policies[t, w] = auto_policy(lm, prompts, None, args.max_new, None, None, progress=True)
-                policies[t, w].costs.prepare(1)
+            if "auto" in methods:  # measured and cached on disk here, read back by every k = auto run
+                auto_policy(lm, prompts, None, args.max_new, None, None, progress=True).costs.prepare(1)
     bar = tqdm(total=args.repeats * len(threads) * (len(weights) * len(methods) + 1), desc="benchmark")
     for r in range(args.repeats):
         for t in threads:
@@ -155,7 +153,7 @@ def main(argv=None) -> None:
             for w, lm in models.items():
                 for m in methods:
                     runs.setdefault(("blockwise", w, m, t), []).append(
-                        ours(lm, prompts, args.max_new, eos, m, policies.get((t, w))))
+                        ours(lm, prompts, args.max_new, eos, m))
                     bar.update()
             theirs = llamacpp(prompts, args.max_new, eos, t, 1, args.lookup)
             for name, reps in (theirs or {}).items():
