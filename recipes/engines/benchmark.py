@@ -144,8 +144,9 @@ def main(argv=None) -> None:
         for w, lm in models.items():  # warm-up, and the auto policy's costs measured outside the timed runs
             greedy(lm, [prompts[0][-8:]], 4, eos_id=eos)
             blockwise(lm, [prompts[0][-8:]], 4, k=2, eos_id=eos)
-            if "auto" in methods:  # measured and cached on disk here, read back by every k = auto run
-                auto_policy(lm, prompts, None, args.max_new, None, None, progress=True).costs.prepare(1)
+            if "auto" in methods:  # measured and cached on disk here (per context length), read back by the runs
+                for p in prompts:
+                    auto_policy(lm, [p], None, args.max_new, None, None, progress=True).costs.prepare(1)
     bar = tqdm(total=args.repeats * len(threads) * (len(weights) * len(methods) + 1), desc="benchmark")
     for r in range(args.repeats):
         for t in threads:
