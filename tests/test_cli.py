@@ -92,6 +92,26 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
     assert "(k=auto: k=" in out  # the default block size is chosen per step, and the choices are reported
 
 
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_translate_with_quantized_weights_is_still_exact(tiny_translator, weights, capsys, monkeypatch):
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--weights", weights, "--compare",
+                              "hello world", "the house is small."], "", capsys, monkeypatch)
+    assert code == 0 and "identical: True" in out, out + err
+    lines = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith(("greedy:", "blockwise:"))]
+    assert len(lines) == 4 and lines[0] == lines[1] and lines[2] == lines[3]
+
+
+def test_int4_on_a_model_of_the_wrong_width_is_a_user_error(tmp_path, tiny_translator, capsys, monkeypatch):
+    wide = tmp_path / "model.safetensors"
+    shutil.copy(tiny_translator.parent / "spm.model", tmp_path / "spm.model")
+    cfg = dataclasses.replace(preset("tiny-encdec", vocab_size=32), d_model=48, n_heads=4)
+    BlockwiseModel(cfg, HeadsConfig(num_heads=3, d_hidden=16)).save(wide)
+    code, out, err = run_cli(["translate", "--model", str(wide), "--weights", "int4", "hello"], "", capsys,
+                             monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "multiple of the group size 32" in err and "--weights int8" in err
+
+
 def test_translate_warns_when_a_sentence_is_truncated(capsys, monkeypatch):
     """The shipped model reads at most 127 source tokens: one longer sentence is cut, with a warning, and still
     gives its one output line."""

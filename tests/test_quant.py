@@ -167,3 +167,28 @@ def test_quantized_proposals_use_the_quantized_projection(hf64):
     assert torch.isfinite(logits[:, vocab]).all() and torch.isinf(logits).sum() == 2 * (48 - 16)
     ref = [greedy(lm, [p], 20, eos_id=None).tokens[0] for p in LLAMA_PROMPTS]
     assert blockwise(lm, LLAMA_PROMPTS, 20, k=3, eos_id=None).tokens == ref
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("kind", ["tiny", "tiny-encdec"])
+def test_quantized_transformer_blockwise_and_trees_equal_its_greedy(weights, kind):
+    """The in-house Transformer quantized (decoder-only and encoder-decoder): blockwise, trees and batches give its
+    own greedy output token for token; the float matrices are gone and the logits moved."""
+    from conftest import random_model
+
+    model = random_model(kind, k=4, seed=2).float()
+    float_logits = model.base.project(torch.randn(3, 32, generator=torch.Generator().manual_seed(0)))
+    model.with_weights(weights)
+    assert model.weights == weights and model.base.decoder[0].ff.up.weight.numel() == 0
+    assert not torch.equal(model.base.project(torch.randn(3, 32, generator=torch.Generator().manual_seed(0))),
+                           float_logits)
+    with pytest.raises(ValueError, match="already"):
+        model.with_weights("int8")
+    prefixes = [[2, 5, 9], [2], [2, 7, 7, 3, 11]]
+    sources = [[4, 6, 8], [9, 3], [5, 5, 5, 12, 7]] if kind == "tiny-encdec" else None
+    ref = [greedy(model, [p], 24, eos_id=1, sources=None if sources is None else [s]).tokens[0]
+           for p, s in zip(prefixes, sources or [None] * 3)]
+    assert greedy(model, prefixes, 24, eos_id=1, sources=sources).tokens == ref
+    for k in (2, 4):
+        assert blockwise(model, prefixes, 24, k=k, eos_id=1, sources=sources).tokens == ref, k
+    assert blockwise(model, prefixes, 24, eos_id=1, sources=sources, tree=DynamicTree(8, 3, top=3)).tokens == ref

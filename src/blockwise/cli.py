@@ -87,6 +87,29 @@ def chosen_ks(stats, tree=None) -> str:
     return text if tree is None else text.replace("k=", "nodes=")
 
 
+WEIGHTS_HELP = ("int8 / int4: the layers' matrices weight-only quantized (int8 per output channel; int4 in groups of 32 "
+                "inputs with a scale and a zero, as llama.cpp's Q4_1), activations float32: 4x / 7x smaller, a "
+                "slightly different model whose own greedy output blockwise decoding gives exactly")
+
+
+def add_weights(parser: argparse.ArgumentParser, default: str, help: str) -> None:
+    """--weights: the precision the model decodes with (``model.quant.WEIGHTS``, or "auto" where the default is)."""
+    from .model.quant import WEIGHTS
+
+    choices = (("auto",) if default == "auto" else ()) + WEIGHTS
+    parser.add_argument("--weights", choices=choices, default=default, help=f"{help}; {WEIGHTS_HELP}")
+
+
+def with_weights(model, weights: str, what: str):
+    """``model.with_weights(weights)``, a UserError where this model cannot have them (int4 shapes)."""
+    if weights == "float32" and getattr(model, "weights", "float32") == "float32":
+        return model
+    try:
+        return model.with_weights(weights)
+    except ValueError as error:
+        raise UserError(f"{what}: {error}; use --weights int8 or float32") from None
+
+
 def add_tree(parser: argparse.ArgumentParser, default: str = "chain", nodes: int = 32) -> None:
     parser.add_argument("--tree", choices=["chain", "dynamic"], default=default,
                         help=f"what one call verifies: chain = a block of k proposals (one per head); dynamic = a tree "

@@ -20,9 +20,8 @@ import argparse
 import sys
 import time
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
-                  existing_file, load, make_tree, run)
-from .model.quant import WEIGHTS
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, add_weights, at_least, chosen_ks,
+                  command_parser, existing_file, load, make_tree, run)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
@@ -41,13 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="tokens to generate at most (default 128)")
     ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
     ap.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
-    ap.add_argument("--weights", "--dtype", dest="weights", choices=("auto",) + WEIGHTS, default="auto",
-                    help="weight precision. bfloat16: weights and activations in bf16, verification nearly free on CPUs "
-                         "with bf16 instructions; float32: identical to Hugging Face's float32 greedy generate; int8 / "
-                         "int4: weight-only quantized layers (int4 in groups of 32, as the GGUF's Q4_1) with float32 "
-                         "activations, 4x / 7x smaller, a slightly different model. auto (default): bfloat16 where "
-                         "the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), else float32; never a "
-                         "quantized model, which changes the output (--dtype is the old name of this option)")
+    add_weights(ap, "auto", "weight precision. bfloat16: weights and activations in bf16, verification nearly free "
+                            "on CPUs with bf16 instructions; float32: identical to Hugging Face's float32 greedy "
+                            "generate. auto (default): bfloat16 where the CPU has native bf16 matrix instructions "
+                            "(AVX512-BF16 or AMX), else float32; never a quantized model, which changes the output")
+    ap.add_argument("--dtype", dest="weights", choices=["auto", "bfloat16", "float32"], help=argparse.SUPPRESS)
     ap.add_argument("--heads", default=None, help="heads file (default: the ones shipped with the package)")
     add_tree(ap, TREE_DEFAULT)
     add_threads(ap, 1, "CPU threads (default 1: on the 2-core machine of results/lm a 135M model decoded faster on "

@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
-                  existing_file, load, make_tree, report, run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, add_weights, at_least, chosen_ks,
+                  command_parser, existing_file, load, make_tree, report, run, with_weights)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "mt_both.safetensors"
@@ -41,6 +41,7 @@ def parse_args(argv):
                    "English-German model)")
     add_k(p, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model's heads, or " + K_AUTO_HELP)
     add_tree(p)
+    add_weights(p, "float32", "weight precision (default float32)")
     p.add_argument("--accept", choices=["exact", "top2", "top3"], default="exact",
                    help="exact (= greedy output, default) or approximate top-2/top-3 acceptance")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="lines decoded together (default 16)")
@@ -190,6 +191,7 @@ def translate_all(args: argparse.Namespace) -> int:
     if args.file:
         check_utf8(existing_file(args.file, "input file", "pass --file with a UTF-8 text file"))
     model, corpus = load_translator(args.model)
+    model = with_weights(model, args.weights, args.model)
     k = args.k
     if k != "auto" and k > model.num_heads:
         raise UserError(f"-k {k} is more than the {model.num_heads} heads of {args.model}: use -k 1..{model.num_heads}")

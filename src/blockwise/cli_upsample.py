@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, at_least, chosen_ks, command_parser,
-                  existing_file, load, make_tree, run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, add_weights, at_least, chosen_ks,
+                  command_parser, existing_file, load, make_tree, run, with_weights)
 
 DEFAULT_CHECKPOINT = str(Path(__file__).parent / "assets" / "sr_x4.safetensors")  # shipped: the Fine-tuning (Both) model
 MODEL_FIX = "pass --checkpoint with a model from recipes/sr/train.py (its .json beside it), or leave it out"
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="blockwise (default) or plain greedy decoding")
     add_k(ap, "auto", "block size: heads p1..pk used, 1 (greedy) to all the model has, or " + K_AUTO_HELP)
     add_tree(ap)
+    add_weights(ap, "float32", "weight precision (default float32)")
     ap.add_argument("--eps", type=at_least(0, float), default=0.0, help="ε: accept a proposal within ε intensity "
                     "levels of the argmax (default 0: exact, identical to greedy)")
     ap.add_argument("--min-block", type=at_least(1), default=1,
@@ -95,6 +96,7 @@ def upsample(args: argparse.Namespace) -> int:
     if not output.parent.is_dir():
         raise UserError(f"{output.parent}: no such folder for the output")
     model, factor, high, layout = load_model(args.checkpoint)
+    model = with_weights(model, args.weights, args.checkpoint)
     low = high // factor
     k = args.k
     if args.mode == "blockwise" and k != "auto" and k > model.num_heads:

@@ -72,6 +72,18 @@ class BlockwiseModel(nn.Module):
     def embed_device(self) -> torch.device:
         return self.base.embed.weight.device
 
+    @property
+    def weights(self) -> str:
+        """The base's weight precision (model.quant.WEIGHTS)."""
+        return self.base.weights
+
+    def with_weights(self, weights: str) -> "BlockwiseModel":
+        """This model (in place, for inference) with the base's weights in ``weights`` (``Transformer.with_weights``);
+        the heads in bfloat16 for "bfloat16", else float32 (quantized bases keep float32 activations)."""
+        self.base.with_weights(weights)
+        self.heads.to(torch.bfloat16 if weights == "bfloat16" else torch.float32)
+        return self
+
     # -- training conveniences ------------------------------------------------------------------------------------
     def forward(self, tokens: Tensor, source: Tensor | None = None) -> Tensor:
         """Uncached hidden states (B, T, D) of whole target sequences."""

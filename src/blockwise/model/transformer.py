@@ -16,10 +16,16 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .cache import KVCache
 from . import invariant as inv
+from .quant import BITS, QuantizedMatrix, check_weights, int4_problem
 
 
 def linear(layer: nn.Linear, x: Tensor, invariant: bool = False) -> Tensor:
-    """``layer(x)``; batch-invariant if asked (see ``invariant.mm``)."""
+    """``layer(x)``; batch-invariant if asked (see ``invariant.mm``); quantized if ``Transformer.with_weights`` made it
+    so (a row's bits are then its own anyway)."""
+    quantized = getattr(layer, "quantized", None)
+    if quantized is not None:
+        y = quantized(x)
+        return y if layer.bias is None else y + layer.bias
     return inv.mm(x, layer.weight, out_in=True, bias=layer.bias, invariant=True) if invariant else layer(x)
 
 
@@ -108,6 +114,33 @@ class Transformer(nn.Module):
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.encoder_decoder else None
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
+        self.weights = "float32"  # model.quant.WEIGHTS; "int8"/"int4" after ``with_weights``
+        self.quantized_head: QuantizedMatrix | None = None
+
+    def with_weights(self, weights: str) -> "Transformer":
+        """This model decoding with ``weights`` (model.quant.WEIGHTS), in place, for inference: "float32"/"bfloat16"
+        cast it; "int8"/"int4" keep float32 activations and quantize every linear layer's matrix (int4 in groups of 32
+        inputs) and the tied output projection (int8; the embedding itself stays float). Quantized layers drop their
+        float matrices, so train the float model, then quantize it."""
+        check_weights(weights)
+        if self.weights in BITS:
+            raise ValueError(f"this model's weights are already {self.weights}")
+        if weights not in BITS:
+            self.weights = weights
+            return self.to(getattr(torch, weights))
+        self.float()
+        layers = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if weights == "int4":
+            problem = next((int4_problem(*m.weight.shape) for m in layers if int4_problem(*m.weight.shape)), None)
+            if problem:
+                raise ValueError(f"this model cannot be int4: {problem}")
+        with torch.no_grad():
+            for m in layers:
+                m.quantized = QuantizedMatrix(m.weight, BITS[weights])
+                m.weight.data = torch.empty(0)
+            self.quantized_head = QuantizedMatrix(self.embed.weight, 8)
+        self.weights = weights
+        return self
 
     # -- pieces -------------------------------------------------------------------------------------------------
     def embed_tokens(self, tokens: Tensor, positions: Tensor) -> Tensor:
@@ -118,6 +151,8 @@ class Transformer(nn.Module):
 
     def project(self, hidden: Tensor, invariant: bool = False) -> Tensor:
         """Vocabulary logits (..., V) of hidden states (..., D): the embedding matrix, tied."""
+        if self.quantized_head is not None:
+            return self.quantized_head(hidden)
         if invariant:
             return inv.mm(hidden, self.embed.weight, out_in=True, invariant=True)
         return hidden @ self.embed.weight.t()
@@ -190,7 +225,8 @@ class Transformer(nn.Module):
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
         p = self.embed.weight
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_heads, capacity, self.cfg.d_model // self.cfg.n_heads,
-                       dtype=p.dtype, device=p.device)
+                       dtype=p.dtype, device=p.device,
+                       invariant=inv.batch_invariant(p.dtype) or self.weights in BITS)
 
     def attach_memory(self, cache: KVCache, memory: Tensor, memory_mask: Tensor) -> None:
         """Compute every decoder layer's cross-attention K/V of the encoder memory once and keep them in the cache."""
