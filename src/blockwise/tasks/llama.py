@@ -91,7 +91,7 @@ class Block(nn.Module):
         self.w_down = nn.Parameter(torch.zeros(cfg.d_ff, cfg.d_model))
         self.out_in = False  # the layout of the four matrices above: False (in, out), True (out, in)
         self.packed: dict[str, Tensor] = {}  # float32: oneDNN-packed copies of the four matrices (``Llama.cast``)
-        self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.quantize``)
+        self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.with_weights``)
 
     def product(self, x: Tensor, name: str, invariant: bool) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
@@ -185,7 +185,8 @@ class Llama(nn.Module):
         """This model decoding with ``weights`` (model.quant.WEIGHTS), in place: "float32" and "bfloat16" cast it;
         "int8" and "int4" keep float32 activations and replace the layers' matrices by weight-only quantized ones
         (int8 per output channel; int4 in groups of 32 inputs with a scale and a zero each, as llama.cpp's Q4_1) and
-        the output projection by an int8 one (as the GGUF's Q8_0 embedding). The float matrices are then dropped."""
+        the output projection by an int8 one (as the GGUF's Q8_0 embedding). The layers' float matrices are dropped; the
+        float output projection stays (the embedding, and the heads' proposal vocabulary are cut from it)."""
         check_weights(weights)
         if weights not in BITS:
             return self.cast(getattr(torch, weights))
