@@ -24,7 +24,7 @@ def test_a_quantized_product_multiplies_bf16_rows_by_the_dequantized_matrix(bits
     w = random_matrix(48, 96, seed=bits)
     q = QuantizedMatrix(w, bits)
     deq = q.dequantize()
-    if bits == 8:  # rounding to the nearest level of its row (the bf16 scale may leave the extreme level half a step off)
+    if bits == 8:  # the nearest level of its row (the bf16 scale may leave the extreme level half a step off)
         assert (deq - w).abs().le(q.scales.float()[:, None] * 0.51 + 1e-6).all()
     else:
         g = w.view(48, 3, 32)

@@ -206,10 +206,12 @@ def main(argv=None) -> None:
 
 def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     env = details["environment"]
-    lines = [f"# Ours vs llama.cpp: SmolLM2-135M-Instruct, batch 1, greedy output", "",
-             f"`python recipes/engines/benchmark.py {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in details['args'].items() if k != 'out')}`",
-             f"at commit `{env['commit']}`, {details['seconds'] // 60} minutes; CPU {env['cpu']} ({records[0]['cpu']}), "
-             f"torch {env['torch']}. Tokens/s: median over repeats, prompt evaluation included.", "",
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in details["args"].items() if k != "out")
+    lines = ["# Ours vs llama.cpp: SmolLM2-135M-Instruct, batch 1, greedy output", "",
+             f"`python recipes/engines/benchmark.py {options}`",
+             f"at commit `{env['commit']}`, {details['seconds'] // 60} minutes; CPU {env['cpu']} "
+             f"({records[0]['cpu']}), torch {env['torch']}. Tokens/s: median over repeats, prompt evaluation included.",
+             "",
              "| system | method | weights | threads | tokens/s | × our float32 greedy | × llama.cpp greedy | "
              "tokens/call | same as own greedy | = our float32 greedy |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -218,7 +220,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
                      f"{r['speedup_vs_float32_greedy'] or '–'} | {r['vs_llamacpp_greedy'] or '–'} | "
                      f"{r['mean_accepted']:.2f} | {r['same_as_greedy']}/{r['n']} | "
                      f"{r['identical_to_float32_greedy']}/{r['n']} |")
-    lines += ["", f"Quality of the weights (perplexity on {details['args']['ppl_windows']} × 256 tokens of licence text "
+    windows = details["args"]["ppl_windows"]
+    lines += ["", f"Quality of the weights (perplexity on {windows} × 256 tokens of licence text "
                   "from /usr/share/common-licenses; greedy agreement with our float32 greedy on the prompts: identical "
                   "outputs, mean common prefix as a fraction):", "",
               "| weights | perplexity | identical | common prefix |", "|---|---|---|---|"]

@@ -146,8 +146,8 @@ def generate(args: argparse.Namespace) -> int:
     chosen = f" ({chosen_ks(out.stats, tree)})" if policy else ""
     what = f"blockwise k={args.k}" if tree is None else f"blockwise, {tree.describe()}"
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
-    print(f"\n\n[{what}{chosen}, {args.weights}, {threads}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} tokens/s, "
-          f"{out.stats.mean_accepted:.2f} tokens per call, {out.stats.calls} model calls", file=sys.stderr)
+    print(f"\n\n[{what}{chosen}, {args.weights}, {threads}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
+          f"tokens/s, {out.stats.mean_accepted:.2f} tokens per call, {out.stats.calls} model calls", file=sys.stderr)
     if args.compare:
         t = time.perf_counter()
         ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)

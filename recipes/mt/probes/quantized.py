@@ -45,7 +45,8 @@ def main(argv=None) -> None:
         b_seconds = time.perf_counter() - t
         reference = reference or g.token_ids
         record = {"weights": weights, "n": len(english), "k": args.k, "batch": args.batch_size, "threads": args.threads,
-                  "bleu_greedy": round(bleu(g.hypotheses, german), 2), "bleu_blockwise": round(bleu(b.hypotheses, german), 2),
+                  "bleu_greedy": round(bleu(g.hypotheses, german), 2),
+                  "bleu_blockwise": round(bleu(b.hypotheses, german), 2),
                   "blockwise_equals_own_greedy": sum(x == y for x, y in zip(b.token_ids, g.token_ids)),
                   "greedy_equals_float32_greedy": sum(x == y for x, y in zip(g.token_ids, reference)),
                   "mean_accepted": round(b.stats.mean_accepted, 3), "greedy_seconds": round(g_seconds, 2),
@@ -54,14 +55,14 @@ def main(argv=None) -> None:
         print(record, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"environment": environment(), "args": vars(args),
-                                                  "records": records}, indent=1) + "\n")
+    summary = {"environment": environment(), "args": vars(args), "records": records}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = ["# The shipped translation model with quantized weights", "",
              f"`python recipes/mt/probes/quantized.py --n {args.n} --k {args.k} --batch-size {args.batch_size} "
              f"--threads {args.threads}` at `{environment()['commit']}`, CPU {records[0]['cpu']}; first {args.n} test "
              "sentences, exact blockwise decoding. Times: one pass each, on a shared machine (indicative only).", "",
-             "| weights | BLEU greedy | BLEU blockwise | blockwise = own greedy | greedy = float32 greedy | tokens/call "
-             "| greedy s | blockwise s |", "|---|---|---|---|---|---|---|---|"]
+             "| weights | BLEU greedy | BLEU blockwise | blockwise = own greedy | greedy = float32 greedy "
+             "| tokens/call | greedy s | blockwise s |", "|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(f"| {r['weights']} | {r['bleu_greedy']} | {r['bleu_blockwise']} | "
                      f"{r['blockwise_equals_own_greedy']}/{r['n']} | {r['greedy_equals_float32_greedy']}/{r['n']} | "
