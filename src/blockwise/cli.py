@@ -88,8 +88,8 @@ def chosen_ks(stats, tree=None) -> str:
 
 
 WEIGHTS_HELP = ("int8 / int4: the layers' matrices weight-only quantized (int8 per output channel; int4 in groups of "
-                "32 inputs with a scale and a zero, as llama.cpp's Q4_1), activations float32: 4x / 7x smaller, a "
-                "slightly different model whose own greedy output blockwise decoding gives exactly")
+                "32 inputs with a scale and a zero, as llama.cpp's Q4_1), activations float32: a slightly different "
+                "model whose own greedy output blockwise decoding gives exactly")
 
 
 def add_weights(parser: argparse.ArgumentParser, default: str, help: str) -> None:

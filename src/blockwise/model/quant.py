@@ -51,7 +51,9 @@ class QuantizedMatrix:
         zero = (low + 8 * scale.float()).bfloat16()  # the kernel's dequantization: (q - 8) * scale + zero
         q = torch.round((g - (zero.float() - 8 * scale.float())[..., None]) / scale.float()[..., None])
         q = q.clamp(0, 15).to(torch.int32).view(out, inp)
-        self.q = q.to(torch.uint8)  # kept unpacked for dequantize(); the kernel reads the packed copy
+        # two levels per byte (even inputs low, odd high) for dequantize(); the kernel reads its own packed copy, whose
+        # layout depends on the CPU's vector width
+        self.q = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
         self.scales = torch.stack([scale, zero], -1).transpose(0, 1).contiguous()  # (in/group, out, 2)
 
@@ -69,12 +71,8 @@ class QuantizedMatrix:
             return self.q.float() * self.scales.float()[:, None]
         out, inp = self.shape
         scale, zero = self.scales.float().transpose(0, 1).unbind(-1)  # (out, in/group) each
-        q = self.q.float().view(out, inp // self.group, self.group)
+        q = torch.stack([self.q & 15, self.q >> 4], -1).float().view(out, inp // self.group, self.group)
         return ((q - 8) * scale[..., None] + zero[..., None]).view(out, inp)
-
-    def nbytes(self) -> int:
-        data = self.q.numel() if self.bits == 8 else self.packed.numel()
-        return data + self.scales.numel() * self.scales.element_size()
 
 
 def int4_problem(out: int, inp: int, group: int = GROUP) -> str | None:
