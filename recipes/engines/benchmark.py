@@ -27,6 +27,7 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
+from blockwise.eval.records import pyplot
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.tasks.llama import Llama, NativeLM
@@ -230,11 +231,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
         lines.append(f"| {w} | {ppl} | {q.get('identical', '–')}/{q.get('n', '–')} | "
                      f"{q.get('mean_common_prefix', float('nan')):.2f} |")
     (out_dir / "README.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     threads = sorted({r["threads"] for r in records})
     fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import format_k_chosen, merge_rows, method_spec
+from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.step_cost import step_cost
 from blockwise.eval.timing import cpu_label, git_commit
@@ -255,12 +255,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     if details["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in details["notes"]]
     (out_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     batches = sorted({r["batch"] for r in records})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from blockwise import Acceptance, BlockwiseModel  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.eval.records import pyplot
 from blockwise.eval.timing import environment
 from blockwise.model.blockwise_model import join_heads
 from blockwise.tasks.translation import Corpus, bleu, translate
@@ -165,13 +166,8 @@ def write_tables(records, out: Path, env: dict) -> None:
 
 
 def write_plots(records, histograms, out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install 'blockwise[plots]')", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for regime in ("regular", "distillation", "finetune", "both"):

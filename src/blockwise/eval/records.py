@@ -1,11 +1,25 @@
 """What the result recipes share when they write a run: its folder per CPU, its rows merged into a task's
-summary.json (which ../shared/tools/check-results reads), and how the choices of k = auto are shown."""
+summary.json (which ../shared/tools/check-results reads), how the choices of k = auto are shown, and matplotlib."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None (with a line on stderr) without the plots extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install 'blockwise[plots]')", file=sys.stderr)
+        return None
+    return plt
 
 
 def format_k_chosen(counts: Sequence[int]) -> str:
