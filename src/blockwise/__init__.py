@@ -8,10 +8,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PRESETS, HeadsConfig, ModelConfig, preset
-from .decoding import (EXACT, Acceptance, DecodeOutput, DecodeStats, DynamicTree, StaticTree, beam_search, blockwise,
-                       greedy)
+from .decoding import (EXACT, Acceptance, DecodeOutput, DecodeStats, DynamicTree, Sampling, StaticTree, beam_search,
+                       blockwise, greedy, sample)
 from .model import BlockwiseModel
 
 __version__ = "0.1.0"
 __all__ = ["EXACT", "PRESETS", "Acceptance", "BlockwiseModel", "DecodeOutput", "DecodeStats", "DynamicTree",
-           "HeadsConfig", "ModelConfig", "StaticTree", "beam_search", "blockwise", "greedy", "preset"]
+           "HeadsConfig", "ModelConfig", "Sampling", "StaticTree", "beam_search", "blockwise", "greedy", "preset",
+           "sample"]

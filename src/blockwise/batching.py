@@ -15,10 +15,8 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int = 0, device: torch.device | s
     if any(len(r) == 0 for r in rows):
         raise ValueError("empty sequence in the batch: every row needs at least one token")
     width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-    return out
+    flat = [list(r) + [pad_id] * (width - len(r)) for r in rows]  # one conversion, not one per row
+    return torch.tensor(flat, dtype=torch.long, device=device)
 
 
 def lengths_mask(rows: Sequence[Sequence[int]], width: int, device: torch.device | str = "cpu") -> Tensor:

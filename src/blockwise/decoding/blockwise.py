@@ -17,6 +17,7 @@ from .acceptance import EXACT, Acceptance
 from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
 from .interface import DecodingModel
 from .policy import Policy, default_policy, default_tree_policy
+from .sampling import Sampling, sample_blocks, sample_tree
 from .tree import TreeShape, tree_decode
 
 
@@ -25,7 +26,8 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
               k: int | str | None = None, eos_id: int | None = None, accept: Acceptance = EXACT,
               sources: Sequence[Sequence[int]] | None = None,
               stream: Callable[[int, list[int]], None] | None = None, policy: Policy | None = None,
-              k_max: int | None = None, progress: bool = False, tree: TreeShape | None = None) -> DecodeOutput:
+              k_max: int | None = None, progress: bool = False, tree: TreeShape | None = None,
+              sampling: Sampling | None = None) -> DecodeOutput:
     """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token.
 
     ``k``: a fixed block size (default: every head), or "auto": a ``policy`` chooses each iteration's k in 1..k_max
@@ -33,13 +35,17 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     ``progress``). ``stream(row, tokens)``, if given, sees each row's accepted block as soon as it is verified.
     ``tree``: verify a candidate tree per call instead of a block (decoding/tree.py: ``StaticTree``, ``DynamicTree``);
     k is then the tree's, and "auto" (with a dynamic tree) chooses every step's node budget (``policy``: a
-    ``TreePolicy``, by default ``default_tree_policy``)."""
+    ``TreePolicy``, by default ``default_tree_policy``).
+    ``sampling``: sample from p1 (temperature, top-k, top-p, seed) with speculative sampling instead of following its
+    argmax: the output is distributed exactly as plain sampling's (``sampling.sample``); ``accept`` does not apply."""
     if tree is not None:
         if k not in (None, "auto", tree.depth + 1):
             raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "
                              "node budget at every step")
         if k == "auto" and policy is None:
             policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)
+        if sampling is not None:
+            return sample_tree(model, prefixes, max_new_tokens, sampling, tree, eos_id, sources, stream, policy)
         return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy)
     auto = k == "auto" or policy is not None
     if isinstance(k, str) and not auto:
@@ -48,6 +54,9 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     check_inputs(model, prefixes, max_new_tokens, sources, k)
     if auto and policy is None:
         policy = default_policy(model, prefixes, sources, k, max_new_tokens, progress)
+    if sampling is not None:
+        return sample_blocks(model, prefixes, max_new_tokens, sampling, k, eos_id, sources, stream,
+                             policy if auto else None)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, k), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)

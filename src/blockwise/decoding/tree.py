@@ -104,9 +104,11 @@ class TreeShape:
     nodes: int  # N, tokens fed per call
     depth: int  # deepest node below the root: heads p2..p_{depth+1} are used
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
+              root: Tensor | None = None) -> Tree:
         """The trees (B rows) after p1's logits (B, V) and the hidden states (B, D) of the last accepted positions;
-        ``nodes``: this step's node budget, if a policy chooses it (dynamic trees only)."""
+        ``nodes``: this step's node budget, if a policy chooses it (dynamic trees only); ``root`` (B,): the root's
+        token if not p1's argmax (a sampler's draw)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -164,12 +166,13 @@ class StaticTree(TreeShape):
                     heapq.heappush(heap, (neg * agreement[d][r], path + (r,)))
         return cls(paths)
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
+              root: Tensor | None = None) -> Tree:
         if nodes not in (None, self.nodes):
             raise ValueError("a static tree has a fixed number of nodes: choose a node budget with a dynamic tree")
         B = p1.shape[0]
         tokens = torch.zeros(B, self.nodes, dtype=torch.long, device=p1.device)
-        tokens[:, 0] = p1.argmax(-1)
+        tokens[:, 0] = p1.argmax(-1) if root is None else root
         states = hidden[:, None, :]  # (B, F, D): the head states of the depth above, its children are drafted from
         h = hidden[:, None, :]
         for d, (nodes, grown, grown_above, parent, rank) in enumerate(self._levels, start=1):
@@ -203,10 +206,11 @@ class DynamicTree(TreeShape):
             raise ValueError(f"a dynamic tree needs nodes >= 1, depth >= 0, top >= 1 (got {nodes}, {depth}, {top})")
         self.nodes, self.depth, self.top, self.spine = nodes, depth, top, spine
 
-    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None) -> Tree:
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
+              root: Tensor | None = None) -> Tree:
         B, dev = p1.shape[0], p1.device
         nodes = self.nodes if nodes is None else nodes
-        root = p1.argmax(-1, keepdim=True)
+        root = p1.argmax(-1, keepdim=True) if root is None else root[:, None]
         if nodes == 1:  # a greedy step: nothing to draft
             return Tree(root, torch.full((B, 1), -1, device=dev), torch.zeros_like(root),
                         torch.ones(B, 1, 1, dtype=torch.bool, device=dev))
