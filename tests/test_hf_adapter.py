@@ -303,3 +303,27 @@ def test_packed_float32_products_decode_as_the_model(hf_model):
     for i in range(6):
         assert torch.equal(packed_mm(x[i:i + 1], packed), block[i:i + 1])
         assert torch.equal(packed_mm(x[i:i + 2], packed), block[i:i + 2])
+
+
+@pytest.mark.parametrize("adapter", ["hf", "native"])
+def test_sampling_runs_through_both_adapters(hf_model, adapter):
+    """Speculative sampling over the HF adapter and the native Llama (blocks and trees): near temperature 0 it is
+    greedy; at temperature 1 a row's draws do not depend on its neighbours (float64: no rounding between batch sizes)."""
+    from blockwise import DynamicTree, Sampling, sample
+
+    lm = HFCausalLM(hf_model.double(), make_heads("chain", 3).double()) if adapter == "hf" else \
+        NativeLM(Llama.from_hf(hf_model).cast(torch.float64), make_heads("chain", 3).double())
+    try:
+        want = greedy(lm, PROMPTS, 10, eos_id=EOS).tokens
+        cold = Sampling(temperature=1e-4)
+        assert blockwise(lm, PROMPTS, 10, k=3, eos_id=EOS, sampling=cold).tokens == want
+        assert blockwise(lm, PROMPTS, 10, eos_id=EOS, tree=DynamicTree(8, 3), sampling=cold).tokens == want
+        seeds = Sampling(seed=(3, 4, 5, 6))
+        for kwargs in (dict(k=3), dict(tree=DynamicTree(8, 3))):
+            batch = blockwise(lm, PROMPTS, 10, eos_id=EOS, sampling=seeds, **kwargs).tokens
+            alone = [blockwise(lm, [p], 10, eos_id=EOS, sampling=Sampling(seed=(s,)), **kwargs).tokens[0]
+                     for p, s in zip(PROMPTS, seeds.seed)]
+            assert batch == alone
+        assert len(sample(lm, PROMPTS, 10, seeds, eos_id=EOS).tokens) == len(PROMPTS)
+    finally:
+        hf_model.float()

@@ -167,17 +167,21 @@ def test_tree_keeping_rejected_siblings_is_caught(monkeypatch):
 
 
 def test_seeds_reproduce_and_rows_do_not_depend_on_their_neighbours():
-    model = StochasticModel(chained=True, seed=4)
-    prompts = [[1, 2], [3], [2, 2, 1], [0]]
-    seeds = (5, 6, 7, 8)
-    for decode in (lambda p, s: blockwise(model, p, 8, k=3, sampling=s),
-                   lambda p, s: blockwise(model, p, 8, tree=DynamicTree(5, 2, top=2), sampling=s),
-                   lambda p, s: sample(model, p, 8, s)):
+    model = StochasticModel(vocab_size=8, chained=True, seed=4)
+    prompts = [[1, 2], [3], [2, 2, 1], [0], [3, 1], [2]]  # rows end (end-of-sequence 0) at different steps
+    seeds = (5, 6, 7, 8, 9, 10)
+    for decode in (lambda p, s: blockwise(model, p, 8, k=3, sampling=s, eos_id=0),
+                   lambda p, s: blockwise(model, p, 10, k=4, sampling=s, eos_id=0),  # last blocks cut short
+                   lambda p, s: blockwise(model, p, 8, tree=DynamicTree(5, 2, top=2), sampling=s, eos_id=0),
+                   lambda p, s: blockwise(model, p, 8, tree=StaticTree([(0,), (1,), (0, 0), (1, 0)]), sampling=s,
+                                          eos_id=0),
+                   lambda p, s: sample(model, p, 8, s, eos_id=0)):
         batch = decode(prompts, Sampling(seed=seeds)).tokens
         assert batch == decode(prompts, Sampling(seed=seeds)).tokens  # the same run again, bit for bit
         alone = [decode([p], Sampling(seed=(s,))).tokens[0] for p, s in zip(prompts, seeds)]
         assert batch == alone
-        assert batch != decode(prompts, Sampling(seed=(9, 10, 11, 12))).tokens
+        assert len({len(t) for t in batch}) > 2  # rows finish at different steps
+        assert batch != decode(prompts, Sampling(seed=(11, 12, 13, 14, 15, 16))).tokens
 
 
 def test_low_temperature_is_greedy():
@@ -219,6 +223,13 @@ def test_warp_definitions():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         Sampling(**bad)
+
+
+def test_sampling_refuses_an_approximate_rule():
+    from blockwise.decoding import Acceptance
+
+    with pytest.raises(ValueError, match="its own acceptance rule"):
+        blockwise(StochasticModel(), [[1]], 3, k=2, sampling=Sampling(), accept=Acceptance("top_k", top_k=2))
 
 
 def test_seed_count_must_match_rows():

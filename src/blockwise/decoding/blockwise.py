@@ -38,6 +38,9 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     ``TreePolicy``, by default ``default_tree_policy``).
     ``sampling``: sample from p1 (temperature, top-k, top-p, seed) with speculative sampling instead of following its
     argmax: the output is distributed exactly as plain sampling's (``sampling.sample``); ``accept`` does not apply."""
+    if sampling is not None and accept != EXACT:
+        raise ValueError("sampling has its own acceptance rule (speculative sampling, or Sampling(typical=...)): "
+                         f"leave accept at exact, not {accept.describe()}")
     if tree is not None:
         if k not in (None, "auto", tree.depth + 1):
             raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "

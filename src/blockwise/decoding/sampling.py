@@ -204,27 +204,28 @@ def draft_block(session: Session, sampling: Sampling, hidden: Tensor, first: Ten
     return torch.stack(tokens, 1), torch.stack(qs, 1)
 
 
-def accept_block(block: Tensor, p: Tensor, q: Tensor | None, u: Tensor,
+def accept_block(block: Tensor, p: Tensor, q: Tensor | None, u: Tensor, u_next: Tensor,
                  sampling: Sampling) -> tuple[Tensor, Tensor]:
     """Speculative sampling's verdict on a block (B, n): p̃ (B, n, V) at every fed position, q̃ (B, n - 1, V) the
-    proposals were drawn from, uniforms u (B, n). Returns k̂ (B,) and the next token (B,), drawn with u[:, -1]."""
+    proposals were drawn from, uniforms u (B, >= n - 1) for the tests. Returns k̂ (B,) and the next token (B,), drawn
+    with u_next (B,)."""
     B, n = block.shape
     rows = torch.arange(B, device=block.device)
     if n == 1:
-        return torch.ones(B, dtype=torch.long, device=block.device), draw(p[:, 0], u[:, -1])
+        return torch.ones(B, dtype=torch.long, device=block.device), draw(p[:, 0], u_next)
     drafted = block[:, 1:, None]  # (B, n - 1, 1)
     p_tok = p[:, :-1].gather(-1, drafted)[..., 0]  # p̃ before each proposal, at the proposal
     if sampling.typical is not None:
         ok = p_tok > typical_threshold(p[:, :-1], sampling.typical)
     else:
-        ok = accept_draft(p_tok, q.gather(-1, drafted)[..., 0], u[:, :-1])
+        ok = accept_draft(p_tok, q.gather(-1, drafted)[..., 0], u[:, :n - 1])
     k_hat = 1 + ok.long().cumprod(1).sum(1)
     at = p[rows, k_hat - 1]  # (B, V): p̃ after the last accepted token
     if sampling.typical is None:
         rejected = k_hat < n
         q_at = q[rows, (k_hat - 1).clamp(max=n - 2)]
         at = torch.where(rejected[:, None], residual(at, q_at), at)
-    return k_hat, draw(at, u[:, -1])
+    return k_hat, draw(at, u_next)
 
 
 @torch.no_grad()
@@ -241,13 +242,16 @@ def sample_blocks(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_n
     while True:
         size = policy.choose(hidden.shape[0]) if policy is not None else k
         n = min(size, int(remaining.max()))
-        u = rng.uniform(2 * n - 1, hidden.device)  # n - 1 proposals, n - 1 acceptance tests, the next token
-        block, q = draft_block(session, sampling, hidden, first, n, u[:, :n - 1])  # (B, n)
+        # size - 1 proposals, size - 1 acceptance tests, the next token: as many numbers whatever n is, so that a
+        # row's draws do not depend on how long its neighbours still run
+        u = rng.uniform(2 * size - 1, hidden.device)
+        block, q = draft_block(session, sampling, hidden, first, n, u[:, :size - 1])  # (B, n)
         start = session.lengths.clone()
         fed = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
         stats.calls += 1
         stats.iterations += 1
-        k_hat, first = accept_block(block, sampling.probs(session.scores(fed)), q, u[:, n - 1:], sampling)
+        k_hat, first = accept_block(block, sampling.probs(session.scores(fed)), q, u[:, size - 1:-1], u[:, -1],
+                                    sampling)
         if policy is not None:
             policy.observe(k_hat.tolist() if n > 1 else (), n)
             stats.count_k(n)
@@ -274,14 +278,18 @@ def children(parents: Tensor) -> Tensor:
     return torch.where(is_child, index, N).sort(-1).values[..., :width]
 
 
-def accept_tree(tree, scores: Tensor, sampling: Sampling, rng: RowStreams) -> tuple[Tensor, Tensor, Tensor]:
+def accept_tree(tree, scores: Tensor, sampling: Sampling, rng: RowStreams,
+                depth: int) -> tuple[Tensor, Tensor, Tensor]:
     """Recursive rejection down a tree (``tree.Tree``) with p1's logits at every node (B, N, V). Returns k̂ (B,), the
-    accepted path (B, depth + 1) as node ids (``Tree.accept``'s layout) and the next token (B,)."""
+    accepted path (B, depth + 1) as node ids (``Tree.accept``'s layout) and the next token (B,). ``depth``: the tree
+    shape's deepest level; each row takes (depth + 1) · (N - 1) + 1 numbers whatever its tree (or its neighbours')
+    looks like, so that its draws do not depend on the rows beside it."""
     B, N = tree.tokens.shape
     rows = torch.arange(B, device=scores.device)
     kids = children(tree.parents)  # (B, N, W)
     W, width = kids.shape[-1], int(tree.depth.max()) + 1
-    u = rng.uniform(width * W + 1, scores.device)
+    stride = max(N - 1, 1)  # a node has at most N - 1 children
+    u = rng.uniform((depth + 1) * stride + 1, scores.device)
     cur = torch.zeros(B, dtype=torch.long, device=scores.device)
     active = torch.ones(B, dtype=torch.bool, device=scores.device)
     path, following = [cur], torch.zeros(B, dtype=torch.long, device=scores.device)
@@ -295,7 +303,7 @@ def accept_tree(tree, scores: Tensor, sampling: Sampling, rng: RowStreams) -> tu
         rejected = torch.zeros(B, W, dtype=torch.bool, device=p.device)
         for j in range(W):
             trying = active & (mine[:, j] < N) & (chosen < 0)
-            ok = trying & accept_draft(mass[:, j], left, u[:, d * W + j])  # r(c) / Σr, with Σr = left
+            ok = trying & accept_draft(mass[:, j], left, u[:, d * stride + j])  # r(c) / Σr, with Σr = left
             chosen = torch.where(ok, mine[:, j], chosen)
             rejected[:, j] = trying & ~ok
             left = torch.where(rejected[:, j], left - mass[:, j], left)
@@ -335,7 +343,7 @@ def sample_tree(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(fed)  # (B, N, V)
-        k_hat, path, root = accept_tree(t, scores, sampling, rng)
+        k_hat, path, root = accept_tree(t, scores, sampling, rng, tree.depth)
         if policy is not None:
             policy.observe(None if t.expected is None else t.expected.tolist(), k_hat.tolist(), t.nodes)
             stats.count_k(t.nodes)
