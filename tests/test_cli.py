@@ -92,6 +92,20 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
     assert "(k=auto: k=" in out  # the default block size is chosen per step, and the choices are reported
 
 
+def test_translate_samples_reproducibly(tiny_translator, capsys, monkeypatch):
+    """--temperature samples; a line's draws come from (seed, line number, sentence): the same run again gives the
+    same output, another seed another."""
+    lines = "the house is small.\nhello world. the house.\nthe old river\n"
+    base = ["translate", "--model", str(tiny_translator), "-k", "3", "--temperature", "1.5"]
+    runs = [run_cli(base + ["--seed", seed], lines, capsys, monkeypatch) for seed in ("4", "4", "5")]
+    assert all(code == 0 and len(out.splitlines()) == 3 for code, out, _ in runs)
+    assert runs[0][1] == runs[1][1] and runs[2][1] != runs[0][1]
+    greedy_out = run_cli(base[:-2], lines, capsys, monkeypatch)[1]
+    assert greedy_out != runs[0][1]
+    code, out, err = run_cli(base + ["--compare", "hello world"], "", capsys, monkeypatch)
+    assert code == 0 and "sampled:" in out and "blockwise:" in out and "the same distribution" in out
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 def test_translate_with_quantized_weights_is_still_exact(tiny_translator, weights, capsys, monkeypatch):
     code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--weights", weights, "--compare",
@@ -215,6 +229,8 @@ MISTAKES = [
     (["generate", "hi", "--temperature", "0.7", "--typical", "0.1", "--tree", "dynamic"], "--typical works on blocks"),
     # translate
     (["translate", "--model", "{missing}", "x"], "no translation model at"),
+    (["translate", "--top-p", "0.5", "x"], "give --temperature > 0 too"),
+    (["translate", "--temperature", "0.7", "--accept", "top2", "x"], "--accept top2/top3 is for greedy decoding"),
     (["translate", "--model", "{folder}", "x"], "is a folder"),
     (["translate", "--model", "{mt_corrupt}", "x"], "is not a usable blockwise checkpoint"),
     (["translate", "--model", "{corrupt}", "x"], "no sentencepiece model beside"),

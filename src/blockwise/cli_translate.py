@@ -2,6 +2,7 @@
 
     blockwise translate "The package provides a command-line tool."
     blockwise translate --file notes.txt --compare
+    blockwise translate "The weather is nice today." --temperature 0.8 --seed 3   # sample a translation
 
 Input: the arguments, else a file (--file), else standard input; one output line per input line, in order, streamed
 in small batches. Input-line policy: an empty line gives an empty line; a line longer than the model's source limit is
@@ -21,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_threads, add_tree, add_weights, at_least, chosen_ks,
-                  command_parser, existing_file, load, make_tree, report, run, with_weights)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_sampling, add_threads, add_tree, add_weights, at_least,
+                  chosen_ks, command_parser, existing_file, load, make_tree, report, run, sampling_from, with_weights)
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "mt_both.safetensors"
@@ -45,8 +46,10 @@ def parse_args(argv):
     p.add_argument("--accept", choices=["exact", "top2", "top3"], default="exact",
                    help="exact (= greedy output, default) or approximate top-2/top-3 acceptance")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="lines decoded together (default 16)")
-    p.add_argument("--compare", action="store_true", help="also decode greedily; print both outputs and times")
+    p.add_argument("--compare", action="store_true", help="also decode greedily (plain sampling with --temperature); "
+                                                          "print both outputs and times")
     add_threads(p, min(2, os.cpu_count() or 1), "CPU threads (default 2, or 1 on a one-core machine)")
+    add_sampling(p)
     return p.parse_args(argv)
 
 
@@ -135,6 +138,12 @@ class Translator:
         self.accept = {"exact": Acceptance(), "top2": Acceptance("top_k", top_k=2),
                        "top3": Acceptance("top_k", top_k=3)}[args.accept]
         self.limit = model.cfg.max_positions // 2 - 1  # source tokens the model reads; translate() cuts the rest
+        self.sampling = sampling_from(args)
+        if self.sampling is not None and args.accept != "exact":
+            raise UserError("--accept top2/top3 is for greedy decoding: sampling keeps the model's distribution "
+                            "exactly (leave out --accept, or --temperature)")
+        if self.sampling is not None and self.sampling.typical is not None and args.tree != "chain":
+            raise UserError("--typical works on blocks (--tree chain): leave out --typical or --tree")
 
     def sentences(self, raw: str, number: int) -> list[str]:
         """The sentences of input line ``number`` to translate (none for an empty line)."""
@@ -147,11 +156,19 @@ class Translator:
                                     f"{self.limit}; split it into shorter sentences", "warning")
         return parts
 
-    def by_line(self, method: str, lines: list[list[str]], **kw):
-        """(one output line per input line, the translate() result) for the sentences of ``lines``."""
+    def by_line(self, method: str, lines: list[list[str]], first: int = 1, **kw):
+        """(one output line per input line, the translate() result) for the sentences of ``lines``; with sampling,
+        sentence j of input line n draws from the stream of (--seed, n, j): the same run again gives the same output
+        (other batch sizes can differ through the batch's length limit, see ``translate``)."""
+        from dataclasses import replace
+
         from .tasks.translation import translate
 
         pieces = [part for line in lines for part in line]
+        if self.sampling is not None:
+            seeds = [(self.args.seed * 1_000_003 + first + n) * 1_009 + j
+                     for n, line in enumerate(lines) for j in range(len(line))]
+            kw["sampling"] = replace(self.sampling, seed=tuple(seeds))
         result = translate(self.model, self.corpus, pieces, method, batch_size=self.args.batch_size, **kw)
         hyps = iter(result.hypotheses)
         return [" ".join(next(hyps) for _ in line) for line in lines], result
@@ -164,9 +181,9 @@ class Translator:
         out, compare = [""] * len(lines), self.args.compare and any(lines)
         try:
             if any(lines):
-                out, fast = self.by_line("blockwise", lines, k=self.k, accept=self.accept, tree=self.tree)
+                out, fast = self.by_line("blockwise", lines, first, k=self.k, accept=self.accept, tree=self.tree)
             if compare:
-                slow_out, slow = self.by_line("greedy", lines)
+                slow_out, slow = self.by_line("greedy", lines, first)
         except Exception as error:  # one bad line must not stop the file, nor empty the good lines of its batch
             if len(lines) > 1:
                 return sum(self.emit([line], first + i) for i, line in enumerate(lines))
@@ -174,13 +191,19 @@ class Translator:
             print("")
             return 1
         if compare:
+            name = "greedy" if self.sampling is None else "sampled"
             for greedy_line, line in zip(slow_out, out):
-                print(f"greedy:    {greedy_line}\nblockwise: {line}")
+                print(f"{name + ':':<10} {greedy_line}\nblockwise: {line}")
             k = f"k=auto: {chosen_ks(fast.stats, self.tree)}" if self.k == "auto" else f"k={self.k}"
             k += f", {self.tree.describe()}" if self.tree is not None else ""
-            print(f"# greedy {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s ({k}, {self.args.accept}), "
+            if self.sampling is None:
+                verdict = f"identical: {slow.token_ids == fast.token_ids}"
+            else:
+                verdict = f"sampling at {self.sampling.describe()}: the same distribution, other draws"
+                k += ", speculative sampling"
+            print(f"# {name} {slow.seconds:.2f}s, blockwise {fast.seconds:.2f}s ({k}, {self.args.accept}), "
                   f"speedup {slow.seconds / fast.seconds:.2f}x, tokens per call "
-                  f"{fast.stats.mean_accepted:.2f}, identical: {slow.token_ids == fast.token_ids}")
+                  f"{fast.stats.mean_accepted:.2f}, {verdict}")
         else:
             print("\n".join(out))
         sys.stdout.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import pad
-from ..decoding import EXACT, Acceptance, beam_search, blockwise, greedy
+from ..decoding import EXACT, Acceptance, Sampling, beam_search, blockwise, greedy, sample
 from ..decoding.common import DecodeStats
 from ..decoding.policy import auto_policy
 from ..decoding.tree import TreeShape
@@ -135,10 +135,13 @@ class Translation:
 @torch.no_grad()
 def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy",
               k: int | str = 1, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
-              progress: bool = False, tree: TreeShape | None = None) -> Translation:
+              progress: bool = False, tree: TreeShape | None = None, sampling: Sampling | None = None) -> Translation:
     """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. With k="auto" the
     block size (with a dynamic ``tree``: its node budget) is chosen per step (decoding/policy.py); ``seconds`` leaves
-    out the one-time cost measurement."""
+    out the one-time cost measurement. ``sampling``: sample instead of greedy (plain sampling for "greedy",
+    speculative sampling for "blockwise"); sentence i draws from the stream of seed (seed, i), or seed[i] when
+    ``sampling.seed`` gives one per sentence, whatever batch it lands in (the length limit is still the batch's:
+    twice its longest source + 10, so a sentence's output can depend on its batch through that cut)."""
     from tqdm.auto import tqdm
 
     sources = [s + [EOS] for s in corpus.encode(sentences)]
@@ -154,13 +157,18 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
         # the same limit for every k of one model (a k-dependent one cut blockwise outputs short of greedy's)
         max_new = min(2 * max(len(s) for s in src) + 10, model.cfg.max_positions - model.num_heads)
         prefixes = [[BOS]] * len(rows)
+        drawn = None if sampling is None else replace(sampling, seed=tuple(
+            sampling.seed * 1_000_003 + i if isinstance(sampling.seed, int) else sampling.seed[i] for i in rows))
         if method == "greedy":
-            result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src)
+            result = greedy(model, prefixes, max_new, eos_id=EOS, sources=src) if sampling is None else \
+                sample(model, prefixes, max_new, drawn, eos_id=EOS, sources=src)
         elif method == "blockwise":
             if k == "auto" and policy is None:  # one policy for the whole text: what it learns carries over
                 policy = auto_policy(model, prefixes, src, max_new, tree=tree)
             result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy,
-                               tree=tree)
+                               tree=tree, sampling=drawn)
+        elif method == "beam" and sampling is not None:
+            raise ValueError("beam search does not sample: leave sampling out, or use greedy or blockwise")
         elif method == "beam":
             result = beam_search(model, prefixes, max_new, beam_size=beam_size, eos_id=EOS, sources=src)
         else:
