@@ -37,7 +37,26 @@ class ScriptedModel:
         return ScriptedSession(self, batch_size, capacity)
 
 
-class ScriptedSession:
+class BufferSession:
+    """A test session's cache: fed tokens in ``buffer`` by position, rolled back, moved and selected like a KV cache."""
+
+    buffer: Tensor
+    lengths: Tensor
+
+    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
+        d = path.shape[1]
+        moved = self.buffer.gather(1, start[:, None] + path)
+        self.buffer.scatter_(1, start[:, None] + torch.arange(d), moved)
+        self.lengths = lengths.clone()
+
+    def truncate(self, lengths: Tensor) -> None:
+        self.lengths = lengths.clone()
+
+    def select(self, rows: Tensor) -> None:
+        self.buffer, self.lengths = self.buffer[rows], self.lengths[rows]
+
+
+class ScriptedSession(BufferSession):
     def __init__(self, model: ScriptedModel, batch_size: int, capacity: int) -> None:
         self.model = model
         self.buffer = torch.full((batch_size, capacity), -1, dtype=torch.long)
@@ -96,15 +115,3 @@ class ScriptedSession:
             order = wrong[:rank] + [right] + wrong[rank:]
             out[r, order[:8]] = 10.0 - torch.arange(8, dtype=torch.float64)
         return node, out.reshape(*node.shape[:-1], V)
-
-    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
-        d = path.shape[1]
-        moved = self.buffer.gather(1, start[:, None] + path)
-        self.buffer.scatter_(1, start[:, None] + torch.arange(d), moved)
-        self.lengths = lengths.clone()
-
-    def truncate(self, lengths: Tensor) -> None:
-        self.lengths = lengths.clone()
-
-    def select(self, rows: Tensor) -> None:
-        self.buffer, self.lengths = self.buffer[rows], self.lengths[rows]

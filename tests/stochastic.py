@@ -1,8 +1,8 @@
 """A tiny stochastic model for the sampling tests: p1's distribution after a prefix is a row of a random table chosen
 by a hash of the whole prefix, so the exact distribution of every continuation can be enumerated.
 
-The session keeps the fed tokens in a buffer addressed by position (rolled back by ``truncate``, moved by ``compact``,
-as a KV cache is) and recomputes each position's hash from what the buffer holds: a rollback or compaction bug changes
+The session keeps the fed tokens in a buffer addressed by position (``scripted.BufferSession``: rolled back by
+``truncate``, moved by ``compact``, as a KV cache is) and recomputes each position's hash from what the buffer holds: a rollback or compaction bug changes
 the distributions that follow, and the tests see it. The hidden state of a position is its prefix's hash.
 
 Proposal heads are close to p but not equal (p's logits plus noise, and some tokens they never propose), so drafts
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from scripted import BufferSession
 from torch import Tensor
 
 MOD, MUL, ROWS = 1_000_003, 7919, 97
@@ -46,7 +47,7 @@ class StochasticModel:
         return StochasticSession(self, batch_size, capacity)
 
 
-class StochasticSession:
+class StochasticSession(BufferSession):
     def __init__(self, model: StochasticModel, batch_size: int, capacity: int) -> None:
         self.model = model
         self.buffer = torch.zeros(batch_size, capacity, dtype=torch.long)
@@ -99,15 +100,3 @@ class StochasticSession:
             return state, q.expand(*state.shape[:-1], -1)
         node = step_hash(state[..., 0].long(), token)
         return node.double()[..., None], self._q(node * 13 + i)
-
-    def truncate(self, lengths: Tensor) -> None:
-        self.lengths = lengths.clone()
-
-    def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
-        d = path.shape[1]
-        moved = self.buffer.gather(1, start[:, None] + path)
-        self.buffer.scatter_(1, start[:, None] + torch.arange(d), moved)
-        self.lengths = lengths.clone()
-
-    def select(self, rows: Tensor) -> None:
-        self.buffer, self.lengths = self.buffer[rows], self.lengths[rows]

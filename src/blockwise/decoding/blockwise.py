@@ -17,7 +17,7 @@ from .acceptance import EXACT, Acceptance
 from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
 from .interface import DecodingModel
 from .policy import Policy, default_policy, default_tree_policy
-from .sampling import Sampling, sample_blocks, sample_tree
+from .sampling import Sampling, sample_blocks
 from .tree import TreeShape, tree_decode
 
 
@@ -47,9 +47,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
                              "node budget at every step")
         if k == "auto" and policy is None:
             policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)
-        if sampling is not None:
-            return sample_tree(model, prefixes, max_new_tokens, sampling, tree, eos_id, sources, stream, policy)
-        return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy)
+        return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy, sampling)
     auto = k == "auto" or policy is not None
     if isinstance(k, str) and not auto:
         raise ValueError(f"k must be a number of heads or 'auto', got {k!r}")

@@ -12,7 +12,7 @@ the heads' distributions q alike. Speculative sampling (Leviathan et al. 2023; C
   randomness): walking down from the root, a node's children are tried in order, each as a draft with all its
   mass on one token (SpecInfer's recursive rejection with point-mass drafts): child c is accepted with probability
   r(c) / Σr, where r starts as p̃ at the node and loses each rejected sibling's token; when no child is accepted the
-  next token is drawn from what is left of r, at a leaf from p̃.
+  next token is drawn from what is left of r, at a leaf from p̃ (``accept_tree``; the loop is ``tree.tree_decode``).
 
 Each row draws from its own random stream (``Sampling.seed``), so a row's output depends on its prompt and seed only,
 not on the rows beside it — for a batch-invariant model and a fixed k or tree (with k="auto" the block sizes, and so
@@ -318,48 +318,3 @@ def accept_tree(tree, scores: Tensor, sampling: Sampling, rng: RowStreams,
     path = torch.stack(path[:width] + [cur] * (width - len(path[:width])), 1)  # past k̂: any node (cut anyway)
     k_hat = 1 + (path[:, 1:] != path[:, :-1]).long().sum(1)
     return k_hat, path, following
-
-
-@torch.no_grad()
-def sample_tree(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling,
-                tree, eos_id: int | None = None, sources: Sequence[Sequence[int]] | None = None,
-                stream: Callable[[int, list[int]], None] | None = None, policy=None) -> DecodeOutput:
-    """Speculative sampling over a candidate tree per row and call (``tree``: a ``tree.TreeShape``; ``policy``: a
-    ``policy.TreePolicy`` choosing each step's node budget). Call through ``blockwise(..., tree=..., sampling=...)``."""
-    if sampling.typical is not None:
-        raise ValueError("typical acceptance is for blocks: leave out the tree, or typical")
-    check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
-    session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, tree.nodes), sources)
-    stats, rows, rng = DecodeStats(calls=1), Rows(len(prefixes), stream), sampling.streams(len(prefixes))
-    remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
-    p1 = session.scores(hidden)
-    root = draw(sampling.probs(p1), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
-    while True:
-        n = policy.choose(hidden.shape[0]) if policy is not None else None
-        t = tree.build(session, p1, hidden, n, root=root)  # (B, N) nodes below the drawn root
-        start = session.lengths.clone()
-        greedy_step = t.nodes == 1
-        fed = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
-        stats.calls += 1
-        stats.iterations += 1
-        scores = session.scores(fed)  # (B, N, V)
-        k_hat, path, root = accept_tree(t, scores, sampling, rng, tree.depth)
-        if policy is not None:
-            policy.observe(None if t.expected is None else t.expected.tolist(), k_hat.tolist(), t.nodes)
-            stats.count_k(t.nodes)
-        block = t.tokens.gather(1, path)
-        k_hat, finished = clip(k_hat, block, remaining, eos_id)
-        if not greedy_step:
-            session.compact(start, path, start + k_hat)
-        rows.take(block, k_hat, stats)
-        remaining = remaining - k_hat
-        if bool(finished.all()):
-            break
-        last = path.gather(1, (k_hat - 1)[:, None])[:, 0]
-        index = torch.arange(len(last), device=last.device)
-        p1, hidden = scores[index, last], fed[index, last]
-        if bool(finished.any()):
-            kept = rows.keep(~finished, session)
-            rng.keep(kept)
-            p1, hidden, remaining, root = p1[kept], hidden[kept], remaining[kept], root[kept]
-    return DecodeOutput(rows.tokens, stats)

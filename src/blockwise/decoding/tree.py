@@ -25,6 +25,7 @@ from torch import Tensor
 from .acceptance import EXACT, Acceptance
 from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
 from .interface import DecodingModel, Session
+from .sampling import Sampling, accept_tree, draw
 
 
 @dataclass
@@ -267,25 +268,36 @@ class DynamicTree(TreeShape):
 def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, tree: TreeShape,
                 eos_id: int | None = None, accept: Acceptance = EXACT,
                 sources: Sequence[Sequence[int]] | None = None,
-                stream: Callable[[int, list[int]], None] | None = None, policy=None) -> DecodeOutput:
+                stream: Callable[[int, list[int]], None] | None = None, policy=None,
+                sampling: Sampling | None = None) -> DecodeOutput:
     """Blockwise decoding with a candidate tree per row and call. With exact acceptance the output equals ``greedy``
     token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``. ``policy`` (a dynamic tree
-    only: ``policy.TreePolicy``) chooses every step's node budget, 1 (a greedy step) to ``tree.nodes``."""
+    only: ``policy.TreePolicy``) chooses every step's node budget, 1 (a greedy step) to ``tree.nodes``.
+    ``sampling``: speculative sampling instead, the root drawn from p̃ and the tree judged
+    by recursive rejection (``sampling.accept_tree``); ``accept`` does not apply."""
+    if sampling is not None and sampling.typical is not None:
+        raise ValueError("typical acceptance is for blocks: leave out the tree, or typical")
     check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, tree.nodes), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1 = session.scores(hidden)
+    rng = root = None  # sampling: each row's random stream, and the root drawn for the next tree
+    if sampling is not None:
+        rng = sampling.streams(len(prefixes))
+        root = draw(sampling.probs(p1), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
     while True:
         n = policy.choose(hidden.shape[0]) if policy is not None else None
-        t = tree.build(session, p1, hidden, n)  # (B, N) nodes, the root ŷ_{j+1} = p1's argmax
+        t = tree.build(session, p1, hidden, n, root=root)  # (B, N) nodes; the root ŷ_{j+1} = p1's argmax or drawn
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, N, V): p1 at every node
-        if greedy_step:
+        if sampling is not None:
+            k_hat, path, root = accept_tree(t, scores, sampling, rng, tree.depth)
+        elif greedy_step:
             k_hat, path = torch.ones_like(remaining), torch.zeros_like(t.tokens)
         else:
             k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
@@ -306,4 +318,7 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         if bool(finished.any()):
             kept = rows.keep(~finished, session)
             p1, hidden, remaining = p1[kept], hidden[kept], remaining[kept]
+            if rng is not None:
+                rng.keep(kept)
+                root = root[kept]
     return DecodeOutput(rows.tokens, stats)
