@@ -42,7 +42,7 @@ class ModelConfig:
         return self.n_encoder_layers > 0
 
 
-HeadKind = Literal["paper", "residual", "chain"]
+HeadKind = Literal["paper", "residual", "chain", "feature"]
 P1Mode = Literal["identity", "learned"]
 
 
@@ -55,6 +55,8 @@ class HeadsConfig:
     projection; block-diagonal output (``model.heads.PaperHeads``).
     kind="residual": Medusa-1's head, h + SiLU(W h + b) with W of size d_model × d_model, one per head.
     kind="chain": each head also sees the token proposed before it (``model.heads.ChainHeads``); hidden d_hidden.
+    kind="feature": a one-layer drafter that reads the whole sequence of the base's states and drafts state by state
+    (after EAGLE; ``model.heads.FeatureDrafter``); its MLP's hidden size is d_hidden; it drafts up to num_heads - 1 tokens.
     p1="identity": p1 is the untouched base output, so a frozen base decodes exactly as the original model.
     p1="learned": p1 passes through the layer too (the paper's footnote 1).
     """
@@ -69,10 +71,10 @@ class HeadsConfig:
             raise ValueError(f"HeadsConfig.num_heads must be >= 1, got {self.num_heads}")
         if self.d_hidden < 1:
             raise ValueError(f"HeadsConfig.d_hidden must be >= 1, got {self.d_hidden}")
-        if self.kind not in ("paper", "residual", "chain"):
-            raise ValueError(f"HeadsConfig.kind must be 'paper', 'residual' or 'chain', got {self.kind!r}")
-        if self.kind == "chain" and self.p1 != "identity":
-            raise ValueError("chained heads start from the base model's own p1: use p1='identity'")
+        if self.kind not in ("paper", "residual", "chain", "feature"):
+            raise ValueError(f"HeadsConfig.kind must be 'paper', 'residual', 'chain' or 'feature', got {self.kind!r}")
+        if self.kind in ("chain", "feature") and self.p1 != "identity":
+            raise ValueError(f"{self.kind} heads start from the base model's own p1: use p1='identity'")
         if self.p1 not in ("identity", "learned"):
             raise ValueError(f"HeadsConfig.p1 must be 'identity' or 'learned', got {self.p1!r}")
 

@@ -4,6 +4,8 @@ It implements the protocol ``blockwise.decoding.interface.Session``. The model i
 ``decode(tokens, cache)`` (hidden states at every fed position, appended after each row's cached length),
 ``scores(hidden, invariant)`` (p1's logits) and ``heads`` (which propose p2..pk). Whether the session is
 batch-invariant was decided when its cache was made (``KVCache.invariant``) and is passed to every call.
+Heads that read the whole sequence (the feature-level drafter) keep a ``DrafterState`` here, beside the cache: every call's
+states are written into it, and it rolls back and drops rows with the session.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .cache import KVCache
 class CachedSession:
     def __init__(self, model, cache: KVCache) -> None:
         self.model, self.cache = model, cache
+        heads = model.heads
+        self.drafter = heads.open(cache.batch_size, cache.capacity, cache.lengths.device) \
+            if heads.reads_sequence else None
 
     @property
     def lengths(self) -> Tensor:
@@ -24,7 +29,14 @@ class CachedSession:
 
     @torch.no_grad()
     def feed(self, tokens: Tensor, tree=None) -> Tensor:
-        return self.model.decode(tokens, self.cache, tree)
+        if self.drafter is None:
+            return self.model.decode(tokens, self.cache, tree)
+        if tree is not None:
+            raise ValueError("the feature-level drafter does not draft candidate trees yet: decode with chains")
+        start = self.cache.lengths
+        hidden = self.model.decode(tokens, self.cache)
+        self.drafter.write(start, tokens, hidden)
+        return hidden
 
     @torch.no_grad()
     def scores(self, hidden: Tensor) -> Tensor:
@@ -32,6 +44,8 @@ class CachedSession:
 
     @torch.no_grad()
     def proposals(self, hidden: Tensor, given: Tensor, k: int) -> Tensor:
+        if self.drafter is not None:
+            return self.drafter.propose(self.cache.lengths, given, k, invariant=self.cache.invariant)
         return self.model.heads.propose(hidden, given, k, invariant=self.cache.invariant)
 
     @property
@@ -50,3 +64,5 @@ class CachedSession:
 
     def select(self, rows: Tensor) -> None:
         self.cache.select(rows)
+        if self.drafter is not None:
+            self.drafter.select(rows)

@@ -1,12 +1,14 @@
-"""Proposal heads, one class per kind: the paper's layer, Medusa-1's residual block, chained heads (see base.py)."""
+"""Proposal heads, one class per kind: the paper's layer, Medusa-1's residual block, chained heads, the feature-level
+drafter (see base.py)."""
 
 from ...config import HeadsConfig
 from .base import Heads, IndependentHeads
 from .chain import ChainHeads
+from .drafter import DrafterState, FeatureDrafter
 from .paper import PaperHeads
 from .residual import ResidualHeads
 
-KINDS: dict[str, type[Heads]] = {cls.kind: cls for cls in (PaperHeads, ResidualHeads, ChainHeads)}
+KINDS: dict[str, type[Heads]] = {cls.kind: cls for cls in (PaperHeads, ResidualHeads, ChainHeads, FeatureDrafter)}
 
 
 def make_heads(d_model: int, cfg: HeadsConfig) -> Heads:
@@ -14,4 +16,4 @@ def make_heads(d_model: int, cfg: HeadsConfig) -> Heads:
     return KINDS[cfg.kind](d_model, cfg)
 
 
-__all__ = ["KINDS", "ChainHeads", "Heads", "IndependentHeads", "PaperHeads", "ResidualHeads", "make_heads"]
+__all__ = ["KINDS", "ChainHeads", "DrafterState", "FeatureDrafter", "Heads", "IndependentHeads", "PaperHeads", "ResidualHeads", "make_heads"]

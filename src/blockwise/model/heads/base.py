@@ -30,6 +30,7 @@ class Heads(nn.Module):
 
     kind: str
     reads_proposals = False  # whether head p_i's logits depend on the token proposed before it (chained heads)
+    reads_sequence = False  # whether it drafts from the whole sequence through a session's state (FeatureDrafter)
 
     def __init__(self, d_model: int, cfg: HeadsConfig) -> None:
         super().__init__()

@@ -90,3 +90,36 @@ def split_index(data: Distilled, held_out: float = 0.05, seed: int = 0) -> tuple
     held = torch.as_tensor(np.random.default_rng(seed).random(len(ends)) < held_out)
     held_pos = held[answer]
     return (~held_pos).nonzero().squeeze(1), held_pos.nonzero().squeeze(1)
+
+
+# -- whole sequences with features: the drafter's data (model/heads/drafter.py) ----------------------------------------
+@torch.no_grad()
+def sequences_with_features(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                            eos_id: int | None) -> list[tuple[list[int], int, Tensor]]:
+    """Per prompt: (prompt + greedy answer tokens, prompt length P, final hidden states (n - 1, D) float16 of every
+    position but the last: state j predicts token j + 1).
+
+    The answer's states come from ``greedy`` itself; the prompt's from one teacher-forced call of the base over the
+    right-padded prompts (a causal model's states do not see the padding after them)."""
+    out = greedy(model, prompts, max_new_tokens, eos_id=eos_id, return_hidden=True)
+    width = max(len(p) for p in prompts)
+    prompt_states = model.base(torch.tensor([list(p) + [0] * (width - len(p)) for p in prompts]))  # (B, P, D)
+    rows = []
+    for b, (p, answer, states) in enumerate(zip(prompts, out.tokens, out.hidden)):
+        # states[j] is the state at position P - 1 + j; the prompt pass gave positions 0..P-2 (and P-1 again)
+        hidden = torch.cat([prompt_states[b, : len(p) - 1], states]).to(torch.float16)
+        rows.append((list(p) + list(answer), len(p), hidden))
+    return rows
+
+
+def write_sequences(path: Path, rows: Sequence[tuple[list[int], int, Tensor]], kinds: Sequence[str]) -> None:
+    """One shard of ``sequences_with_features`` rows end to end (atomic write): a row of n tokens has n - 1 states."""
+    tokens = torch.tensor([t for row, _, _ in rows for t in row], dtype=torch.int32)
+    hidden = torch.cat([h for _, _, h in rows]).contiguous()
+    lengths = torch.tensor([len(row) for row, _, _ in rows], dtype=torch.int32)
+    prompt = torch.tensor([p for _, p, _ in rows], dtype=torch.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"tokens": tokens, "hidden": hidden, "lengths": lengths, "prompt_lengths": prompt}, str(tmp),
+              metadata={"kinds": json.dumps(list(kinds))})
+    tmp.replace(path)

@@ -1,0 +1,152 @@
+"""The feature-level drafter (after EAGLE, Li et al. 2024): one decoder layer that reads the sequence.
+
+Entry j of the drafter reads the base model's final hidden state f_j and the input embedding of the token after it,
+x_{j+1}: z_j = W [f_j; e(x_{j+1})] + b, then one Llama decoder layer (its own attention over the drafter's entries
+0..j, in its own small KV cache) and an RMSNorm give f̂_{j+1}, a guess of the base's next state, which the base's output
+projection scores: the proposal for x_{j+2}. So the drafter sees the whole sequence, where the other kinds see one state.
+
+Drafting after the base has accepted tokens up to position L-1 and p1 chose ŷ1 = x_L: the entries not yet read (each
+position since the last draft) are fed in one call, the last of them (f_{L-1}, ŷ1) giving ŷ2; then (f̂_L, ŷ2) gives ŷ3,
+and so on, feature by feature (``DrafterState.propose``). The drafter's cache then rolls back to the true entries.
+Its bookkeeping lives in ``DrafterState``, which a session (model/session.py) keeps beside the base's cache: every base
+call's states are written into it by position, and a draft first catches up on them.
+
+Training is on cached base states (tasks/lm/drafter.py): feature regression + token cross-entropy, teacher-forced
+(``sequence``). The drafter proposes chains (blockwise, k = auto); candidate trees and sampling do not use it yet.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...config import HeadsConfig
+from ..cache import KVCache
+from .base import Heads
+
+
+class FeatureDrafter(Heads):
+    kind = "feature"
+    reads_proposals = True  # ŷ_i depends on ŷ_{i-1}
+    reads_sequence = True  # a session keeps a DrafterState for it (model/session.py)
+
+    def __init__(self, d_model: int, cfg: HeadsConfig) -> None:
+        super().__init__(d_model, cfg)
+        from ...tasks.llama import Block, LlamaConfig  # here: tasks.llama imports this package
+
+        n_heads = max(1, d_model // 64)
+        if d_model % n_heads or (d_model // n_heads) % 2:
+            raise ValueError(f"a drafter of width {d_model} needs {n_heads} heads of even width")
+        self.layer_cfg = LlamaConfig(vocab_size=1, d_model=d_model, n_layers=1, n_heads=n_heads, n_kv_heads=n_heads,
+                                     head_dim=d_model // n_heads, d_ff=cfg.d_hidden, rope_theta=10000.0)
+        self.fuse = nn.Linear(2 * d_model, d_model)
+        self.layer = Block(self.layer_cfg)
+        self.norm = nn.Parameter(torch.ones(d_model))
+        with torch.no_grad():  # Block starts at zeros: a small random layer whose output starts near its input
+            for name, std in (("w_qkv", d_model ** -0.5), ("w_gate_up", d_model ** -0.5), ("w_out", 0.02 / d_model ** 0.5),
+                              ("w_down", 0.02 / cfg.d_hidden ** 0.5)):
+                getattr(self.layer, name).normal_(0.0, std)
+        hd = self.layer_cfg.head_dim
+        self.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))  # float32, not a parameter
+
+    # -- one pass of the layer ---------------------------------------------------------------------------------------
+    def step(self, features: Tensor, next_tokens: Tensor, cache: KVCache | None = None,
+             invariant: bool = False) -> Tensor:
+        """Entries (B, T) from base states f_j (B, T, D) and token ids x_{j+1} (B, T): predicted next states (B, T, D).
+        Without ``cache``: whole sequences from position 0 (training). With one: appended after each row's length."""
+        from ...tasks.llama import rms_norm
+
+        B, T = next_tokens.shape
+        x = self.fuse(torch.cat([features.to(self.norm.dtype), self.embed(next_tokens).to(self.norm.dtype)], -1))
+        if cache is None:
+            positions = torch.arange(T, device=x.device).expand(B, T)
+            slots, mask = positions, None
+        else:
+            slots, positions, mask = cache.layout(T)
+        freqs = positions[..., None].float() * self.inv_freq.to(x.device)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
+        x = self.layer(x, cos, sin, cache, 0, slots, mask, invariant)
+        if cache is not None:
+            cache.advance(T)
+        return rms_norm(x, self.norm, self.layer_cfg.rms_eps)
+
+    def sequence(self, features: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced predictions (B, T-1, D) for whole sequences: f̂_{j+1} from f_0..f_j and x_1..x_{j+1}.
+        ``features`` (B, T-1, D) are the base's states at positions 0..T-2, ``tokens`` (B, T) the sequence."""
+        return self.step(features, tokens[:, 1:])
+
+    def open(self, batch_size: int, capacity: int, device: torch.device | str = "cpu") -> "DrafterState":
+        """The per-session state of a decode over ``batch_size`` rows of at most ``capacity`` positions."""
+        return DrafterState(self, batch_size, capacity, device)
+
+    # -- the Heads interface -----------------------------------------------------------------------------------------
+    def p1(self, h: Tensor) -> Tensor:
+        return h  # the base decodes as itself (HeadsConfig: p1="identity")
+
+    def forward(self, h: Tensor, k: int | None = None, given: Tensor | None = None) -> Tensor:
+        raise NotImplementedError("the feature-level drafter reads whole sequences: train it with "
+                                  "blockwise.tasks.lm.drafter (FeatureDrafter.sequence), decode through a session")
+
+    def propose(self, h: Tensor, y1: Tensor, k: int, invariant: bool = False) -> Tensor:
+        raise NotImplementedError("the feature-level drafter proposes through a session's DrafterState (it reads the "
+                                  "sequence, not one state)")
+
+    def draft(self, h: Tensor, state: Tensor, token: Tensor, i: int,
+              invariant: bool = False) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError("the feature-level drafter does not draft candidate trees or samples yet: use "
+                                  "chains (blockwise with a fixed k or k='auto') and greedy acceptance")
+
+
+class DrafterState:
+    """What a session keeps for its drafter: the base's states and tokens by position, and the drafter's own cache.
+
+    ``write`` records every base call (tokens fed at each row's length, the states they gave); ``propose`` reads the
+    entries the drafter has not read yet (positions from its cache's length to the base's), then drafts."""
+
+    def __init__(self, drafter: FeatureDrafter, batch_size: int, capacity: int,
+                 device: torch.device | str = "cpu") -> None:
+        c = drafter.layer_cfg
+        dtype = drafter.norm.dtype
+        self.drafter = drafter
+        self.cache = KVCache(1, batch_size, c.n_kv_heads, capacity + drafter.num_heads, c.head_dim, dtype=dtype,
+                             device=device, invariant=False)
+        self.features = torch.zeros(batch_size, capacity + 1, drafter.d_model, dtype=dtype, device=device)
+        self.tokens = torch.zeros(batch_size, capacity + 1, dtype=torch.long, device=device)
+
+    def write(self, start: Tensor, tokens: Tensor, hidden: Tensor) -> None:
+        """The base was fed ``tokens`` (B, T) after lengths ``start`` (B,) and gave states ``hidden`` (B, T, D)."""
+        B, T = tokens.shape
+        rows = torch.arange(B, device=tokens.device)[:, None]
+        positions = start[:, None] + torch.arange(T, device=tokens.device)
+        self.features[rows, positions] = hidden.to(self.features.dtype)
+        self.tokens[rows, positions] = tokens
+
+    def propose(self, lengths: Tensor, given: Tensor, k: int, invariant: bool = False) -> Tensor:
+        """Logits (B, k-1, V) of ŷ2..ŷk after each row's ``lengths`` (B,) accepted tokens and ŷ1 = ``given`` (B,)."""
+        B = lengths.shape[0]
+        rows = torch.arange(B, device=lengths.device)
+        self.tokens[rows, lengths] = given
+        read = self.cache.lengths
+        new = lengths - read  # entries to read per row (>= 1: every draft follows at least one accepted token)
+        span = torch.arange(int(new.max()), device=lengths.device)
+        positions = torch.minimum(read[:, None] + span, (lengths - 1)[:, None])  # short rows repeat their last entry
+        out = self.drafter.step(self.features[rows[:, None], positions], self.tokens[rows[:, None], positions + 1],
+                                self.cache, invariant)
+        self.cache.truncate(lengths)  # drops the repeated entries
+        state = out[rows, new - 1]  # f̂_L
+        logits = []
+        for i in range(2, k + 1):
+            logits.append(self.drafter.project(state, invariant=invariant))
+            if i == k:
+                break
+            token = logits[-1].argmax(-1)
+            state = self.drafter.step(state[:, None], token[:, None], self.cache, invariant)[:, 0]
+        self.cache.truncate(lengths)  # the drafted entries go: the base's true states replace them
+        return torch.stack(logits, dim=1)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only these rows (finished rows drop out)."""
+        self.cache.select(rows)
+        self.features, self.tokens = self.features[rows], self.tokens[rows]
