@@ -125,7 +125,7 @@ def test_trained_drafter_learns_the_base_and_decodes_exactly(base, tmp_path):
     d.train()
     for _ in range(200):
         states, tokens, lengths, prompt = data.batch(next(batches))
-        loss, _ = drafter_loss(d, weight, torch.arange(LV), states, tokens, lengths, prompt, noise=0.01)
+        loss, _ = drafter_loss(d, weight, torch.arange(LV), states, tokens, lengths, prompt, noise=0.01, depth=1)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -138,3 +138,26 @@ def test_trained_drafter_learns_the_base_and_decodes_exactly(base, tmp_path):
     out = blockwise(lm, prompts[:16], 24, k=4)
     assert out.tokens == ref
     assert out.stats.mean_accepted > 1.6, out.stats.as_dict()
+
+
+def test_unrolled_training_pass_equals_drafting(base):
+    """Training-time test: depth d of ``unrolled`` at position j is what decoding drafts d steps after the accepted
+    position j - d when the drafts before it were right (the true tokens fed), recomputed from scratch."""
+    from blockwise.tasks.llama import NativeLM
+
+    lm = NativeLM(base, drafter())
+    d = lm.heads
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(1, LV, (2, 14), generator=g)
+    states = lm.base(tokens)[:, :-1]  # (B, T-1, D): f_0..f_{T-2}
+    outs = d.unrolled(states, tokens, 3)
+    torch.testing.assert_close(outs[0], d.sequence(states, tokens))
+    for b in range(2):
+        for a in (3, 7, 9):  # accepted positions 0..a; drafts at depth 1..3
+            feats, nxt = states[b, : a + 1], tokens[b, 1: a + 2].tolist()
+            for depth in range(4):
+                f_hat = d.step(feats[None], torch.tensor([nxt]))[0, -1]  # predicts f_{a+depth+1}
+                torch.testing.assert_close(outs[depth][b, a + depth], f_hat)
+                if depth < 3:
+                    feats = torch.cat([feats, f_hat[None]])
+                    nxt = nxt + [int(tokens[b, a + depth + 2])]  # the true token: the drafts before were right

@@ -133,6 +133,9 @@ def generate(args: argparse.Namespace) -> int:
     eos = tokenizer.eos_token_id
     k_max = heads.num_heads if args.k == "auto" else args.k
     tree = make_tree(args, heads.num_heads)
+    if heads.reads_sequence and (tree is not None or sampling is not None):
+        raise UserError(f"{args.heads} is a feature-level drafter, which drafts chains for greedy decoding only: "
+                        "leave out --tree and the sampling options, or pass other heads")
     if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")

@@ -54,6 +54,9 @@ class CachedSession:
 
     @torch.no_grad()
     def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        if self.drafter is not None:
+            raise ValueError("the feature-level drafter drafts chains for greedy decoding only (no candidate trees or "
+                             "sampling yet)")
         return self.model.heads.draft(hidden, state, token, i, invariant=self.cache.invariant)
 
     def truncate(self, lengths: Tensor) -> None:

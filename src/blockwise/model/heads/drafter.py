@@ -77,6 +77,50 @@ class FeatureDrafter(Heads):
         ``features`` (B, T-1, D) are the base's states at positions 0..T-2, ``tokens`` (B, T) the sequence."""
         return self.step(features, tokens[:, 1:])
 
+    def unrolled(self, features: Tensor, tokens: Tensor, depth: int) -> list[Tensor]:
+        """Predictions at draft depths 1..depth for whole sequences, as decoding drafts them ("training-time test",
+        EAGLE-3): out[0] is ``sequence``; in out[d], position j reads out[d-1] at j-1 (its own drafted state) with the
+        true token x_{j+1}, and attends to the true entries up to j-d and to its chain's drafted entries j-d+1..j —
+        the chain that started at the accepted position j-d. Each (B, T-1, D); out[d][j] predicts f_{j+1}, x_{j+2}."""
+        from ...tasks.llama import rms_norm, rotate
+
+        layer, c = self.layer, self.layer_cfg
+        B, T = tokens.shape[0], tokens.shape[1] - 1
+        emb = self.embed(tokens[:, 1:]).to(self.norm.dtype)
+        freqs = torch.arange(T, device=emb.device)[:, None].float() * self.inv_freq.to(emb.device)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = angles.cos().to(emb.dtype)[None, None], angles.sin().to(emb.dtype)[None, None]
+        keys, values, outs = [], [], []
+        state = features.to(self.norm.dtype)
+        causal = torch.ones(T, T, dtype=torch.bool, device=emb.device).tril()
+        for d in range(depth + 1):
+            if d:  # position j reads the state drafted at j-1; position 0 has none (masked out of the losses)
+                state = torch.cat([state[:, :1], outs[-1][:, :-1]], 1)
+            x = self.fuse(torch.cat([state, emb], -1))
+            h = rms_norm(x, layer.attn_norm, c.rms_eps)
+            q, k, v = (h @ layer.w_qkv).split(c.n_heads * c.head_dim, -1)
+            q, k, v = (t.view(B, T, c.n_heads, c.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            keys.append(k)
+            values.append(v)
+            scale = c.head_dim ** -0.5
+            # true entries 0..j-d (K of depth 0), then this chain's drafted entries at depths 1..d
+            scores = [(q @ keys[0].transpose(-1, -2) * scale).masked_fill(~causal.roll(d, 0) | (torch.arange(
+                T, device=q.device)[:, None] < d), float("-inf")) if d else
+                (q @ keys[0].transpose(-1, -2) * scale).masked_fill(~causal, float("-inf"))]
+            for i in range(1, d + 1):  # drafted entry of depth i sits at j - (d - i)
+                shifted = torch.roll(keys[i], d - i, dims=2)
+                scores.append((q * shifted).sum(-1, keepdim=True) * scale)
+            weights = torch.softmax(torch.cat(scores, -1).float(), -1).to(q.dtype).nan_to_num(0.0)
+            y = weights[..., :T] @ values[0]
+            for i in range(1, d + 1):
+                y = y + weights[..., T + i - 1: T + i] * torch.roll(values[i], d - i, dims=2)
+            x = x + y.transpose(1, 2).reshape(B, T, -1) @ layer.w_out
+            gate, up = (rms_norm(x, layer.mlp_norm, c.rms_eps) @ layer.w_gate_up).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ layer.w_down
+            outs.append(rms_norm(x, self.norm, c.rms_eps))
+        return outs
+
     def open(self, batch_size: int, capacity: int, device: torch.device | str = "cpu") -> "DrafterState":
         """The per-session state of a decode over ``batch_size`` rows of at most ``capacity`` positions."""
         return DrafterState(self, batch_size, capacity, device)

@@ -84,25 +84,31 @@ def row_batches(rows: Sequence[int], sizes: Sequence[int], budget: int, seed: in
 
 
 def drafter_loss(drafter: FeatureDrafter, classes_w: Tensor, remap: Tensor, states: Tensor, tokens: Tensor,
-                 lengths: Tensor, prompt: Tensor, noise: float = 0.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
+                 lengths: Tensor, prompt: Tensor, noise: float = 0.0, reg_weight: float = 1.0,
+                 depth: int = 0) -> tuple[Tensor, dict]:
     """The training loss of one padded batch: reg_weight · smooth-L1(f̂_{j+1}, f_{j+1}) + CE(x_{j+2}) on answer
-    positions. ``classes_w`` (V', D): output-projection rows of the softmax classes; ``remap`` (V,): token id -> class
-    (-1: not a class, ignored). ``noise``: uniform noise of that size on the input states (EAGLE's augmentation: the
-    drafter later reads its own, imperfect, states)."""
+    positions, summed over draft depths 1..depth+1 (``FeatureDrafter.unrolled``: deeper drafts read the drafter's own
+    states, as when decoding). ``classes_w`` (V', D): output-projection rows of the softmax classes; ``remap`` (V,):
+    token id -> class (-1: not a class, ignored). ``noise``: uniform noise of that size on the input states (EAGLE's
+    augmentation: the drafter later reads its own, imperfect, states)."""
     inputs = states + noise * (2 * torch.rand_like(states) - 1) if noise else states
-    pred = drafter.sequence(inputs, tokens)[:, :-1]  # (B, T-2, D): f̂_{j+1} for j = 0..T-3
-    j = torch.arange(pred.shape[1])
-    mask = (j[None, :] >= (prompt[:, None] - 2)) & (j[None, :] <= (lengths[:, None] - 3))
-    target_state = states[:, 1:][mask]  # f_{j+1}
-    target = remap[tokens[:, 2:][mask]]  # x_{j+2}
-    p = pred[mask]
-    reg = F.smooth_l1_loss(p.float(), target_state, reduction="mean")
-    logits = (p @ classes_w.T).float()
-    ce = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
-    known = target >= 0
-    ce = (ce * known).sum() / known.sum().clamp(min=1)
-    top1 = ((logits.argmax(-1) == target) & known).float().mean()
-    return reg_weight * reg + ce, {"reg": reg.item(), "ce": ce.item(), "top1": top1.item()}
+    outs = drafter.unrolled(inputs, tokens, depth) if depth else [drafter.sequence(inputs, tokens)]
+    j = torch.arange(tokens.shape[1] - 2)
+    total, metrics = 0.0, {}
+    for d, pred in enumerate(outs):
+        pred = pred[:, :-1]  # (B, T-2, D): f̂_{j+1} for j = 0..T-3
+        # answer positions whose chain started at an accepted position j - d inside the answer (or its last prompt one)
+        mask = (j[None, :] >= (prompt[:, None] - 2 + d)) & (j[None, :] <= (lengths[:, None] - 3)) & (j[None, :] >= d)
+        p = pred[mask]
+        reg = F.smooth_l1_loss(p.float(), states[:, 1:][mask].float(), reduction="mean")  # f_{j+1}
+        target = remap[tokens[:, 2:][mask]]  # x_{j+2}
+        logits = (p @ classes_w.T).float()
+        known = target >= 0
+        ce = (F.cross_entropy(logits, target.clamp(min=0), reduction="none") * known).sum() / known.sum().clamp(min=1)
+        total = total + reg_weight * reg + ce
+        top1 = ((logits.argmax(-1) == target) & known).float().mean()
+        metrics.update({f"reg{d + 1}": reg.item(), f"ce{d + 1}": ce.item(), f"top1_{d + 1}": top1.item()})
+    return total, metrics
 
 
 def restricted_projection(weight: Tensor, vocab: Tensor):
