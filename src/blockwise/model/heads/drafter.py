@@ -172,8 +172,9 @@ class DrafterState:
         B = lengths.shape[0]
         rows = torch.arange(B, device=lengths.device)
         self.tokens[rows, lengths] = given
-        read = self.cache.lengths
-        new = lengths - read  # entries to read per row (>= 1: every draft follows at least one accepted token)
+        # entries to read per row: those since the last draft, and at least the last one (whose token is ``given``)
+        read = torch.minimum(self.cache.lengths, lengths - 1)
+        new = lengths - read
         span = torch.arange(int(new.max()), device=lengths.device)
         positions = torch.minimum(read[:, None] + span, (lengths - 1)[:, None])  # short rows repeat their last entry
         out = self.drafter.step(self.features[rows[:, None], positions], self.tokens[rows[:, None], positions + 1],
