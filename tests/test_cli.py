@@ -42,7 +42,8 @@ def bad_files(tmp_path_factory, tiny_translator):
     files = {"folder": d / "folder", "missing": d / "missing.safetensors", "corrupt": d / "corrupt.safetensors",
              "latin1": d / "latin1.txt", "junk_png": d / "junk.png", "short": d / "short.txt",
              "sr_corrupt": d / "sr" / "corrupt.safetensors", "mt_corrupt": d / "mt" / "corrupt.safetensors",
-             "mt_decoder_only": d / "mt_dec" / "model.safetensors", "narrow_heads": d / "narrow_heads.safetensors"}
+             "mt_decoder_only": d / "mt_dec" / "model.safetensors", "narrow_heads": d / "narrow_heads.safetensors",
+             "drafter": d / "drafter.safetensors"}
     files["folder"].mkdir()
     files["corrupt"].write_bytes(b"\x07not a safetensors file at all" * 10)
     files["latin1"].write_bytes("the house\ncaf\u00e9 cr\u00e8me\n".encode("latin-1"))
@@ -62,6 +63,10 @@ def bad_files(tmp_path_factory, tiny_translator):
     tensors = {n[len("heads."):]: t.contiguous() for n, t in model.state_dict().items() if n.startswith("heads.")}
     save_file(tensors, str(files["narrow_heads"]), metadata={"format": "blockwise-lm-heads/1", "d_model": "32",
                                                             "heads": json.dumps(dataclasses.asdict(cfg))})
+    from blockwise.model.heads import make_heads
+    from blockwise.tasks.lm.heads_io import save_heads
+
+    save_heads(make_heads(576, HeadsConfig(num_heads=3, d_hidden=8, kind="feature")), files["drafter"])
     return {name: str(path) for name, path in files.items()}
 
 
@@ -221,6 +226,8 @@ MISTAKES = [
     (["generate", "hi", "--heads", "{missing}"], "no heads file at"),
     (["generate", "hi", "--heads", "{folder}"], "is a folder"),
     (["generate", "hi", "--heads", "{narrow_heads}"], "heads for another model"),
+    (["generate", "hi", "--heads", "{drafter}", "--tree", "dynamic"], "drafts chains for greedy decoding only"),
+    (["generate", "hi", "--heads", "{drafter}", "--temperature", "0.7"], "drafts chains for greedy decoding only"),
     (["generate", "hi", "--temperature", "-1"], "--temperature: must be >= 0"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "1.5"], "--top-p: must be at most 1"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "0"], "--top-p: must be > 0"),

@@ -123,6 +123,9 @@ def generate(args: argparse.Namespace) -> int:
         args.threads = 1 if cpu_has_bf16() else min(2, os.cpu_count() or 1)
     torch.set_num_threads(args.threads)
     heads, vocab = checked_heads(load_heads, args.heads or ASSET, args.k)
+    if heads.reads_sequence and (args.tree != "chain" or sampling is not None):
+        raise UserError(f"{args.heads} is a feature-level drafter, which drafts chains for greedy decoding only: "
+                        "leave out --tree and the sampling options, or pass other heads")
     tokenizer, hf = load_model()
     if args.weights == "auto":
         args.weights = "bfloat16" if cpu_has_bf16() else "float32"
@@ -133,9 +136,6 @@ def generate(args: argparse.Namespace) -> int:
     eos = tokenizer.eos_token_id
     k_max = heads.num_heads if args.k == "auto" else args.k
     tree = make_tree(args, heads.num_heads)
-    if heads.reads_sequence and (tree is not None or sampling is not None):
-        raise UserError(f"{args.heads} is a feature-level drafter, which drafts chains for greedy decoding only: "
-                        "leave out --tree and the sampling options, or pass other heads")
     if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")

@@ -77,6 +77,9 @@ class HFCausalLM(nn.Module):
         self.heads = heads.for_model() if heads is not None else make_heads(d_model, HeadsConfig(num_heads=1))
         if self.heads.cfg.p1 != "identity":
             raise ValueError("a frozen base decodes as itself only with p1='identity' heads")
+        if self.heads.reads_sequence:
+            raise ValueError("the feature-level drafter runs on the native Llama (blockwise.tasks.llama.NativeLM), not "
+                             "through the Hugging Face adapter yet")
         self.heads.bind(model.get_input_embeddings(), self.scores)
         # transformers renamed ``past_key_values`` to ``cache``; an unknown keyword would be swallowed silently
         params = inspect.signature(model.base_model.forward).parameters
