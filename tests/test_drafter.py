@@ -161,3 +161,32 @@ def test_unrolled_training_pass_equals_drafting(base):
                 if depth < 3:
                     feats = torch.cat([feats, f_hat[None]])
                     nxt = nxt + [int(tokens[b, a + depth + 2])]  # the true token: the drafts before were right
+
+
+def test_speculative_sampling_with_a_drafter(base):
+    """Sampling drafts each token from the drafter given the one drawn before (DrafterState.begin/extend): with top-k 1
+    the model's distribution is a point mass, so the output must be greedy's; at temperature 1 a seed repeats the
+    same draws, batch or not, and the tokens follow plain sampling's distribution (first token, two-sample check)."""
+    from blockwise.decoding.sampling import Sampling, sample
+    from blockwise.tasks.llama import NativeLM
+
+    lm = NativeLM(base, drafter())
+    ref = greedy(lm, LLAMA_PROMPTS, 16, eos_id=LLAMA_EOS).tokens
+    out = blockwise(lm, LLAMA_PROMPTS, 16, k=4, eos_id=LLAMA_EOS, sampling=Sampling(1.0, top_k=1, seed=0))
+    assert out.tokens == ref
+    a = blockwise(lm, LLAMA_PROMPTS, 16, k=3, sampling=Sampling(1.0, seed=(5, 6, 7, 8))).tokens
+    b = blockwise(lm, LLAMA_PROMPTS[1:2], 16, k=3, sampling=Sampling(1.0, seed=(6,))).tokens
+    assert a[1] == b[0] and a != ref
+    # the second token of a row after prompt 0, over many seeds: speculative vs plain sampling
+    n = 300
+    prompts = [LLAMA_PROMPTS[0]] * n
+    spec = blockwise(lm, prompts, 3, k=3, sampling=Sampling(1.0, seed=tuple(range(n)))).tokens
+    plain = sample(lm, prompts, 3, Sampling(1.0, seed=tuple(range(n, 2 * n)))).tokens
+    count = torch.zeros(2, LV)
+    for i, rows in enumerate((spec, plain)):
+        for r in rows:
+            count[i, r[1]] += 1
+    expected = count.sum(0, keepdim=True) / 2
+    keep = expected[0] >= 5
+    chi2 = float(((count[:, keep] - expected[:, keep]) ** 2 / expected[:, keep]).sum())
+    assert chi2 < 3 * int(keep.sum()) + 10, chi2  # loose: a broken draft/accept rule is far off

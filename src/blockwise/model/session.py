@@ -54,9 +54,12 @@ class CachedSession:
 
     @torch.no_grad()
     def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        if self.drafter is not None:
-            raise ValueError("the feature-level drafter drafts chains for greedy decoding only (no candidate trees or "
-                             "sampling yet)")
+        if self.drafter is not None:  # chains only: p2 reads the new entries, each later head one drafted entry
+            if token.dim() != 1:
+                raise ValueError("the feature-level drafter drafts chains, not candidate trees (yet)")
+            state = self.drafter.begin(self.cache.lengths, token, self.cache.invariant) if i == 2 else \
+                self.drafter.extend(state, token, self.cache.invariant)
+            return state, self.model.heads.project(state, invariant=self.cache.invariant)
         return self.model.heads.draft(hidden, state, token, i, invariant=self.cache.invariant)
 
     def truncate(self, lengths: Tensor) -> None:

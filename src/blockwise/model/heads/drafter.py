@@ -12,7 +12,9 @@ Its bookkeeping lives in ``DrafterState``, which a session (model/session.py) ke
 call's states are written into it by position, and a draft first catches up on them.
 
 Training is on cached base states (tasks/lm/drafter.py): feature regression + token cross-entropy, teacher-forced
-(``sequence``). The drafter proposes chains (blockwise, k = auto); candidate trees and sampling do not use it yet.
+(``sequence``) and unrolled over draft depths (``unrolled``). The drafter proposes chains, for greedy decoding (blockwise,
+k = auto) and speculative sampling (each draft drawn given the one before: ``DrafterState.begin``/``extend``); candidate
+trees do not use it yet.
 """
 
 from __future__ import annotations
@@ -139,8 +141,8 @@ class FeatureDrafter(Heads):
 
     def draft(self, h: Tensor, state: Tensor, token: Tensor, i: int,
               invariant: bool = False) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError("the feature-level drafter does not draft candidate trees or samples yet: use "
-                                  "chains (blockwise with a fixed k or k='auto') and greedy acceptance")
+        raise NotImplementedError("the feature-level drafter drafts through a session's DrafterState (it reads the "
+                                  "sequence, not one state)")
 
 
 class DrafterState:
@@ -158,6 +160,7 @@ class DrafterState:
                              device=device, invariant=False)
         self.features = torch.zeros(batch_size, capacity + 1, drafter.d_model, dtype=dtype, device=device)
         self.tokens = torch.zeros(batch_size, capacity + 1, dtype=torch.long, device=device)
+        self.read = torch.zeros(batch_size, dtype=torch.long, device=device)  # true entries in the cache, per row
 
     def write(self, start: Tensor, tokens: Tensor, hidden: Tensor) -> None:
         """The base was fed ``tokens`` (B, T) after lengths ``start`` (B,) and gave states ``hidden`` (B, T, D)."""
@@ -168,30 +171,40 @@ class DrafterState:
         self.tokens[rows, positions] = tokens
 
     def propose(self, lengths: Tensor, given: Tensor, k: int, invariant: bool = False) -> Tensor:
-        """Logits (B, k-1, V) of ŷ2..ŷk after each row's ``lengths`` (B,) accepted tokens and ŷ1 = ``given`` (B,)."""
+        """Logits (B, k-1, V) of ŷ2..ŷk after each row's ``lengths`` (B,) accepted tokens and ŷ1 = ``given`` (B,),
+        each draft the argmax of the one before."""
+        state = self.begin(lengths, given, invariant)
+        logits = []
+        for i in range(2, k + 1):
+            logits.append(self.drafter.project(state, invariant=invariant))
+            if i < k:
+                state = self.extend(state, logits[-1].argmax(-1), invariant)
+        return torch.stack(logits, dim=1)
+
+    def begin(self, lengths: Tensor, given: Tensor, invariant: bool = False) -> Tensor:
+        """Read the entries since the last draft (each row's up to ``lengths``, the last with ŷ1 = ``given``), after
+        dropping the last draft's entries; returns f̂_L (B, D), whose projection proposes ŷ2."""
         B = lengths.shape[0]
         rows = torch.arange(B, device=lengths.device)
         self.tokens[rows, lengths] = given
         # entries to read per row: those since the last draft, and at least the last one (whose token is ``given``)
-        read = torch.minimum(self.cache.lengths, lengths - 1)
+        read = torch.minimum(self.read, lengths - 1)
+        self.cache.truncate(read)
         new = lengths - read
         span = torch.arange(int(new.max()), device=lengths.device)
         positions = torch.minimum(read[:, None] + span, (lengths - 1)[:, None])  # short rows repeat their last entry
         out = self.drafter.step(self.features[rows[:, None], positions], self.tokens[rows[:, None], positions + 1],
                                 self.cache, invariant)
         self.cache.truncate(lengths)  # drops the repeated entries
-        state = out[rows, new - 1]  # f̂_L
-        logits = []
-        for i in range(2, k + 1):
-            logits.append(self.drafter.project(state, invariant=invariant))
-            if i == k:
-                break
-            token = logits[-1].argmax(-1)
-            state = self.drafter.step(state[:, None], token[:, None], self.cache, invariant)[:, 0]
-        self.cache.truncate(lengths)  # the drafted entries go: the base's true states replace them
-        return torch.stack(logits, dim=1)
+        self.read = lengths.clone()
+        return out[rows, new - 1]
+
+    def extend(self, state: Tensor, token: Tensor, invariant: bool = False) -> Tensor:
+        """One more drafted entry per row, (f̂, ŷ) = (``state`` (B, D), ``token`` (B,)): the next f̂ (B, D). Drafted
+        entries stay in the cache until the next ``begin`` drops them."""
+        return self.drafter.step(state[:, None], token[:, None], self.cache, invariant)[:, 0]
 
     def select(self, rows: Tensor) -> None:
         """Keep only these rows (finished rows drop out)."""
         self.cache.select(rows)
-        self.features, self.tokens = self.features[rows], self.tokens[rows]
+        self.features, self.tokens, self.read = self.features[rows], self.tokens[rows], self.read[rows]
