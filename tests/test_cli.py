@@ -226,7 +226,7 @@ MISTAKES = [
     (["generate", "hi", "--heads", "{missing}"], "no heads file at"),
     (["generate", "hi", "--heads", "{folder}"], "is a folder"),
     (["generate", "hi", "--heads", "{narrow_heads}"], "heads for another model"),
-    (["generate", "hi", "--heads", "{drafter}", "--tree", "dynamic"], "drafts chains, not trees"),
+    (["generate", "hi", "--heads", "{drafter}", "-k", "4"], "-k 4 is more than the"),
     (["generate", "hi", "--temperature", "-1"], "--temperature: must be >= 0"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "1.5"], "--top-p: must be at most 1"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "0"], "--top-p: must be > 0"),

@@ -190,3 +190,53 @@ def test_speculative_sampling_with_a_drafter(base):
     keep = expected[0] >= 5
     chi2 = float(((count[:, keep] - expected[:, keep]) ** 2 / expected[:, keep]).sum())
     assert chi2 < 3 * int(keep.sum()) + 10, chi2  # loose: a broken draft/accept rule is far off
+
+
+def test_tree_drafts_equal_recomputation_and_tree_decoding_is_exact(base):
+    """A dynamic tree drafted by the feature drafter: every node's children are what drafting that node's path from
+    scratch proposes (the node's entry sees the true entries, its ancestors and itself, never a sibling's branch); and
+    tree decoding with the drafter (static and dynamic trees, EOS) equals greedy."""
+    from blockwise.decoding.tree import DynamicTree, StaticTree
+    from blockwise.tasks.llama import NativeLM
+
+    lm = NativeLM(base, drafter(num_heads=5))
+    session, hidden = prefill(lm, LLAMA_PROMPTS, 60, None)
+    B = len(LLAMA_PROMPTS)
+    root = session.scores(hidden).argmax(-1)[:, None]  # (B, 1)
+    h = hidden[:, None]
+    # a tree drafted depth by depth as the tree builders do: root; two children; three grandchildren under them
+    s2, l2 = session.draft(h, h, root, 2)
+    children = torch.tensor([[5, 9]]).expand(B, 2)
+    s3, l3 = session.draft(h, s2.expand(B, 2, -1), children, 3)
+    under = [0, 0, 1]
+    grand = torch.tensor([[7, 11, 13]]).expand(B, 3)
+    s4, l4 = session.draft(h, s3[:, under], grand, 4)
+    for b, prompt in enumerate(LLAMA_PROMPTS):
+        r = int(root[b, 0])
+        torch.testing.assert_close(l2[b, 0], reference_drafts_forced(lm, prompt, [r]))
+        for j in range(2):
+            torch.testing.assert_close(l3[b, j], reference_drafts_forced(lm, prompt, [r, int(children[b, j])]))
+        for j, p in enumerate(under):
+            path = [r, int(children[b, p]), int(grand[b, j])]
+            torch.testing.assert_close(l4[b, j], reference_drafts_forced(lm, prompt, path))
+    # a dynamic tree, and tree decoding = greedy
+    t = DynamicTree(12, 3, top=3).build(session, session.scores(hidden), hidden)
+    assert t.tokens.shape == (B, 12)
+    for eos in (LLAMA_EOS, None):
+        ref = greedy(lm, LLAMA_PROMPTS, 20, eos_id=eos).tokens
+        for shape in (DynamicTree(10, 4, top=3), StaticTree([(0,), (1,), (0, 0), (1, 0), (0, 0, 0)])):
+            assert blockwise(lm, LLAMA_PROMPTS, 20, eos_id=eos, tree=shape).tokens == ref
+
+
+def reference_drafts_forced(lm, accepted: list[int], path: list[int]) -> torch.Tensor:
+    """Logits (V,) the drafter gives for the children of the last node of ``path`` (root ŷ1 first), drafting along
+    the path from scratch."""
+    d = lm.heads
+    states = lm.base(torch.tensor([accepted]))[0]
+    nxt = accepted[1:] + [path[0]]
+    for token in path[1:] + [None]:
+        f_hat = d.step(states[None], torch.tensor([nxt]))[0, -1]
+        if token is None:
+            return d.project(f_hat)
+        states = torch.cat([states, f_hat[None]])
+        nxt = nxt + [token]

@@ -123,9 +123,6 @@ def generate(args: argparse.Namespace) -> int:
         args.threads = 1 if cpu_has_bf16() else min(2, os.cpu_count() or 1)
     torch.set_num_threads(args.threads)
     heads, vocab = checked_heads(load_heads, args.heads or ASSET, args.k)
-    if heads.reads_sequence and args.tree != "chain":
-        raise UserError(f"{args.heads} is a feature-level drafter, which drafts chains, not trees (yet): leave out "
-                        "--tree, or pass other heads")
     tokenizer, hf = load_model()
     if args.weights == "auto":
         args.weights = "bfloat16" if cpu_has_bf16() else "float32"

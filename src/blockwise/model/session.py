@@ -31,11 +31,9 @@ class CachedSession:
     def feed(self, tokens: Tensor, tree=None) -> Tensor:
         if self.drafter is None:
             return self.model.decode(tokens, self.cache, tree)
-        if tree is not None:
-            raise ValueError("the feature-level drafter does not draft candidate trees yet: decode with chains")
         start = self.cache.lengths
-        hidden = self.model.decode(tokens, self.cache)
-        self.drafter.write(start, tokens, hidden)
+        hidden = self.model.decode(tokens, self.cache, tree)
+        self.drafter.write(start, tokens, hidden)  # a tree's nodes by slot, until ``compact`` keeps one path
         return hidden
 
     @torch.no_grad()
@@ -54,12 +52,18 @@ class CachedSession:
 
     @torch.no_grad()
     def draft(self, hidden: Tensor, state: Tensor, token: Tensor, i: int) -> tuple[Tensor, Tensor]:
-        if self.drafter is not None:  # chains only: p2 reads the new entries, each later head one drafted entry
-            if token.dim() != 1:
-                raise ValueError("the feature-level drafter drafts chains, not candidate trees (yet)")
-            state = self.drafter.begin(self.cache.lengths, token, self.cache.invariant) if i == 2 else \
-                self.drafter.extend(state, token, self.cache.invariant)
-            return state, self.model.heads.project(state, invariant=self.cache.invariant)
+        if self.drafter is not None:  # p2 reads the new entries; each later depth drafts one entry per node
+            inv = self.cache.invariant
+            if token.dim() == 1:  # a chain (speculative sampling's block)
+                state = self.drafter.begin(self.cache.lengths, token, inv) if i == 2 else \
+                    self.drafter.extend(state, token, inv)
+                return state, self.model.heads.project(state, invariant=inv)
+            if i == 2:  # a tree's root: the state carries the id of the entry it came from (-1: a true one)
+                f = self.drafter.begin(self.cache.lengths, token[:, 0], inv)[:, None]
+                state = torch.cat([f, f.new_full(f.shape[:-1] + (1,), -1.0)], -1)
+            else:
+                state = self.drafter.grow(state, token, i, inv)
+            return state, self.model.heads.project(state[..., :-1], invariant=inv)
         return self.model.heads.draft(hidden, state, token, i, invariant=self.cache.invariant)
 
     def truncate(self, lengths: Tensor) -> None:
@@ -67,6 +71,8 @@ class CachedSession:
 
     def compact(self, start: Tensor, path: Tensor, lengths: Tensor) -> None:
         self.cache.compact(start, path, lengths)
+        if self.drafter is not None:
+            self.drafter.compact(start, path)
 
     def select(self, rows: Tensor) -> None:
         self.cache.select(rows)

@@ -12,9 +12,9 @@ Its bookkeeping lives in ``DrafterState``, which a session (model/session.py) ke
 call's states are written into it by position, and a draft first catches up on them.
 
 Training is on cached base states (tasks/lm/drafter.py): feature regression + token cross-entropy, teacher-forced
-(``sequence``) and unrolled over draft depths (``unrolled``). The drafter proposes chains, for greedy decoding (blockwise,
-k = auto) and speculative sampling (each draft drawn given the one before: ``DrafterState.begin``/``extend``); candidate
-trees do not use it yet.
+(``sequence``) and unrolled over draft depths (``unrolled``). It drafts chains (``DrafterState.propose``, or token by
+token with ``begin``/``extend`` when each draft is drawn given the one before: speculative sampling) and candidate
+trees, depth by depth (``grow``: a node's entry sees the true entries, its ancestors' entries and itself).
 """
 
 from __future__ import annotations
@@ -54,9 +54,11 @@ class FeatureDrafter(Heads):
 
     # -- one pass of the layer ---------------------------------------------------------------------------------------
     def step(self, features: Tensor, next_tokens: Tensor, cache: KVCache | None = None,
-             invariant: bool = False) -> Tensor:
+             invariant: bool = False, layout: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """Entries (B, T) from base states f_j (B, T, D) and token ids x_{j+1} (B, T): predicted next states (B, T, D).
-        Without ``cache``: whole sequences from position 0 (training). With one: appended after each row's length."""
+        Without ``cache``: whole sequences from position 0 (training). With one: appended after each row's length, or
+        at the cache ``layout`` given, (slots, positions, mask) as ``KVCache.layout`` returns them (the cache's
+        lengths then stay: candidate-tree nodes)."""
         from ...tasks.llama import rms_norm
 
         B, T = next_tokens.shape
@@ -65,12 +67,12 @@ class FeatureDrafter(Heads):
             positions = torch.arange(T, device=x.device).expand(B, T)
             slots, mask = positions, None
         else:
-            slots, positions, mask = cache.layout(T)
+            slots, positions, mask = cache.layout(T) if layout is None else layout
         freqs = positions[..., None].float() * self.inv_freq.to(x.device)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
         x = self.layer(x, cos, sin, cache, 0, slots, mask, invariant)
-        if cache is not None:
+        if cache is not None and layout is None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.layer_cfg.rms_eps)
 
@@ -156,11 +158,14 @@ class DrafterState:
         c = drafter.layer_cfg
         dtype = drafter.norm.dtype
         self.drafter = drafter
-        self.cache = KVCache(1, batch_size, c.n_kv_heads, capacity + drafter.num_heads, c.head_dim, dtype=dtype,
+        self.cache = KVCache(1, batch_size, c.n_kv_heads, capacity + 256, c.head_dim, dtype=dtype,
                              device=device, invariant=False)
         self.features = torch.zeros(batch_size, capacity + 1, drafter.d_model, dtype=dtype, device=device)
         self.tokens = torch.zeros(batch_size, capacity + 1, dtype=torch.long, device=device)
         self.read = torch.zeros(batch_size, dtype=torch.long, device=device)  # true entries in the cache, per row
+        # a candidate tree's drafted entries (after each row's true ones): how many, and which see which (B, M, M)
+        self.drafted, self.sees = 0, torch.zeros(batch_size, 0, 0, dtype=torch.bool, device=device)
+        self.spare = 256  # cache slots past the base's capacity, for drafted entries
 
     def write(self, start: Tensor, tokens: Tensor, hidden: Tensor) -> None:
         """The base was fed ``tokens`` (B, T) after lengths ``start`` (B,) and gave states ``hidden`` (B, T, D)."""
@@ -197,6 +202,7 @@ class DrafterState:
                                 self.cache, invariant)
         self.cache.truncate(lengths)  # drops the repeated entries
         self.read = lengths.clone()
+        self.drafted, self.sees = 0, self.sees[:, :0, :0]
         return out[rows, new - 1]
 
     def extend(self, state: Tensor, token: Tensor, invariant: bool = False) -> Tensor:
@@ -204,7 +210,45 @@ class DrafterState:
         entries stay in the cache until the next ``begin`` drops them."""
         return self.drafter.step(state[:, None], token[:, None], self.cache, invariant)[:, 0]
 
+    def grow(self, state: Tensor, token: Tensor, i: int, invariant: bool = False) -> Tensor:
+        """One depth of a candidate tree (after ``begin``): F nodes per row with tokens ``token`` (B, F), at depth
+        i - 2 below the root, whose children head p_i proposes. ``state`` (B, F, D + 1): each node's parent's state,
+        with the id of the parent's drafted entry last (-1: the root, whose entry is the row's last true one). Each
+        node gets an entry at position L + i - 3 that sees the row's true entries, its ancestors' entries and itself.
+        Returns the nodes' states with their own entry ids, (B, F, D + 1)."""
+        state, parent = state[..., :-1], state[..., -1].long()
+        B, F = token.shape
+        dev = token.device
+        M = self.drafted
+        if int(self.read.max()) + M + F > self.cache.capacity:
+            raise ValueError(f"a candidate tree of more than {self.spare} drafted nodes is beyond the drafter's cache")
+        # which drafted entries each new node sees: its parent's view plus itself
+        above = self.sees.gather(1, parent.clamp(min=0)[..., None].expand(B, F, M)) & (parent >= 0)[..., None]
+        self.sees = torch.cat([torch.cat([self.sees, self.sees.new_zeros(B, M, F)], 2),
+                               torch.cat([above, torch.eye(F, dtype=torch.bool, device=dev).expand(B, F, F)], 2)], 1)
+        slots = self.read[:, None] + M + torch.arange(F, device=dev)  # (B, F)
+        positions = (self.read + i - 3)[:, None].expand(B, F)
+        span = int(slots.max()) + 1
+        key = torch.arange(span, device=dev)
+        entry = key[None, :] - self.read[:, None]  # (B, span): the drafted entry at each slot, if >= 0
+        drafted = (entry >= 0) & (entry < M + F)
+        view = self.sees[:, M:].gather(2, entry.clamp(0, M + F - 1)[:, None, :].expand(B, F, span))
+        mask = ((entry < 0)[:, None, :] | (drafted[:, None, :] & view))[:, None]  # (B, 1, F, span)
+        out = self.drafter.step(state, token, self.cache, invariant, layout=(slots, positions, mask))
+        self.drafted = M + F
+        ids = (M + torch.arange(F, device=dev)).to(out.dtype).expand(B, F)
+        return torch.cat([out, ids[..., None]], -1)
+
+    def compact(self, start: Tensor, path: Tensor) -> None:
+        """The base kept one path of a fed tree (``KVCache.compact``): its states and tokens move likewise."""
+        rows = torch.arange(path.shape[0], device=path.device)[:, None]
+        src = start[:, None] + path
+        dst = start[:, None] + torch.arange(path.shape[1], device=path.device)
+        self.features[rows, dst] = self.features[rows, src].clone()
+        self.tokens[rows, dst] = self.tokens[rows, src].clone()
+
     def select(self, rows: Tensor) -> None:
         """Keep only these rows (finished rows drop out)."""
         self.cache.select(rows)
         self.features, self.tokens, self.read = self.features[rows], self.tokens[rows], self.read[rows]
+        self.sees = self.sees[rows]
