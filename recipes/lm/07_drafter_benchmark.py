@@ -1,6 +1,7 @@
 """The feature-level drafter against the shipped chained heads, in one run on the benchmark prompts (issue 18):
 Hugging Face greedy ``generate`` (the speedup baseline), our greedy, and blockwise decoding with each drafter at
-k = 3, 4, 5 and k = auto, batch 1 and 8, greedy (exact: every output is compared with our greedy's). Also the
+k = 3, 4 and k = auto and with a dynamic 16-node tree, batch 1 and 8, greedy (exact: every output is compared with our
+greedy's). Also the
 drafter's own cost: the time of one draft of k - 1 tokens (catch-up included) against one verification call.
 
 Methods alternate within each repeat; the median over repeats of each method's tokens/s is reported. Writes
@@ -23,7 +24,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats, prefill
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import format_k_chosen, merge_rows, pyplot
+from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.tasks.hf import load_smollm2
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", default=str(ASSET), help="the heads to compare with (default: the shipped ones)")
     ap.add_argument("--out", default="results/lm/drafter")
     ap.add_argument("--max-new", type=int, default=96)
-    ap.add_argument("--ks", default="3,4,5,auto")
+    ap.add_argument("--methods", default="3,4,auto,tree16", help="block sizes, auto, and dynamic trees treeN")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
@@ -98,10 +99,11 @@ def main(argv=None) -> None:
     methods = [("hf_greedy", None, None, lambda P: (hf_generate(hf, P, args.max_new, eos, pad), None)),
                ("greedy", None, None, lambda P: greedy(plain, P, args.max_new, eos_id=eos))]
     for name, lm in models.items():
-        for k in args.ks.split(","):
-            k = k if k == "auto" else int(k)
-            methods.append(("blockwise", name, k, (lambda lm, k: lambda P: blockwise(lm, P, args.max_new, k=k,
-                                                                                    eos_id=eos))(lm, k)))
+        for spec in args.methods.split(","):
+            k, tree = method_spec(spec, lm.num_heads)
+            methods.append(("tree" if tree is not None else "blockwise", name, spec,
+                            (lambda lm, k, tree: lambda P: blockwise(lm, P, args.max_new, k=k, eos_id=eos,
+                                                                    tree=tree))(lm, k, tree)))
     cpu = cpu_label()
     records, details = [], {"runs": {}, "k_chosen": {}, "drafter_cost": {}}
     for name, lm in models.items():
@@ -129,11 +131,11 @@ def main(argv=None) -> None:
                 bar.update(1)
         bar.close()
         tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
-        for i, (method, drafter, k, _) in enumerate(methods):
-            auto = k == "auto"
-            rec = {"method": method, "drafter": drafter, "dtype": args.dtype,
-                   "k": None if auto else 1 if method == "greedy" else k, "policy": "auto" if auto else "fixed",
-                   "nodes": None if auto else 1 if method == "greedy" else k, "tree": "chain", "batch": batch,
+        for i, (method, drafter, spec, _) in enumerate(methods):
+            fields = spec_fields(*method_spec(spec, models[drafter].num_heads)) if spec else \
+                {"k": 1, "nodes": 1, "tree": "chain", "policy": "fixed"}
+            auto = fields["policy"] == "auto"
+            rec = {"method": method, "drafter": drafter, "dtype": args.dtype, "spec": spec, **fields, "batch": batch,
                    "temperature": 0.0, "tokens_per_s": round(tps[i], 2), "speedup": round(tps[i] / tps[0], 3),
                    "speedup_vs_greedy": round(tps[i] / tps[1], 3), "mean_accepted": None,
                    "identical": sum(a == b for a, b in zip(outputs[i], outputs[0])),
@@ -142,14 +144,14 @@ def main(argv=None) -> None:
             if method == "hf_greedy":
                 rec.update(k=None, nodes=1, identical=None)
             st = [s for s in stats[i] if s is not None]
-            if st and method == "blockwise":
+            if st and method in ("blockwise", "tree"):
                 total = DecodeStats()
                 for s in st:
                     total.merge(s)
                 rec["mean_accepted"] = round(total.mean_accepted, 3)
                 if auto:
                     details["k_chosen"][f"{drafter} b{batch}"] = format_k_chosen(total.k_chosen)
-            details["runs"][f"{method} {drafter} k={k} b{batch}"] = {
+            details["runs"][f"{method} {drafter} {spec} b{batch}"] = {
                 "seconds": [round(t, 3) for t in times[i]], "tokens": sum(len(r) for r in outputs[i])}
             records.append(rec)
     details.update(commit=git_commit(), minutes=round((time.time() - started) / 60, 1), args=vars(args), cpu=cpu,
@@ -169,10 +171,10 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
              f"threads, cpu {r0['cpu']}, commit {details['commit']}, {details['minutes']} min)", "",
              "Greedy (exact) decoding of the benchmark prompts. tokens/s: median over repeats; speedups in the same "
              "run. `same as greedy`: outputs equal to our greedy's, out of n.", "",
-             "| batch | drafter | k | tokens/s | tokens/call | vs our greedy | vs HF greedy | same as greedy |",
+             "| batch | drafter | k or tree | tokens/s | tokens/call | vs our greedy | vs HF greedy | same as greedy |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        k = "auto" if r["policy"] == "auto" else r["k"] if r["k"] is not None else "—"
+        k = r["spec"] or ("—" if r["k"] is None else r["k"])
         acc = "—" if r["mean_accepted"] is None else f"{r['mean_accepted']:.2f}"
         lines.append(f"| {r['batch']} | {r['drafter'] or r['method']} | {k} | {r['tokens_per_s']:.1f} | {acc} "
                      f"| {r['speedup_vs_greedy']:.2f} | {r['speedup']:.2f} | {r['same_as_greedy']}/{r['n']} |")
@@ -191,11 +193,9 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     fig, axes = plt.subplots(1, len(batches), figsize=(11, 4), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         rows = [r for r in records if r["batch"] == batch]
-        labels = [f"{(r['drafter'] or r['method']).split(':')[0]} "
-                  f"{'auto' if r['policy'] == 'auto' else r['k'] if r['method'] == 'blockwise' else ''}".strip()
-                  for r in rows]
+        labels = [f"{(r['drafter'] or r['method']).split(':')[0]} {r['spec'] or ''}".strip() for r in rows]
         ax.bar(range(len(rows)), [r["tokens_per_s"] for r in rows],
-               color=["grey" if r["method"] != "blockwise" else "tab:blue" if r["drafter"].startswith("chain")
+               color=["grey" if r["drafter"] is None else "tab:blue" if r["drafter"].startswith("chain")
                       else "tab:orange" for r in rows])
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
