@@ -49,6 +49,8 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-rows", type=int, default=64, help="held-out answers judged every --eval-every steps")
     ap.add_argument("--init", default=None, help="start from this drafter file (same shape)")
+    ap.add_argument("--compare", default=str(heads_io.ASSET), help="heads judged on the same held-out answers at the "
+                    "end, for comparison (default: the shipped chained heads; empty: none)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = Path(args.run)
@@ -133,6 +135,14 @@ def main(argv=None) -> None:
                     "train_answers": len(train_rows), "train_answer_tokens": data.answer_positions(train_rows),
                     "held_out_answers": len(held_rows), "steps": steps, "proposal_vocab": len(vocab),
                     "minutes_this_run": round(minutes, 1), "data": args.data, "held_out": str(held_dir)})
+    if args.compare:  # the one-state heads on the same held-out answers
+        from blockwise.tasks.lm import training
+
+        heads, heads_vocab = heads_io.load_heads(args.compare)
+        heads.bind(embed)
+        answers = dt.answers_only(data, held_rows)
+        metrics["compared"] = {"heads": args.compare, "kind": heads.cfg.kind, **training.agreement(
+            heads, weight, answers, torch.arange(len(answers)), proposal_vocab=heads_vocab)}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(json.dumps(metrics, indent=1))
     heads_io.save_heads(drafter, run / "heads.safetensors", vocab, {"metrics": metrics})

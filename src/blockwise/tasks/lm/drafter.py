@@ -50,6 +50,18 @@ class Sequences:
         return states, tokens, torch.tensor(n), torch.tensor([self.prompt[r] for r in rows])
 
 
+def answers_only(data: Sequences, rows: Sequence[int]):
+    """The answers of ``rows`` as ``distill.Distilled`` (the state before each answer token, the tokens): what the
+    one-state heads are judged on (``training.agreement``), for a comparison on the same held-out answers."""
+    from .distill import Distilled
+
+    hidden = [data.hidden[r][data.prompt[r] - 1:] for r in rows]
+    tokens = [data.tokens[r][data.prompt[r]:] for r in rows]
+    lengths = torch.tensor([len(t) for t in tokens])
+    ends = torch.repeat_interleave(lengths.cumsum(0), lengths)
+    return Distilled(torch.cat(hidden), torch.cat(tokens), ends)
+
+
 def load_sequences(paths: Sequence[Path]) -> Sequences:
     tokens, hidden, prompt = [], [], []
     for path in paths:
