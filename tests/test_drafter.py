@@ -240,3 +240,19 @@ def reference_drafts_forced(lm, accepted: list[int], path: list[int]) -> torch.T
             return d.project(f_hat)
         states = torch.cat([states, f_hat[None]])
         nxt = nxt + [token]
+
+
+@pytest.mark.skipif(not __import__("blockwise.model.invariant", fromlist=["x"]).cpu_has_bf16(),
+                    reason="CPU without native bfloat16: batch invariance not claimed")
+def test_drafter_in_bfloat16_equals_greedy():
+    """In batch-invariant bfloat16 the drafter (in bfloat16 too) changes nothing but the calls: chains and trees."""
+    from blockwise.decoding.tree import DynamicTree
+    from blockwise.model.heads import make_heads
+    from blockwise.tasks.llama import Llama, NativeLM
+
+    hf = tiny_llama(transformers, torch.float32, hidden=192, intermediate=1536, heads=6, kv=2, init=0.1)
+    d = make_heads(192, HeadsConfig(num_heads=4, d_hidden=64, kind="feature"))
+    lm = NativeLM(Llama.from_hf(hf).cast(torch.bfloat16), d.to(torch.bfloat16))
+    ref = greedy(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS).tokens
+    assert blockwise(lm, LLAMA_PROMPTS, 24, k=4, eos_id=LLAMA_EOS).tokens == ref
+    assert blockwise(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS, tree=DynamicTree(8, 3, top=2)).tokens == ref
