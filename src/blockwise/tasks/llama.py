@@ -65,6 +65,13 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * x32.to(dtype)
 
 
+def rotary(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos, sin (B, 1, T, Dh) at positions (B, T), computed in float32 as Hugging Face does."""
+    freqs = positions[..., None].float() * inv_freq.to(positions.device)  # (B, T, Dh/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding, "rotate half" layout (Hugging Face's): x (B, H, T, Dh), cos/sin (B, 1, T, Dh)."""
     half = x.shape[-1] // 2
@@ -148,10 +155,7 @@ class Llama(nn.Module):
                                                   / cfg.head_dim))
 
     def rotary(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos, sin (B, 1, T, Dh) at positions (B, T), computed in float32 as Hugging Face does."""
-        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)  # (B, T, Dh/2)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+        return rotary(positions, self.inv_freq, dtype)
 
     def cast(self, dtype: torch.dtype, packed: bool = True) -> "Llama":
         """This model in ``dtype`` (in place), its matrices laid out as that dtype's CPU kernels run fastest:

@@ -28,6 +28,9 @@ from ..cache import KVCache
 from .base import Heads
 
 
+SPARE = 256  # drafter cache slots past the base's capacity: a candidate tree's drafted entries
+
+
 class FeatureDrafter(Heads):
     kind = "feature"
     reads_proposals = True  # ŷ_i depends on ŷ_{i-1}
@@ -59,7 +62,7 @@ class FeatureDrafter(Heads):
         Without ``cache``: whole sequences from position 0 (training). With one: appended after each row's length, or
         at the cache ``layout`` given, (slots, positions, mask) as ``KVCache.layout`` returns them (the cache's
         lengths then stay: candidate-tree nodes)."""
-        from ...tasks.llama import rms_norm
+        from ...tasks.llama import rms_norm, rotary
 
         B, T = next_tokens.shape
         x = self.fuse(torch.cat([features.to(self.norm.dtype), self.embed(next_tokens).to(self.norm.dtype)], -1))
@@ -68,9 +71,7 @@ class FeatureDrafter(Heads):
             slots, mask = positions, None
         else:
             slots, positions, mask = cache.layout(T) if layout is None else layout
-        freqs = positions[..., None].float() * self.inv_freq.to(x.device)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
+        cos, sin = rotary(positions, self.inv_freq, x.dtype)
         x = self.layer(x, cos, sin, cache, 0, slots, mask, invariant)
         if cache is not None and layout is None:
             cache.advance(T)
@@ -86,14 +87,12 @@ class FeatureDrafter(Heads):
         EAGLE-3): out[0] is ``sequence``; in out[d], position j reads out[d-1] at j-1 (its own drafted state) with the
         true token x_{j+1}, and attends to the true entries up to j-d and to its chain's drafted entries j-d+1..j —
         the chain that started at the accepted position j-d. Each (B, T-1, D); out[d][j] predicts f_{j+1}, x_{j+2}."""
-        from ...tasks.llama import rms_norm, rotate
+        from ...tasks.llama import rms_norm, rotary, rotate
 
         layer, c = self.layer, self.layer_cfg
         B, T = tokens.shape[0], tokens.shape[1] - 1
         emb = self.embed(tokens[:, 1:]).to(self.norm.dtype)
-        freqs = torch.arange(T, device=emb.device)[:, None].float() * self.inv_freq.to(emb.device)
-        angles = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = angles.cos().to(emb.dtype)[None, None], angles.sin().to(emb.dtype)[None, None]
+        cos, sin = rotary(torch.arange(T, device=emb.device)[None], self.inv_freq, emb.dtype)  # (1, 1, T, Dh)
         keys, values, outs = [], [], []
         state = features.to(self.norm.dtype)
         causal = torch.ones(T, T, dtype=torch.bool, device=emb.device).tril()
@@ -158,14 +157,13 @@ class DrafterState:
         c = drafter.layer_cfg
         dtype = drafter.norm.dtype
         self.drafter = drafter
-        self.cache = KVCache(1, batch_size, c.n_kv_heads, capacity + 256, c.head_dim, dtype=dtype,
+        self.cache = KVCache(1, batch_size, c.n_kv_heads, capacity + SPARE, c.head_dim, dtype=dtype,
                              device=device, invariant=False)
         self.features = torch.zeros(batch_size, capacity + 1, drafter.d_model, dtype=dtype, device=device)
         self.tokens = torch.zeros(batch_size, capacity + 1, dtype=torch.long, device=device)
         self.read = torch.zeros(batch_size, dtype=torch.long, device=device)  # true entries in the cache, per row
         # a candidate tree's drafted entries (after each row's true ones): how many, and which see which (B, M, M)
         self.drafted, self.sees = 0, torch.zeros(batch_size, 0, 0, dtype=torch.bool, device=device)
-        self.spare = 256  # cache slots past the base's capacity, for drafted entries
 
     def write(self, start: Tensor, tokens: Tensor, hidden: Tensor) -> None:
         """The base was fed ``tokens`` (B, T) after lengths ``start`` (B,) and gave states ``hidden`` (B, T, D)."""
@@ -221,7 +219,7 @@ class DrafterState:
         dev = token.device
         M = self.drafted
         if int(self.read.max()) + M + F > self.cache.capacity:
-            raise ValueError(f"a candidate tree of more than {self.spare} drafted nodes is beyond the drafter's cache")
+            raise ValueError(f"a candidate tree of more than {SPARE} drafted nodes is beyond the drafter's cache")
         # which drafted entries each new node sees: its parent's view plus itself
         above = self.sees.gather(1, parent.clamp(min=0)[..., None].expand(B, F, M)) & (parent >= 0)[..., None]
         self.sees = torch.cat([torch.cat([self.sees, self.sees.new_zeros(B, M, F)], 2),
