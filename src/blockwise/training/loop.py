@@ -3,6 +3,13 @@
 The loop owns the optimiser, the schedule, bf16 autocast on the CPU, the checkpoint (model, optimiser, step, RNG
 state) written atomically every ``save_every`` steps, and a JSON-lines log of the learning curve. A rerun with the same
 ``run_dir`` resumes from the last checkpoint and loses at most the steps since it.
+
+Data parallel, unchanged code: started by ``torchrun --nproc_per_node N`` (WORLD_SIZE > 1 in the environment), the loop
+joins the process group (gloo on CPUs, NCCL on GPUs), every process draws the same batches from the same seed and
+keeps its 1/N slice of each (the leading dimension of a tensor batch, or of every tensor in a tuple/list batch), and
+after each backward pass the gradients are averaged across processes with ``all_reduce``, as DDP does, so every
+process takes the same optimiser step: with a per-example mean loss and a batch that splits evenly the result is that
+of one process on the whole batch (tests/test_distributed.py). Process 0 alone prints, logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -34,6 +41,53 @@ class TrainConfig:
     time_schedule: bool = False  # with a time limit: the cosine also ends when the run's time is up (fresh runs)
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size): joins the process group when started by torchrun (WORLD_SIZE > 1), else (0, 1)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shard(batch, rank: int, world: int):
+    """This process's slice of a batch: a tensor's rows, or every tensor's rows in a tuple/list."""
+    if world == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] % world:
+            raise ValueError(f"a batch of {batch.shape[0]} does not split evenly over {world} processes")
+        return batch.chunk(world)[rank]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(shard(b, rank, world) for b in batch)
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__} across processes")
+
+
+def average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Every process's gradients replaced by their mean over the processes (one all_reduce of a flat buffer)."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    for p, piece in zip(params, flat.split([g.numel() for g in grads])):
+        p.grad = piece.view_as(p).clone()
+
+
+def agreed(value: float, world: int) -> float:
+    """``value`` as process 0 has it (every process then decides alike, e.g. to stop on time)."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(box, 0)
+    return float(box)
+
+
 def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak, over the steps or (if further) the time spent."""
     if step < cfg.warmup:
@@ -53,6 +107,8 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
     the schedule when there is no checkpoint but the model's weights come from an earlier run (a fresh machine that only
     has the committed float16 weights; the optimiser state starts anew). Returns the last metrics.
     """
+    rank, world = distributed()
+    progress = progress and rank == 0
     params = [p for p in (params or model.parameters()) if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     step, run_dir = initial_step, Path(run_dir) if run_dir else None
@@ -65,6 +121,8 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
         torch.set_rng_state(state["rng"])
     else:
         torch.manual_seed(cfg.seed)
+    if rank != 0:  # process 0 alone writes
+        run_dir = ckpt = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
@@ -74,28 +132,30 @@ def train(model: nn.Module, loss_fn: Callable[[object], torch.Tensor], batches: 
     model.train()
     while step < cfg.steps:
         batch = next(batches)
-        spent = (time.time() - started) / time_limit if cfg.time_schedule and time_limit else 0.0
+        spent = agreed((time.time() - started) / time_limit if time_limit else 0.0, world)  # process 0's clock
         for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, cfg, spent)
+            group["lr"] = lr_at(step, cfg, spent if cfg.time_schedule else 0.0)
         with torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # cpu or cuda
-            loss = loss_fn(batch)
+            loss = loss_fn(shard(batch, rank, world))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
+        if world > 1:
+            average_gradients(params, world)
         nn.utils.clip_grad_norm_(params, cfg.clip)
         optimiser.step()
         step += 1
         last = {"step": step, "loss": loss.item(), "lr": optimiser.param_groups[0]["lr"], "elapsed_s": time.time() - started}
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.3f}")
-        if evaluate is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if evaluate is not None and rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             model.eval()
             last.update(evaluate())
             model.train()
         if log is not None and (step % 10 == 0 or "eval_loss" in last or step == cfg.steps):
             log.write(json.dumps(last) + "\n")
             log.flush()
-        out_of_time = time_limit is not None and time.time() - started > time_limit
+        out_of_time = time_limit is not None and spent > 1.0
         if ckpt is not None and (step % cfg.save_every == 0 or step == cfg.steps or out_of_time):
             save_checkpoint(ckpt, model, optimiser, step)
         if out_of_time:
