@@ -17,12 +17,11 @@ from pathlib import Path
 import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
 
 import torch
-from tqdm.auto import tqdm
 
 from blockwise.data.sources.debian import debian_descriptions
 from blockwise.data.sources.ding import ding_phrases
 from blockwise.data.sources.kjv import kjv_passages
-from blockwise.tasks.lm.distill import greedy_with_hidden, write_shard
+from blockwise.tasks.lm.distill import generate_shards
 from blockwise.tasks.lm.prompts import build_chat_prompts, build_prompts, chat_ids
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
@@ -74,24 +73,11 @@ def main(argv=None) -> None:
     out = Path(args.out or default_out[args.prompt_set])
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    n_batches = len(ids) // args.batch
-    if args.max_shards:
-        n_batches = min(n_batches, args.max_shards)
-    started, tokens = time.time(), 0
-    bar = tqdm(range(n_batches), desc="distil", dynamic_ncols=True)
-    for b in bar:
-        path = out / f"shard_{b:05d}.safetensors"
-        if path.exists():
-            continue
-        if time.time() - started > 60 * args.minutes:
-            break
-        rows = list(range(b * args.batch, (b + 1) * args.batch))
-        answers = greedy_with_hidden(model, [ids[r] for r in rows], args.max_new, tokenizer.eos_token_id)
-        write_shard(path, answers, [prompts[r]["kind"] for r in rows])
-        tokens += sum(len(t) for t, _ in answers)
-        bar.set_postfix(tok_per_s=f"{tokens / (time.time() - started):.0f}", tokens=tokens)
+    started = time.time()
+    n = len(ids) // args.batch * args.batch  # whole batches only (as the recorded data sets were made)
+    tokens = generate_shards(model, ids[:n], [p["kind"] for p in prompts[:n]], out, args.batch, args.max_new,
+                             tokenizer.eos_token_id, minutes=args.minutes, max_shards=args.max_shards)
     print(f"{tokens} answer tokens in {time.time() - started:.0f} s this run")
-
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,38 @@ def write_shard(path: Path, rows: Sequence[tuple[list[int], Tensor]], kinds: Seq
     tmp.replace(path)
 
 
+def generate_shards(model, prompts: Sequence[Sequence[int]], kinds: Sequence[str], out: Path, batch: int,
+                    max_new_tokens: int, eos_id: int | None, minutes: float = float("inf"), max_shards: int = 0,
+                    progress: bool = True) -> int:
+    """Greedy answers of ``model`` to ``prompts`` (token ids) with their hidden states, ``batch`` prompts per shard
+    ``out/shard_NNNNN.safetensors``. Resumable: shards that exist are skipped (so a rerun needs the same prompts in
+    the same order). Stops after ``minutes`` or once shards 0..max_shards-1 exist. Returns the answer tokens made."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_batches = len(prompts) // batch + (len(prompts) % batch > 0)
+    if max_shards:
+        n_batches = min(n_batches, max_shards)
+    started, tokens = time.time(), 0
+    bar = tqdm(range(n_batches), desc="distil", dynamic_ncols=True, disable=not progress)
+    for b in bar:
+        path = out / f"shard_{b:05d}.safetensors"
+        if path.exists():
+            continue
+        if time.time() - started > 60 * minutes:
+            break
+        rows = range(b * batch, min((b + 1) * batch, len(prompts)))
+        answers = greedy_with_hidden(model, [prompts[r] for r in rows], max_new_tokens, eos_id)
+        write_shard(path, answers, [kinds[r] for r in rows])
+        tokens += sum(len(t) for t, _ in answers)
+        bar.set_postfix(tok_per_s=f"{tokens / (time.time() - started):.0f}", tokens=tokens)
+    bar.close()
+    return tokens
+
+
 @dataclasses.dataclass
 class Distilled:
     """Concatenated answers: hidden (N, D) float16, tokens (N,), and per position the index of its answer's end."""
@@ -76,6 +108,9 @@ def load_shards(paths: Sequence[Path]) -> Distilled:
 
 def batches(n: int, size: int, seed: int) -> Iterator[Tensor]:
     """Endless shuffled minibatches of indices into ``n`` training positions."""
+    if n < 1:
+        raise ValueError("no training positions")
+    size = min(size, n)  # a data set smaller than one batch: every position in each batch
     g = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(n, generator=g)
