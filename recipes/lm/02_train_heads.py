@@ -1,6 +1,7 @@
 """Train proposal heads p2..pk on SmolLM2's stored hidden states (frozen base, self-distillation).
 
-Resumable: checkpoints in --run every --save-every steps; a rerun with the same --run continues. Progress bar, a
+Resumable: checkpoints in --run every 50 steps; a rerun with the same --run continues. Data parallel unchanged under
+`torchrun --nproc_per_node N recipes/lm/02_train_heads.py ...` (training/loop.py). Progress bar, a
 JSON-lines learning curve (log.jsonl) and held-out top-1 agreement per head (metrics.json) in --run.
 
     python recipes/lm/02_train_heads.py --kind paper --minutes 30 --ship
@@ -20,6 +21,7 @@ from safetensors import safe_open
 
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.lm import distill, heads_io, training
+from blockwise.training.loop import distributed
 
 
 def main(argv=None) -> None:
@@ -80,6 +82,8 @@ def main(argv=None) -> None:
                              eval_positions=args.eval_positions, eval_every=args.eval_every)
     init = heads_io.load_heads(args.init)[0] if args.init else None
     heads, vocab, metrics = training.fit_heads(data, embed, cfg, run, token_embed=token_embed, init=init, groups=groups)
+    if distributed()[0] != 0:  # under torchrun: process 0 writes
+        return
     print(json.dumps(metrics, indent=1))
     heads_io.save_heads(heads, run / "heads.safetensors", vocab, {"metrics": metrics})
     if args.ship:

@@ -45,7 +45,7 @@ def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tens
         raise ValueError(f"{type(model).__name__} runs through the Hugging Face adapter, which has no {weights} "
                          f"weights: use float32 or bfloat16 (quantized weights need a Llama-family model)")
     dtype = getattr(torch, weights)
-    return HFCausalLM(model.to(dtype), heads.to(dtype))
+    return HFCausalLM(model.to(dtype), heads.to(dtype), proposal_vocab)
 
 
 def check_heads(meta: dict, model, path: Path) -> None:

@@ -130,7 +130,7 @@ def is_native_llama(model) -> bool:
 class HFCausalLM(nn.Module):
     """A ``transformers`` causal LM plus proposal heads. p1 is the model's own output; p2..pk come from the heads."""
 
-    def __init__(self, model, heads: Heads | None = None) -> None:
+    def __init__(self, model, heads: Heads | None = None, proposal_vocab: Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         d_model = model.config.hidden_size
@@ -140,7 +140,15 @@ class HFCausalLM(nn.Module):
         if self.heads.reads_sequence:
             raise ValueError("the feature-level drafter runs on the native Llama (blockwise.tasks.llama.NativeLM), not "
                              "through the Hugging Face adapter yet")
-        self.heads.bind(model.get_input_embeddings(), self.scores)
+        self.heads.bind(model.get_input_embeddings(), self.score_proposals)
+        # p2..pk scored over the proposal vocabulary only (as NativeLM does): with a large vocabulary (Gemma's 262k)
+        # the full projection per head would cost more than the proposals gain
+        self.proposal_vocab = None if proposal_vocab is None else torch.as_tensor(proposal_vocab, dtype=torch.long)
+        self.w_proposal = None
+        if self.proposal_vocab is not None:
+            weight = model.get_output_embeddings().weight
+            self.proposal_vocab = self.proposal_vocab.to(weight.device)
+            self.w_proposal = weight.detach()[self.proposal_vocab]  # (V', D)
         # transformers renamed ``past_key_values`` to ``cache``; an unknown keyword would be swallowed silently
         params = inspect.signature(model.base_model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -164,6 +172,16 @@ class HFCausalLM(nn.Module):
         """Logits (..., V) of the model's own output projection (no batch-invariant mode: see model/invariant.py)."""
         return self.model.get_output_embeddings()(hidden)
 
+    def score_proposals(self, states: Tensor, invariant: bool = False) -> Tensor:
+        """Logits of p2..pk at head states (..., D): over the proposal vocabulary (-inf elsewhere) if there is one."""
+        head = self.model.get_output_embeddings()
+        if self.w_proposal is None or getattr(head, "bias", None) is not None:
+            return self.scores(states)
+        rest = states @ self.w_proposal.T  # (..., V')
+        full = rest.new_full(rest.shape[:-1] + (head.weight.shape[0],), float("-inf"))
+        full[..., self.proposal_vocab] = rest
+        return full
+
     def tree_problem(self) -> str | None:
         """What this model lacks to verify a candidate tree (None if nothing). Checked at every tree call: the attention
         implementation can be switched after loading (``model.set_attn_implementation``)."""
@@ -186,6 +204,13 @@ class HFSession:
 
         self.lm = lm
         self.cache = DynamicCache(config=lm.model.config)
+        # sliding-window layers drop states past the window, after which ``crop`` (rollback) fails: keep them
+        if hasattr(self.cache, "activate_past_recording"):
+            self.cache.activate_past_recording()
+        cfg = lm.model.config.get_text_config(decoder=True)
+        types = getattr(cfg, "layer_types", None)
+        windowed = any(t == "sliding_attention" for t in types) if types else True
+        self.window = getattr(cfg, "sliding_window", None) if windowed else None
         device = lm.model.get_output_embeddings().weight.device
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.slot_pos = torch.zeros(batch_size, 0, dtype=torch.long, device=device)  # (B, S): logical position or -1
@@ -197,6 +222,11 @@ class HFSession:
         B, T = tokens.shape
         if B != self.lengths.shape[0]:
             raise ValueError(f"tokens have {B} rows but the session has {self.lengths.shape[0]}")
+        if self.window is not None and self.slot_pos.shape[1] + T > self.window and bool((self.slot_pos < 0).any()):
+            raise ValueError(f"{type(self.lm.model).__name__} has sliding-window attention ({self.window} tokens), "
+                             f"which transformers counts in cache slots: past the window, rows of a batch that "
+                             f"rolled back (holes in their slots) would see other tokens than greedy decoding does; "
+                             f"decode such sequences one row at a time")
         slots = self.lengths[:, None] + torch.arange(T, device=tokens.device)  # (B, T)
         if tree is None:  # a 2-D mask: Hugging Face adds the causal part itself
             positions = slots

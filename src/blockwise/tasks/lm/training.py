@@ -112,12 +112,14 @@ def fit_heads(data: Distilled, embed: Tensor, cfg: FitConfig, run: Path, token_e
     from ...config import HeadsConfig
     from ...model.heads import make_heads
     from ...training import TrainConfig, train
+    from ...training.loop import agreed, distributed
     from . import distill
 
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
+    rank, world = distributed()  # under torchrun: the training loop splits each batch; process 0 writes
     train_idx, held_idx = distill.split_index(data, held_out=0.05, seed=0)
-    say = print if progress else (lambda *a, **k: None)
+    say = print if progress and rank == 0 else (lambda *a, **k: None)
     say(f"{len(data)} positions: {len(train_idx)} train, {len(held_idx)} held out")
     if len(train_idx) == 0 or len(held_idx) == 0:
         raise ValueError(f"too little data to train and judge heads ({len(data)} answer positions; 5% of the answers "
@@ -163,6 +165,7 @@ def fit_heads(data: Distilled, embed: Tensor, cfg: FitConfig, run: Path, token_e
             loss.backward()
         heads.zero_grad(set_to_none=True)
         steps = max(50, int(60 * cfg.minutes / ((time.time() - t) / 3) * 0.9))
+        steps = int(agreed(steps, world))  # under torchrun: process 0's measurement for all
         say(f"{(time.time() - t) / 3:.2f} s/step -> {steps} steps")
     tcfg = TrainConfig(steps=steps, lr=cfg.lr, warmup=min(100, steps // 10), weight_decay=cfg.weight_decay,
                        bf16=cfg.bf16, save_every=50, eval_every=cfg.eval_every or 10 ** 9, seed=cfg.seed)
@@ -195,5 +198,6 @@ def fit_heads(data: Distilled, embed: Tensor, cfg: FitConfig, run: Path, token_e
     metrics.update({"kind": cfg.kind, "k": cfg.num_heads, "d_hidden": cfg.d_hidden, "parameters": n_params,
                     "train_positions": len(train_idx), "held_out_positions": len(pick), "steps": steps,
                     "proposal_vocab": len(vocab)})
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if rank == 0:
+        (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return heads.eval(), vocab, metrics
