@@ -109,6 +109,8 @@ class LM:
 
         one = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
         batch = [prompts] if one else list(prompts)
+        if not batch or not all(len(p) for p in batch):
+            raise ValueError("give at least one prompt, and no empty one")
         as_text = isinstance(batch[0], str)
         ids = [self.ids(p, chat) if as_text else list(p) for p in batch]
         sampling = Sampling(temperature, top_k, top_p, seed) if temperature > 0 else None
