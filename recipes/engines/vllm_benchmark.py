@@ -47,6 +47,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--k", type=int, default=3, help="speculative tokens per step (ours: blocks of k+1 tokens)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for vLLM and ours alike (default 1)")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines" / "vllm"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from OUT/details.json")
     return ap.parse_args(argv)
@@ -63,10 +64,11 @@ def ours(lm, prompts, max_new, eos, k):
     return {"tokens": rows, "seconds": seconds, "steps": calls}
 
 
-def vllm(request: dict) -> dict:
+def vllm(request: dict, threads: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(request, f)
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}",
+           "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([str(VLLM), str(Path(__file__).with_name("vllm_run.py")), f.name], capture_output=True,
                           text=True, env=env)
     os.unlink(f.name)
@@ -80,7 +82,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if not VLLM.exists():
         raise SystemExit(f"no vLLM environment at {VLLM}: run bash recipes/engines/00_vllm.sh")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     started = time.time()
     tokenizer, hf = load_smollm2()
     bench = json.loads((ROOT / "recipes" / "lm" / "prompts.json").read_text())[: args.prompts]
@@ -103,7 +105,7 @@ def main(argv=None) -> None:
     print("vLLM ...", flush=True)
     v = vllm({"base": str((export / "base").resolve()), "medusa": str((export / "medusa").resolve()),
               "prompts": prompts, "max_new": args.max_new, "repeats": args.repeats, "k": args.k,
-              "methods": ["greedy", "ngram", "medusa"], "batch": 1})
+              "methods": ["greedy", "ngram", "medusa"], "batch": 1}, args.threads)
     print("ours ...", flush=True)
     for lm, k in lms.values():  # warm-up
         ours(lm, [prompts[0][:8]], 4, eos, k)
@@ -131,7 +133,7 @@ def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict)
                 per_step = (n_tok - len(runs[0]["tokens"])) / max(runs[0]["steps"], 1)
             same_vllm = sum(a == b for a, b in zip(runs[0]["tokens"], reference))
             same_ours = sum(a == b for a, b in zip(runs[0]["tokens"], our_greedy))
-            records.append({"system": system, "method": method, "dtype": "float32", "batch": 1, "threads": 1,
+            records.append({"system": system, "method": method, "dtype": "float32", "batch": 1, "threads": args.threads,
                             "tokens_per_s": round(speed, 2), "mean_accepted": round(per_step, 3),
                             "n": n_prompts, "cpu": cpu, "k": args.k + 1 if method != "greedy" else 1,
                             "same_as_vllm_greedy": same_vllm, "same_as_our_greedy": same_ours,
@@ -144,14 +146,16 @@ def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict)
     (out / "details.json").write_text(json.dumps({"environment": env, "args": vars(args), "records": records,
                                                   "vllm": v, "ours": mine, "minutes": minutes}, indent=1))
     summary = ROOT / "results" / "engines" / "summary.json"
-    kept = [r for r in json.loads(summary.read_text()) if not r.get("run") == "vllm"] if summary.exists() else []
+    kept = [r for r in json.loads(summary.read_text())
+            if not (r.get("run") == "vllm" and r["threads"] == args.threads)] if summary.exists() else []
     keys = ("system", "method", "dtype", "batch", "threads", "tokens_per_s", "mean_accepted", "n", "cpu")
     summary.write_text(json.dumps(kept + [{**{k: r[k] for k in keys}, "run": "vllm", "k": r["k"],
                                            "same_as_vllm_greedy": r["same_as_vllm_greedy"],
                                            "vs_vllm_greedy": r["vs_vllm_greedy"]} for r in records], indent=1) + "\n")
-    lines = [f"# vLLM serving our heads: SmolLM2-135M-Instruct, batch 1, greedy, float32, one thread", "",
+    threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
+    lines = [f"# vLLM serving our heads: SmolLM2-135M-Instruct, batch 1, greedy, float32, {threads}", "",
              f"`python recipes/engines/vllm_benchmark.py --k {args.k} --prompts {args.prompts} --max-new "
-             f"{args.max_new} --repeats {args.repeats}` at commit `{env.get('commit')}`, {minutes:.0f} minutes; CPU "
+             f"{args.max_new} --repeats {args.repeats} --threads {args.threads} --out {args.out}` at commit `{env.get('commit')}`, {minutes:.0f} minutes; CPU "
              f"{env.get('cpu', '')} ({cpu}), vLLM CPU build (vllm-cpu 0.32.0, eager mode). Tokens/s: median "
              f"over repeats, prompt evaluation included, model loading not. Tokens per step: new tokens after each "
              f"prompt's first per model step (vLLM: steps = tokens - accepted drafts, from its own counters "
