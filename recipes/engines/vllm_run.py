@@ -43,7 +43,8 @@ def main() -> None:
         elif method == "medusa":
             spec = {"method": "medusa", "model": request["medusa"], "num_speculative_tokens": request["k"]}
         started = time.time()
-        llm = LLM(model=request["base"], dtype="float32", max_model_len=request.get("max_model_len", 2048), enforce_eager=request.get("eager", True),
+        llm = LLM(model=request["base"], dtype="float32", max_model_len=request.get("max_model_len", 2048),
+                  enforce_eager=request.get("eager", True),
                   speculative_config=spec, disable_log_stats=False, seed=0)
         load_s = time.time() - started
         prompts = [TokensPrompt(prompt_token_ids=p) for p in request["prompts"]]

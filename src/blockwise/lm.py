@@ -70,7 +70,8 @@ class LM:
                  name: str | None = None) -> None:
         from .tasks.lm import heads_io
 
-        self.tokenizer, self.name = tokenizer, name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.heads_path = None if heads is None else heads_io.heads_file(heads)
         loaded, vocab = (None, None)
         if self.heads_path is not None:

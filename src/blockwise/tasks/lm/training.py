@@ -104,8 +104,9 @@ def fit_heads(data: Distilled, embed: Tensor, cfg: FitConfig, run: Path, token_e
     """Train proposal heads p2..pk on stored hidden states of a frozen base (self-distillation); resumable in ``run``.
 
     ``embed`` (V, D): the base's output projection; ``token_embed``: its input embedding, token ids -> (..., D), as
-    the model applies it (some scale it), which chained heads read (the true tokens, teacher-forced). ``init``: heads of the same shape to start from. ``groups``: name -> a boolean mask over the
-    positions, for held-out agreement per group (e.g. per data set). Returns (heads, proposal vocabulary, metrics)."""
+    the model applies it (some scale it), which chained heads read (the true tokens, teacher-forced). ``init``: heads
+    of the same shape to start from. ``groups``: name -> a boolean mask over the positions, for held-out agreement per
+    group (e.g. per data set). Returns (heads, proposal vocabulary, metrics)."""
     import json
     import time
 
