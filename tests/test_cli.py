@@ -234,6 +234,18 @@ MISTAKES = [
     (["generate", "hi", "--top-k", "5"], "give --temperature > 0 too"),
     (["generate", "hi", "--temperature", "0.7", "--typical", "1"], "--typical must be below 1"),
     (["generate", "hi", "--temperature", "0.7", "--typical", "0.1", "--tree", "dynamic"], "--typical works on blocks"),
+    (["generate", "hi", "--model", "{missing}"], "no model at"),
+    (["generate", "hi", "--model", "{folder}"], "without config.json"),
+    (["generate", "hi", "--model", "{corrupt}"], "neither a Hugging Face model folder nor a .gguf file"),
+    # train-heads and export: all before a model loads
+    (["train-heads", "--out", "{corrupt}"], "is a file"),
+    (["train-heads", "--out", "{folder}/h", "--prompts", "{missing}"], "cannot read the prompts"),
+    (["train-heads", "--out", "{folder}/h", "--prompts", "{latin1}"], "cannot read the prompts"),
+    (["train-heads", "{missing}", "--out", "{folder}/h"], "no model at"),
+    (["train-heads", "--out", "{folder}/h", "-k", "1"], "-k/--k: must be >= 2"),
+    (["export", "{missing}", "--to", "vllm"], "no heads file at"),
+    (["export", "{drafter}", "--to", "vllm"], "no vLLM form"),
+    (["export", "{corrupt}", "--to", "vllm"], "is not a usable heads file"),
     # translate
     (["translate", "--model", "{missing}", "x"], "no translation model at"),
     (["translate", "--top-p", "0.5", "x"], "give --temperature > 0 too"),

@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def export(args: argparse.Namespace) -> int:
-    from .cli_generate import load_model
+    from .cli_generate import checked_model, load_model
     from .export.vllm import export_vllm, exportable
     from .lm import HeadsMismatch, check_heads
     from .tasks.lm.heads_io import heads_file, load_heads, read_meta
@@ -45,7 +45,7 @@ def export(args: argparse.Namespace) -> int:
     problem = exportable(heads.cfg.kind, heads.cfg.p1)
     if problem:
         raise UserError(f"{path}: {problem}")
-    source = args.model
+    source = checked_model(args.model)
     if source is None:
         named = (meta.get("base") or {}).get("name", SMOLLM2)
         if named != SMOLLM2 and not Path(named).exists():

@@ -104,6 +104,22 @@ def checked_heads(path, k: int, smollm2: bool):
     return heads, vocab, meta
 
 
+def checked_model(source: str | None) -> str | None:
+    """``source`` if it can be a model (a folder with config.json, or a .gguf file): checked before anything loads."""
+    from pathlib import Path
+
+    if source is None:
+        return None
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"no model at {path} (a local Hugging Face folder or a .gguf file; nothing is downloaded)")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise UserError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+    if path.is_file() and path.suffix != ".gguf":
+        raise UserError(f"{path} is neither a Hugging Face model folder nor a .gguf file")
+    return str(path)
+
+
 def load_model(source=None):
     """(tokenizer, Hugging Face model) of ``source`` (None: SmolLM2), or a UserError saying what to install or fix."""
     from .tasks.hf import load_causal_lm
@@ -136,8 +152,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.threads is None:
         args.threads = 1 if cpu_has_bf16() else min(2, os.cpu_count() or 1)
     torch.set_num_threads(args.threads)
-    if args.model is not None:
-        args.model = str(args.model)
+    args.model = checked_model(args.model)
     heads_path = args.heads or (ASSET if args.model is None else None)
     heads, vocab, meta = checked_heads(heads_path, args.k, args.model is None) if heads_path else (None, None, None)
     if heads is None:

@@ -74,12 +74,13 @@ def summary(metrics: dict) -> str:
 def train_heads(args: argparse.Namespace) -> int:
     import torch
 
-    from .cli_generate import load_model
+    from .cli_generate import checked_model, load_model
     from .tasks.lm import train_heads as workflow
     from .tasks.lm.training import FitConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.model = checked_model(args.model)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
