@@ -152,9 +152,11 @@ def report(args, v: dict, mine: dict, n_prompts: int, minutes: float, env: dict)
                                                   "vllm": v, "ours": mine, "minutes": minutes}, indent=1))
     summary = ROOT / "results" / "engines" / "summary.json"
     kept = [r for r in json.loads(summary.read_text())
-            if not (r.get("run") == "vllm" and r["threads"] == args.threads)] if summary.exists() else []
+            if not (r.get("run") == "vllm" and r["threads"] == args.threads
+                    and r.get("speculative_tokens", 3) == args.k)] if summary.exists() else []
     keys = ("system", "method", "dtype", "batch", "threads", "tokens_per_s", "mean_accepted", "n", "cpu")
     summary.write_text(json.dumps(kept + [{**{k: r[k] for k in keys}, "run": "vllm", "k": r["k"],
+                                           "speculative_tokens": args.k,
                                            "same_as_vllm_greedy": r["same_as_vllm_greedy"],
                                            "vs_vllm_greedy": r["vs_vllm_greedy"]} for r in records], indent=1) + "\n")
     threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
