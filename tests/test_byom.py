@@ -159,7 +159,7 @@ def test_exported_medusa_heads_compute_what_ours_do(folder, tmp_path):
 
     tokenizer, model = load_causal_lm(folder)
     heads = random_heads(64, "residual", seed=11, k=4)
-    export_vllm(heads, heads.state_dict(), model, tokenizer, tmp_path / "x", "tiny", base_folder=folder)
+    export_vllm(heads, model, tokenizer, tmp_path / "x", "tiny", base_folder=folder)
     w = load_file(str(tmp_path / "x" / "medusa" / "model.safetensors"))
     h = torch.randn(5, 64)
     for j in range(3):

@@ -16,7 +16,7 @@ import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_
 
 import torch
 
-from blockwise.tasks.hf import load_smollm2
+from blockwise.tasks.hf import SMOLLM2_NAME, load_smollm2
 from blockwise.tasks.lm import drafter, heads_io, training
 from blockwise.tasks.lm.train_heads import base_info
 
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     metrics["data"] = {"folders": args.data, "shards": len(paths), "answer_positions": len(data)}
     metrics["config"] = {"kind": "residual", "k": args.k, "minutes": args.minutes}
     metrics["wall_s"] = round(time.time() - started)
-    info = base_info("SmolLM2-135M-Instruct", hf)
+    info = base_info(SMOLLM2_NAME, hf)
     heads_io.save_heads(heads, out / "heads.safetensors", vocab, {"metrics": metrics, "base": info})
     (out / "metrics.json").write_text(json.dumps({"base": info, **metrics}, indent=1))
     print(json.dumps({k: metrics[k] for k in ("top1", "expected_accepted")}, indent=1))

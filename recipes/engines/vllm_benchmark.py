@@ -29,7 +29,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.export.vllm import export_vllm
-from blockwise.tasks.hf import load_smollm2
+from blockwise.tasks.hf import SMOLLM2_NAME, load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
@@ -93,8 +93,7 @@ def main(argv=None) -> None:
     chain, chain_vocab = load_heads(ASSET)
     export = Path(args.export)
     if not (export / "medusa" / "config.json").exists():
-        export_vllm(heads, {n: t.float() for n, t in heads.state_dict().items()}, hf, tokenizer, export,
-                    "SmolLM2-135M-Instruct")
+        export_vllm(heads, hf, tokenizer, export, SMOLLM2_NAME)
     base = Llama.from_hf(hf).cast(torch.float32)
     del hf
     k = args.k + 1

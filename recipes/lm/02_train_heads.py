@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
@@ -68,8 +67,9 @@ def main(argv=None) -> None:
     print(f"{len(shards)} shards")
     # held-out agreement per data folder (shards load in order, so a folder's positions are one range)
     sizes = [int(safe_open(str(p), "pt").get_tensor("lengths").sum()) for p in shards]
-    owner = torch.repeat_interleave(torch.tensor([args.data.index(str(p.parent)) if str(p.parent) in args.data
-                                                  else -1 for p in shards]), torch.tensor(sizes))
+    folders = [str(Path(folder)) for folder in args.data]
+    owner = torch.repeat_interleave(torch.tensor([folders.index(str(p.parent)) if str(p.parent) in folders else -1
+                                                  for p in shards]), torch.tensor(sizes))
     groups = {folder: owner == i for i, folder in enumerate(args.data)} if len(args.data) > 1 else None
 
     _, hf = load_smollm2()
@@ -81,6 +81,8 @@ def main(argv=None) -> None:
                              minutes=args.minutes, bf16=args.bf16, weight_decay=args.weight_decay,
                              eval_positions=args.eval_positions, eval_every=args.eval_every)
     init = heads_io.load_heads(args.init)[0] if args.init else None
+    if init is not None and not (run / "checkpoint.pt").exists():
+        print(f"initialised from {args.init}")
     heads, vocab, metrics = training.fit_heads(data, embed, cfg, run, token_embed=token_embed, init=init, groups=groups)
     if distributed()[0] != 0:  # under torchrun: process 0 writes
         return
@@ -88,6 +90,7 @@ def main(argv=None) -> None:
     heads_io.save_heads(heads, run / "heads.safetensors", vocab, {"metrics": metrics})
     if args.ship:
         heads_io.save_heads(heads, heads_io.ASSET, vocab, {"metrics": metrics})
+        print(f"shipped {heads_io.ASSET} ({heads_io.ASSET.stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from .cli import UserError, command_parser, existing_file, load, run
 
-SMOLLM2 = "SmolLM2-135M-Instruct"
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = command_parser("export", __doc__)
@@ -36,30 +34,29 @@ def export(args: argparse.Namespace) -> int:
     from .cli_generate import checked_model, load_model
     from .export.vllm import export_vllm, exportable
     from .lm import HeadsMismatch, check_heads
-    from .tasks.lm.heads_io import heads_file, load_heads, read_meta
+    from .tasks.hf import SMOLLM2_NAME, model_name
+    from .tasks.lm.heads_io import heads_file, load_heads
 
     fix = "give a heads folder or file from `blockwise train-heads`"
     path = existing_file(heads_file(args.heads), "heads file", fix)
-    meta = load(read_meta, path, "heads file", fix)
     heads, _ = load(load_heads, path, "heads file", fix)
     problem = exportable(heads.cfg.kind, heads.cfg.p1)
     if problem:
         raise UserError(f"{path}: {problem}")
     source = checked_model(args.model)
     if source is None:
-        named = (meta.get("base") or {}).get("name", SMOLLM2)
-        if named != SMOLLM2 and not Path(named).exists():
+        named = (heads.trained_for or {}).get("name", SMOLLM2_NAME)
+        if named != SMOLLM2_NAME and not Path(named).exists():
             raise UserError(f"{path} was trained for {named}, which is not here: pass --model with its folder or file")
-        source = None if named == SMOLLM2 else named
+        source = None if named == SMOLLM2_NAME else named
     tokenizer, model = load_model(source)
     try:
-        check_heads(meta, model, path)
+        check_heads(heads, model, path)
     except HeadsMismatch as error:
         raise UserError(error) from None
     out = Path(args.out) if args.out else path.parent.with_name(path.parent.name + "-vllm")
     base_folder = source if source is not None and Path(source).is_dir() else None
-    state = {n: t.float() for n, t in heads.state_dict().items()}
-    summary = export_vllm(heads, state, model, tokenizer, out, source or SMOLLM2, base_folder)
+    summary = export_vllm(heads, model, tokenizer, out, model_name(source), base_folder)
     print(f"Medusa heads for vLLM: {summary['medusa']}\nbase model folder: {summary['base']}\n"
           f"serve them: python {out / 'serve.py'}   (in an environment with vLLM; "
           f"num_speculative_tokens={summary['num_speculative_tokens']})")

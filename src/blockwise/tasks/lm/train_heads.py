@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from . import distill, heads_io, training
 from .prompts import build_chat_prompts
 
@@ -91,11 +89,10 @@ def train_heads(model, tokenizer, out: str | Path, cfg: training.FitConfig, name
         say(f"1/2 data: greedy answers of {name} to up to {len(prompts)} prompts, at most {data_minutes:g} minutes")
         made = distill.generate_shards(decoder or decoding_model(model), ids, ["prompt"] * len(ids), out / "data",
                                        batch, max_new_tokens, eos, minutes=data_minutes, progress=progress)
-        shards = sorted((out / "data").glob("shard_*.safetensors"))
-        if len(shards) * batch >= len(ids):  # every prompt answered: later runs skip this stage
-            (out / "data" / "done").touch()
         say(f"{made} answer tokens made in {time.time() - started:.0f} s")
     shards = sorted((out / "data").glob("shard_*.safetensors"))
+    if len(shards) * batch >= len(ids):  # every prompt answered: later runs skip the data stage
+        (out / "data" / "done").touch()
     if not shards:
         raise ValueError("no training data was made (the data budget ran out before the first batch)")
     data = distill.load_shards(shards)

@@ -133,6 +133,7 @@ def fit_heads(data: Distilled, embed: Tensor, cfg: FitConfig, run: Path, token_e
         say(f"proposals over the {len(vocab)} most frequent answer tokens "
             f"({float(counts[vocab].sum() / counts.sum()):.1%} of training targets)")
     top = counts.topk(min(cfg.top_vocab, int((counts > 0).sum()))).indices
+    say(f"answers use {int((counts > 0).sum())} distinct tokens; softmax over the top {len(top)} + batch targets")
     heads = make_heads(embed.shape[1], HeadsConfig(num_heads=cfg.num_heads, d_hidden=cfg.d_hidden, kind=cfg.kind))
     if token_embed is not None:  # chained heads read the true tokens' input embeddings
         heads.bind(token_embed)
