@@ -61,11 +61,17 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, k), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
-    size = policy.choose(len(prefixes)) if auto else k  # this iteration's block size
-    block = propose(session, session.scores(hidden), hidden, size)  # (B, size): ŷ_{j+1..}; ŷ_{j+1} is p1's argmax
+    p1, h = session.scores(hidden), hidden  # p1's logits and the hidden state at each row's last accepted position
     while True:
+        first = p1.argmax(-1)  # (B,) ŷ_{j+1}: p1's argmax, accepted whatever the next call says
+        kept = rows.end_early(first, remaining, eos_id, stats, session)  # rows it ends leave now, without a call
+        if kept is not None:
+            if len(kept) == 0:
+                break
+            first, h, remaining = first[kept], h[kept], remaining[kept]
+        size = policy.choose(len(first)) if auto else k  # this iteration's block size
         n = min(size, int(remaining.max()))  # near the end, feed no more than any row may still accept
-        block = block[:, :n]
+        block = propose(session, first, h, n)  # (B, n): ŷ_{j+1..j+n}, p2..pn from the heads
         start = session.lengths.clone() if n > 1 else None
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
         stats.calls += 1
@@ -81,29 +87,26 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             if auto:
                 policy.observe((), 1)
             k_hat = torch.ones_like(remaining)
-            finished = (remaining == 1) if eos_id is None else (remaining == 1) | (block[:, 0] == eos_id)
+            finished = None  # the rows it ends ended before the call
         if auto:
             stats.count_k(n)
         rows.take(block, k_hat, stats)
         remaining = remaining - k_hat
-        if bool(finished.all()):
-            break
-        if bool(finished.any()):
-            kept = rows.keep(~finished, session)
-            hidden, scores, k_hat, remaining = hidden[kept], scores[kept], k_hat[kept], remaining[kept]
         if n == 1:
             p1, h = scores[:, 0], hidden[:, 0]
         else:
             last = torch.arange(hidden.shape[0]), k_hat - 1  # the last accepted token of each row
             p1, h = scores[last], hidden[last]
-        size = policy.choose(hidden.shape[0]) if auto else k
-        block = propose(session, p1, h, size)  # (B, size)
+        if finished is not None and bool(finished.any()):
+            if bool(finished.all()):
+                break
+            kept = rows.keep(~finished, session)
+            p1, h, remaining = p1[kept], h[kept], remaining[kept]
     return DecodeOutput(rows.tokens, stats)
 
 
-def propose(session, p1_logits: torch.Tensor, hidden: torch.Tensor, k: int) -> torch.Tensor:
-    """The next block ŷ_{j+1..j+k} (B, k): p1's argmax from the scores already computed, p2..pk from the heads."""
-    first = p1_logits.argmax(-1, keepdim=True)  # (B, 1)
+def propose(session, first: torch.Tensor, hidden: torch.Tensor, k: int) -> torch.Tensor:
+    """The next block ŷ_{j+1..j+k} (B, k): ``first`` = ŷ_{j+1} (B,), p1's argmax, then p2..pk from the heads."""
     if k == 1:
-        return first
-    return torch.cat([first, session.proposals(hidden, first[:, 0], k).argmax(-1)], dim=1)
+        return first[:, None]
+    return torch.cat([first[:, None], session.proposals(hidden, first, k).argmax(-1)], dim=1)

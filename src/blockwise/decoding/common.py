@@ -130,6 +130,25 @@ class Rows:
             self.append(row, tokens[:j])
         stats.count_blocks(accepted)
 
+    def end_early(self, first: Tensor, remaining: Tensor, eos_id: int | None, stats: DecodeStats,
+                  session: Session) -> Tensor | None:
+        """Rows whose next token ``first`` (B,) is their last (end-of-sequence, or the length limit) take it now and
+        drop out, without another call: the first token of a block (p1's argmax, or the token drawn from p1) is
+        accepted whatever the call says, so feeding it would only cost a call that greedy does not make. Returns the
+        kept rows' indices (empty when every row ended), or None when no row ended."""
+        ending = remaining == 1
+        if eos_id is not None:
+            ending |= first == eos_id
+        if not bool(ending.any()):
+            return None
+        tokens, done = first.tolist(), ending.nonzero().squeeze(1).tolist()
+        for row in done:
+            self.append(row, [tokens[row]])
+        stats.count_blocks([1] * len(done))
+        if len(done) == len(tokens):
+            return ending.nonzero()[:0, 0]
+        return self.keep(~ending, session)
+
     def keep(self, keep: Tensor, session: Session) -> Tensor:
         """Drop the rows where ``keep`` is False from the session; returns the kept row indices."""
         rows = keep.nonzero().squeeze(1)

@@ -240,6 +240,12 @@ def sample_blocks(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_n
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     first = draw(sampling.probs(session.scores(hidden)), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
     while True:
+        kept = rows.end_early(first, remaining, eos_id, stats, session)  # rows ŷ1 ends leave now, without a call
+        if kept is not None:
+            if len(kept) == 0:
+                break
+            rng.keep(kept)
+            hidden, first, remaining = hidden[kept], first[kept], remaining[kept]
         size = policy.choose(hidden.shape[0]) if policy is not None else k
         n = min(size, int(remaining.max()))
         # size - 1 proposals, size - 1 acceptance tests, the next token: as many numbers whatever n is, so that a

@@ -287,8 +287,17 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         rng = sampling.streams(len(prefixes))
         root = draw(sampling.probs(p1), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
     while True:
+        if sampling is None:
+            root = p1.argmax(-1)  # (B,) the root ŷ_{j+1}: p1's argmax (drawn from p̃ when sampling), always accepted
+        kept = rows.end_early(root, remaining, eos_id, stats, session)  # rows it ends leave now, without a call
+        if kept is not None:
+            if len(kept) == 0:
+                break
+            p1, hidden, remaining, root = p1[kept], hidden[kept], remaining[kept], root[kept]
+            if rng is not None:
+                rng.keep(kept)
         n = policy.choose(hidden.shape[0]) if policy is not None else None
-        t = tree.build(session, p1, hidden, n, root=root)  # (B, N) nodes; the root ŷ_{j+1} = p1's argmax or drawn
+        t = tree.build(session, p1, hidden, n, root=root)  # (B, N) nodes, the root first
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
