@@ -127,3 +127,29 @@ def test_auto_on_a_real_model_measures_its_costs_and_stays_greedy(tmp_path, monk
     assert len(table) == 1 and all(set(row) == {"1", "2", "3", "4"} for row in next(iter(table.values())).values())
     with pytest.raises(ValueError, match="'auto'"):
         blockwise(trained_decoder, prefixes, 30, k="fast")
+
+
+def test_sampling_measures_its_own_costs(tmp_path, monkeypatch, trained_decoder):
+    """Speculative sampling with k = "auto" times sampling's iterations (p̃ and q̃ at every fed position cost more than
+    argmaxes), under a key of their own: a table measured for greedy decoding is not used for it."""
+    import sys
+
+    from blockwise import Sampling
+    from blockwise.decoding import policy as policy_module
+
+    decoders = sys.modules["blockwise.decoding.blockwise"]  # the module (its name is also the function's)
+    monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
+    timed = []  # speculative-sampling decodes run, the measurements' included
+    real = decoders.sample_blocks
+    monkeypatch.setattr(decoders, "sample_blocks", lambda *a, **kw: timed.append(1) or real(*a, **kw))
+    prefixes = [[2, 3], [4]]
+    blockwise(trained_decoder, prefixes, 20, k="auto", eos_id=EOS)
+    assert timed == []
+    drawn = Sampling(0.8, seed=(3, 4))  # one seed per row: the measurement decodes other rows with seed 0
+    out = blockwise(trained_decoder, prefixes, 20, k="auto", eos_id=EOS, sampling=drawn)
+    fixed = blockwise(trained_decoder, prefixes, 20, k=1, eos_id=EOS, sampling=drawn)
+    assert len(timed) > 2  # the measurement of k = 1..4 sampled, then the two decodes above
+    keys = sorted(json.loads((tmp_path / "costs.json").read_text()))
+    assert [k.rsplit("|", 1)[1] for k in keys] == ["greedy", "sample"], keys
+    assert policy_module.sampling_key(Sampling(1.0, top_p=0.9)) == "sample+top_p"
+    assert len(out.tokens) == len(fixed.tokens) == 2

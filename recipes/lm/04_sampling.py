@@ -125,7 +125,8 @@ def main(argv=None) -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         n = args.n1 if batch == 1 else args.n8
         groups = [all_ids[i: i + batch] for i in range(0, n, batch)]
-        auto_policy(lm, groups[0], None, args.max_new).costs.prepare(batch)  # k = auto's costs, measured once
+        for sampling in (None, Sampling(1.0)):  # k = auto's costs (greedy's and sampling's), measured once
+            auto_policy(lm, groups[0], None, args.max_new, sampling=sampling).costs.prepare(batch)
         skip = set()
         for i, (name, T, fields, run) in enumerate(methods):  # warm-up, untimed
             try:

@@ -189,7 +189,8 @@ def generate(args: argparse.Namespace) -> int:
         greedy(lm, [ids[-8:]], 4, eos_id=eos) if sampling is None else sample(lm, [ids[-8:]], 4, sampling, eos)
     policy = None
     if args.k == "auto":  # this machine's costs: measured now (the first time), not inside the timed run
-        policy = auto_policy(lm, [ids], None, args.max_new_tokens, k_max, tree, progress=True)
+        policy = auto_policy(lm, [ids], None, args.max_new_tokens, k_max, tree, progress=True,
+                             sampling=sampling)
         policy.costs.prepare(1)
     if tree is not None:  # warm-up of the tree's path too
         blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree, sampling=sampling)

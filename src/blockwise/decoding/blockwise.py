@@ -46,7 +46,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "
                              "node budget at every step")
         if k == "auto" and policy is None:
-            policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)
+            policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress, sampling)
         return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy, sampling)
     auto = k == "auto" or policy is not None
     if isinstance(k, str) and not auto:
@@ -54,7 +54,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     k = policy.k_max if policy is not None else (k_max or model.num_heads) if auto or k is None else k
     check_inputs(model, prefixes, max_new_tokens, sources, k)
     if auto and policy is None:
-        policy = default_policy(model, prefixes, sources, k, max_new_tokens, progress)
+        policy = default_policy(model, prefixes, sources, k, max_new_tokens, progress, sampling)
     if sampling is not None:
         return sample_blocks(model, prefixes, max_new_tokens, sampling, k, eos_id, sources, stream,
                              policy if auto else None)

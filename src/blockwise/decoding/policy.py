@@ -22,7 +22,8 @@ accepted: about 3% where a 2-token call costs 2 greedy steps, with probe_every =
 
 Costs are cached on disk (``cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
 depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
-and the context the calls attend over (measured halfway through the decode; keyed rounded up to 64, 256, 1024, ...).
+whether the decoder samples (``sampling_key``), and the context the calls attend over (measured halfway through the
+decode; keyed rounded up to 64, 256, 1024, ...).
 """
 
 from __future__ import annotations
@@ -296,14 +297,17 @@ class _Fixed:
 
 
 def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, k_max: int,
-                      ahead: int = 0, repeats: int = 9, progress: bool = False) -> dict[int, float]:
+                      ahead: int = 0, repeats: int = 9, progress: bool = False, sampling=None) -> dict[int, float]:
     """k -> ms of one whole decoding iteration at block size k (feed, verify, accept, roll back, propose the next
     block, the bookkeeping included: on small models that is a good part of it), over the first ``batch`` rows
-    (repeated if fewer) and ``ahead`` tokens after the prefixes, timed inside a real decode."""
+    (repeated if fewer) and ``ahead`` tokens after the prefixes, timed inside a real decode; with ``sampling``, of
+    speculative sampling's iteration (p̃ at every fed position and the heads' q̃ cost more per token than argmaxes)."""
     from .blockwise import blockwise
 
+    sampling = for_measuring(sampling)
+
     def decode(chosen, chosen_sources, fixed):
-        blockwise(model, chosen, (repeats + 2) * fixed.k, sources=chosen_sources, policy=fixed)
+        blockwise(model, chosen, (repeats + 2) * fixed.k, sources=chosen_sources, policy=fixed, sampling=sampling)
 
     return _time_steps(decode, list(range(1, k_max + 1)), prefixes, sources, batch, ahead, repeats,
                        f"measuring the cost of k = 1..{k_max} at batch {batch} (once per machine)" if progress else None)
@@ -335,14 +339,32 @@ def _time_steps(decode, options: Sequence[int], prefixes: Sequence[Sequence[int]
     return ms
 
 
+def sampling_key(sampling) -> str:
+    """What of a ``Sampling`` moves the cost of an iteration: whether it samples, and which cuts it makes (a top-p cut
+    sorts the vocabulary at every position); not the temperature or the seed."""
+    if sampling is None:
+        return "greedy"
+    cuts = [name for name, on in (("top_k", sampling.top_k), ("top_p", sampling.top_p < 1),
+                                  ("typical", sampling.typical is not None)) if on]
+    return "+".join(["sample", *cuts])
+
+
+def for_measuring(sampling):
+    """``sampling`` with one seed for any number of rows (a measurement repeats rows), or None."""
+    from dataclasses import replace
+
+    return None if sampling is None else replace(sampling, seed=0)
+
+
 def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, k_max: int,
-                   max_new_tokens: int = 0, progress: bool = False) -> Policy:
-    """Measured (or cached) costs of this model on this machine, and the heads' own prior where they carry one."""
+                   max_new_tokens: int = 0, progress: bool = False, sampling=None) -> Policy:
+    """Measured (or cached) costs of this model on this machine (of speculative sampling's iterations with
+    ``sampling``), and the heads' own prior where they carry one."""
     longest = max(map(len, prefixes))
     ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * k_max - 3)
-    key = model_key(model, longest + max(ahead, 0), k_max)
-    costs = Costs(Costs.cached(key), key,
-                  lambda b: measure_iteration(model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress))
+    key = model_key(model, longest + max(ahead, 0), k_max) + f"|{sampling_key(sampling)}"
+    costs = Costs(Costs.cached(key), key, lambda b: measure_iteration(
+        model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress, sampling=sampling))
     heads = getattr(model, "heads", None)
     expected = getattr(heads, "expected_accepted", None)
     prior = prior_from_expected(expected) if expected else []
@@ -351,13 +373,16 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
 
 def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, tree,
                            budgets: Sequence[int], ahead: int = 0, repeats: int = 9,
-                           progress: bool = False) -> dict[int, float]:
+                           progress: bool = False, sampling=None) -> dict[int, float]:
     """n -> ms of one whole tree-decoding step with a node budget n (drafting, the call, acceptance, compaction),
     timed inside a real decode like ``measure_iteration``."""
     from .tree import tree_decode
 
+    sampling = for_measuring(sampling)
+
     def decode(chosen, chosen_sources, fixed):
-        tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed)
+        tree_decode(model, chosen, (repeats + 3) * (tree.depth + 1), tree, sources=chosen_sources, policy=fixed,
+                    sampling=sampling)
 
     text = f"measuring the cost of trees of {budgets[0]}..{budgets[-1]} nodes at batch {batch} (once per machine)"
     return _time_steps(decode, list(budgets), prefixes, sources, batch, ahead, repeats, text if progress else None)
@@ -372,21 +397,22 @@ def tree_budgets(tree) -> list[int]:
 
 
 def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, tree,
-                        max_new_tokens: int = 0, progress: bool = False) -> TreePolicy:
+                        max_new_tokens: int = 0, progress: bool = False, sampling=None) -> TreePolicy:
     """Measured (or cached) costs of trees of 1..tree.nodes nodes of this model on this machine."""
     longest = max(map(len, prefixes))
     budgets = tree_budgets(tree)
     ahead = min(max_new_tokens // 2, model.max_positions - longest - 12 * (tree.depth + 1) - 3)
-    key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}"
+    key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}|{sampling_key(sampling)}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
-        model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress))
+        model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress, sampling=sampling))
     return TreePolicy(costs, budgets)
 
 
 def auto_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, max_new_tokens: int = 0,
-                k_max: int | None = None, tree=None, progress: bool = False) -> Policy | TreePolicy:
+                k_max: int | None = None, tree=None, progress: bool = False, sampling=None) -> Policy | TreePolicy:
     """What k = "auto" uses by default: block sizes 1..k_max (default: every head) chosen by ``default_policy``, or,
-    with a dynamic ``tree``, its node budgets chosen by ``default_tree_policy``."""
+    with a dynamic ``tree``, its node budgets chosen by ``default_tree_policy``; ``sampling``: the costs are those of
+    speculative sampling with it (a policy measured for greedy decoding misjudges them)."""
     if tree is None:
-        return default_policy(model, prefixes, sources, k_max or model.num_heads, max_new_tokens, progress)
-    return default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress)
+        return default_policy(model, prefixes, sources, k_max or model.num_heads, max_new_tokens, progress, sampling)
+    return default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress, sampling)

@@ -164,7 +164,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
                 sample(model, prefixes, max_new, drawn, eos_id=EOS, sources=src)
         elif method == "blockwise":
             if k == "auto" and policy is None:  # one policy for the whole text: what it learns carries over
-                policy = auto_policy(model, prefixes, src, max_new, tree=tree)
+                policy = auto_policy(model, prefixes, src, max_new, tree=tree, sampling=drawn)
             result = blockwise(model, prefixes, max_new, k=k, eos_id=EOS, accept=accept, sources=src, policy=policy,
                                tree=tree, sampling=drawn)
         elif method == "beam" and sampling is not None:
