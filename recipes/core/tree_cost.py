@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The cost of one call feeding T = 1..64 candidate-tree nodes to SmolLM2-135M (native Llama), relative to a greedy
 step (issue 17 item 6): what a node budget can afford on this machine. Batch 1 and 8, float32 and bfloat16, one
-thread; each call feeds a random tree of T nodes (depth <= 5) after a prompt of ``--context`` tokens and takes p1's
-argmax at every node. Writes results/core/<cpu>/tree_cost.{json,md}.
+thread (``--threads 1,2``: each count in turn); each call feeds a random tree of T nodes (depth <= 5; ``--chain``: a
+block of T tokens) after a prompt of ``--context`` tokens and takes p1's argmax at every node. Writes
+results/core/<cpu>/tree_cost.{json,md} (chain_cost with ``--chain``).
 
     OMP_WAIT_POLICY=PASSIVE python recipes/core/tree_cost.py
     ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/core/tree_cost.py
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from blockwise.decoding.tree import Tree  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.eval.records import cpu_folder
@@ -43,41 +43,49 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bfloat16,float32")
     ap.add_argument("--context", type=int, default=160)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", default="1", help="thread counts, comma-separated")
+    ap.add_argument("--chain", action="store_true", help="feed the T tokens as a block (causal), not as a random tree; "
+                                                         "writes chain_cost.{json,md}")
     ap.add_argument("--out", default="results/core")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    threads = [int(t) for t in args.threads.split(",")]
     started = time.time()
     _, hf = load_smollm2()
     ts = [int(t) for t in args.ts.split(",")]
     rows = []
-    for dtype in args.dtypes.split(","):
+    for n_threads, dtype in [(n, d) for n in threads for d in args.dtypes.split(",")]:
+        torch.set_num_threads(n_threads)
         lm = NativeLM(Llama.from_hf(hf).cast(getattr(torch, dtype)))
         for batch in map(int, args.batches.split(",")):
             session = lm.start(batch, args.context + max(ts) + 1)
             session.feed(torch.randint(3, 1000, (batch, args.context)))
             tokens = torch.randint(3, 1000, (batch, max(ts)))
-            cost = step_cost(session, tokens, ts, repeats=args.repeats, tree=lambda n: random_tree(batch, n))
+            cost = step_cost(session, tokens, ts, repeats=args.repeats,
+                             tree=None if args.chain else lambda n: random_tree(batch, n))
             for t, ms in cost.ms.items():
-                rows.append({"dtype": dtype, "batch": batch, "T": t, "ms": round(ms, 2),
+                rows.append({"dtype": dtype, "threads": n_threads, "batch": batch, "T": t, "ms": round(ms, 2),
                              "ratio": round(cost.ratio[t], 3)})
-            print(dtype, batch, {t: round(r, 2) for t, r in cost.ratio.items()}, f"T=1 {cost.ms[1]:.1f} ms", flush=True)
+            ratios = {t: round(r, 2) for t, r in cost.ratio.items()}
+            print(dtype, f"{n_threads} thread(s)", batch, ratios, f"T=1 {cost.ms[1]:.1f} ms", flush=True)
     cpu = cpu_label()
     out = cpu_folder(args.out, cpu)
-    meta = {"commit": git_commit(), "cpu": cpu, "threads": 1, "context": args.context, "repeats": args.repeats,
+    meta = {"commit": git_commit(), "cpu": cpu, "threads": threads, "context": args.context, "repeats": args.repeats,
             "minutes": round((time.time() - started) / 60, 1), "model": "SmolLM2-135M-Instruct (native Llama)"}
-    name = "tree_cost"
+    name = "chain_cost" if args.chain else "tree_cost"
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    lines = [f"# One call feeding T tree nodes vs a greedy step: SmolLM2-135M, {cpu}, 1 thread", "",
-             f"`python recipes/core/tree_cost.py` at {meta['commit']}, {meta['minutes']} min; medians of "
-             f"{args.repeats}, {args.context} tokens cached; a random tree of T nodes (depth <= 5), p1's argmax at "
-             "every node. Ratio = time of the T-node call / time of the 1-token call, same dtype and batch.", "",
-             "| dtype | batch | " + " | ".join(f"T={t}" for t in [1] + ts) + " | T=1 ms |",
-             "|---|---|" + "---|" * (len(ts) + 2)]
-    for dtype in args.dtypes.split(","):
+    fed = "a block of T tokens" if args.chain else "a random tree of T nodes (depth <= 5)"
+    command = f"python recipes/core/tree_cost.py --threads {args.threads}" + " --chain" * args.chain
+    lines = [f"# One call feeding {fed} vs a greedy step: SmolLM2-135M, {cpu}", "",
+             f"`{command}` at {meta['commit']}, {meta['minutes']} min; medians of {args.repeats}, {args.context} "
+             f"tokens cached; {fed}, p1's argmax at every one. Ratio = time of the T-token call / time of the 1-token "
+             "call, same dtype, threads and batch.", "",
+             "| dtype | threads | batch | " + " | ".join(f"T={t}" for t in [1] + ts) + " | T=1 ms |",
+             "|---|---|---|" + "---|" * (len(ts) + 2)]
+    for n_threads, dtype in [(n, d) for n in threads for d in args.dtypes.split(",")]:
         for batch in map(int, args.batches.split(",")):
-            sel = {r["T"]: r for r in rows if r["dtype"] == dtype and r["batch"] == batch}
-            lines.append(f"| {dtype} | {batch} | " + " | ".join(f"{sel[t]['ratio']:.2f}" for t in [1] + ts) +
-                         f" | {sel[1]['ms']:.1f} |")
+            sel = {r["T"]: r for r in rows if (r["dtype"], r["batch"], r["threads"]) == (dtype, batch, n_threads)}
+            lines.append(f"| {dtype} | {n_threads} | {batch} | " +
+                         " | ".join(f"{sel[t]['ratio']:.2f}" for t in [1] + ts) + f" | {sel[1]['ms']:.1f} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

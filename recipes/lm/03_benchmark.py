@@ -82,7 +82,8 @@ def main(argv=None) -> None:
                     help="every method runs in each (HF too); speedup is over HF greedy in float32, "
                          "speedup_same_dtype over HF greedy in the same dtype")
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
-    ap.add_argument("--n8", type=int, default=16, help="prompts at batch 8 (two batches of 8)")
+    ap.add_argument("--n8", type=int, default=16, help="prompts at batch 8 (two batches of 8), and at any batch > 1 "
+                                                       "(the prompts repeat past the 16 of prompts.json)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hf-dtypes", default=None, help="dtypes of the Hugging Face rows (default: every --dtypes)")
     ap.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens for HF prompt lookup (0: skip it)")
@@ -101,6 +102,8 @@ def main(argv=None) -> None:
     heads32, vocab = load_heads(args.heads)
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
+    # more rows than prompts (--n8 32 for a batch of 32): the prompts again, in order
+    all_ids = [all_ids[i % len(all_ids)] for i in range(max(len(all_ids), args.n1, args.n8))]
     ks = [k if k == "auto" else int(k) for k in args.ks.split(",") if k]
     ks += [f"tree:{t}" for t in args.trees.split(",") if t]
     dtypes = args.dtypes.split(",")
