@@ -141,12 +141,12 @@ class Rows:
             ending |= first == eos_id
         if not bool(ending.any()):
             return None
-        tokens, done = first.tolist(), ending.nonzero().squeeze(1).tolist()
-        for row in done:
-            self.append(row, [tokens[row]])
+        done = ending.nonzero().squeeze(1)
+        for row, token in zip(done.tolist(), first[done].tolist()):
+            self.append(row, [token])
         stats.count_blocks([1] * len(done))
-        if len(done) == len(tokens):
-            return ending.nonzero()[:0, 0]
+        if len(done) == len(first):
+            return done[:0]  # no row left: nothing to keep, the session stays as it is
         return self.keep(~ending, session)
 
     def keep(self, keep: Tensor, session: Session) -> Tensor:

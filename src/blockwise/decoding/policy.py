@@ -33,6 +33,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -351,8 +352,6 @@ def sampling_key(sampling) -> str:
 
 def for_measuring(sampling):
     """``sampling`` with one seed for any number of rows (a measurement repeats rows), or None."""
-    from dataclasses import replace
-
     return None if sampling is None else replace(sampling, seed=0)
 
 
