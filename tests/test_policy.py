@@ -75,7 +75,8 @@ def test_auto_follows_a_prompt_that_turns_predictable():
     iterations of the switch (the probe notices it), and exactly greedy's output throughout."""
     switch, k_max = 60, 5
     model = ScriptedModel(k=k_max, correct=lambda length: 0 if length < switch else k_max)
-    policy = Policy(linear_costs(0.5, k_max), [0.3] * (k_max - 1), k_max, probe_every=16)
+    policy = Policy(linear_costs(0.2, k_max), [0.3] * (k_max - 1), k_max, probe_every=16)
+    assert policy.probe_interval(1) == 20  # a probe wastes 0.2 greedy steps: one per 20 keeps it to 1%
     choose, produced, log = policy.choose, [0], []  # log: (tokens produced so far, k chosen)
     policy.choose = lambda batch: log.append((produced[0], choose(batch))) or log[-1][1]
 
@@ -88,8 +89,23 @@ def test_auto_follows_a_prompt_that_turns_predictable():
     after = [k for at, k in log if at >= switch]
     assert before.count(1) >= 0.8 * len(before), before  # greedy while nothing is accepted (probes aside)
     first_long = next(i for i, k in enumerate(after) if k == k_max)
-    assert first_long <= 20, after[:30]  # within the probe interval of the switch
+    assert first_long <= 20 + k_max, after[:30]  # within the probe interval of the switch, then a depth a step
     assert after[first_long:].count(k_max) >= 0.9 * len(after[first_long:]), after
+
+
+def test_probes_cost_at_most_their_budget():
+    """A probe at k = 2 that accepts nothing wastes c(2) - c(1): probes come every ``probe_every`` greedy steps where
+    that is cheap, and rarer where it is dear, so that they never cost more than ``probe_budget`` of greedy's time."""
+    for step, interval in ((0.05, 32), (0.5, 50), (1.0, 100)):
+        policy = Policy(linear_costs(step, 4), [0.0] * 3, 4)  # nothing is ever accepted: greedy but for the probes
+        chosen = []
+        for _ in range(1000):
+            chosen.append(policy.choose(1))
+            policy.observe([1] if chosen[-1] > 1 else (), chosen[-1])
+        assert policy.probe_interval(1) == interval
+        probes = [i for i, k in enumerate(chosen) if k > 1]
+        assert all(chosen[i] == 2 for i in probes) and len(probes) == 1000 // (interval + 1), (step, probes)
+        assert step * len(probes) <= 0.01 * (1000 - len(probes))  # the time probes waste, in greedy steps
 
 
 def test_costs_are_measured_once_and_cached(tmp_path, monkeypatch):

@@ -16,9 +16,11 @@ each depth's prior scaled by how the depth before it does against its own) and f
 decoding: counts of "reached depth i" and "accepted at depth i" decay by half every
 ``half_life`` iterations, so a prompt that turns predictable (a list, code, copying) raises k within a few steps, and
 an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
-observed at all, so after ``probe_every`` greedy steps in a row one iteration tries k = 2: a prompt that turned
-predictable is noticed, at a bounded cost (at most (c(2) - c(1)) / probe_every per step when nothing is ever
-accepted: about 3% where a 2-token call costs 2 greedy steps, with probe_every = 32).
+observed at all, so after a run of greedy steps one iteration tries k = 2: a prompt that turned predictable is
+noticed, at a bounded cost. The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that accepts
+nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
+most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
+steps; SmolLM2 there at batch 1, 1.09: every 32).
 
 Costs are cached on disk (``cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
 depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -157,12 +160,14 @@ class Costs:
 class Policy:
     """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
 
-    def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 1.0,
-                 half_life: float = 4.0, probe_every: int = 32, margin: float = 1.05) -> None:
+    def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 2.0,
+                 half_life: float = 4.0, probe_every: int = 32, margin: float = 1.05,
+                 probe_budget: float = 0.01) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
         self.costs, self.k_max, self.probe_every, self.margin = costs, k_max, probe_every, margin
+        self.probe_budget = probe_budget
         self.estimate = AcceptanceEstimate(prior, weight, half_life)
         self.greedy_steps = 0  # greedy steps in a row
 
@@ -180,11 +185,19 @@ class Policy:
         rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
+    def probe_interval(self, batch: int) -> int:
+        """Greedy steps in a row before a probe at k = 2: ``probe_every``, or more where a probe costs more than
+        ``probe_budget`` of that many greedy steps."""
+        ms = self.costs.at(batch)
+        if 2 not in ms:
+            return self.probe_every
+        return max(self.probe_every, math.ceil((ms[2] / ms[1] - 1) / self.probe_budget))
+
     def choose(self, batch: int) -> int:
-        """This iteration's k: the best one, or a probe at k = 2 after ``probe_every`` greedy steps in a row."""
+        """This iteration's k: the best one, or a probe at k = 2 after ``probe_interval`` greedy steps in a row."""
         k = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if k == 1 else 0
-        if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_every:
+        if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_interval(batch):
             self.greedy_steps = 0
             return 2
         return k
@@ -202,12 +215,12 @@ class TreePolicy:
     where P(n) is what the drafted trees predict (1 + the sum of the n - 1 best candidates' cumulative probabilities:
     every step's draft predicts every budget at once, averaged over rows and decayed like ``AcceptanceEstimate``) and
     α calibrates it: accepted tokens beyond the root over predicted ones at the budgets fed (heads are rarely
-    calibrated). A tree must beat greedy by ``margin``; after ``probe_every`` greedy steps the smallest tree is tried."""
+    calibrated). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is tried."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
-                 margin: float = 1.05, weight: float = 1.0) -> None:
+                 margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01) -> None:
         self.costs, self.budgets = costs, sorted(set(budgets) | {1})
-        self.probe_every, self.margin, self.weight = probe_every, margin, weight
+        self.probe_every, self.margin, self.weight, self.probe_budget = probe_every, margin, weight, probe_budget
         self.decay = 0.5 ** (1.0 / half_life)
         self.curve: list[float] | None = None  # P(n) - 1 at each budget
         self.accepted = self.predicted = 0.0  # decayed sums of k̂ - 1 and P(n fed) - 1
@@ -230,10 +243,17 @@ class TreePolicy:
     def choose(self, batch: int) -> int:
         n = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if n == 1 else 0
-        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_every:
+        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_interval(batch):
             self.greedy_steps = 0
             return self.budgets[1]
         return n
+
+    def probe_interval(self, batch: int) -> int:
+        """As ``Policy.probe_interval``, for a probe with the smallest tree."""
+        ms = self.costs.at(batch)
+        if self.budgets[1] not in ms:
+            return self.probe_every
+        return max(self.probe_every, math.ceil((ms[self.budgets[1]] / ms[1] - 1) / self.probe_budget))
 
     def observe(self, expected: Sequence[Sequence[float]] | None, k_hat: Sequence[int], fed: int) -> None:
         """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
