@@ -70,7 +70,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
                 break
             first, h, remaining = first[kept], h[kept], remaining[kept]
         size = policy.choose(len(first)) if auto else k  # this iteration's block size
-        n = min(size, int(remaining.max()))  # near the end, feed no more than any row may still accept
+        n = size if size == 1 else min(size, int(remaining.max()))  # near the end, feed no more than rows accept
         block = propose(session, first, h, n)  # (B, n): ŷ_{j+1..j+n}, p2..pn from the heads
         start = session.lengths.clone() if n > 1 else None
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call

@@ -136,18 +136,18 @@ class Rows:
         drop out, without another call: the first token of a block (p1's argmax, or the token drawn from p1) is
         accepted whatever the call says, so feeding it would only cost a call that greedy does not make. Returns the
         kept rows' indices (empty when every row ended), or None when no row ended."""
-        ending = remaining == 1
-        if eos_id is not None:
-            ending |= first == eos_id
-        if not bool(ending.any()):
+        # Python lists: this runs before every call, and three tiny tensor operations cost a small model ~0.3% a step
+        tokens = first.tolist()
+        ending = [left == 1 or token == eos_id for left, token in zip(remaining.tolist(), tokens)]
+        if not any(ending):
             return None
-        done = ending.nonzero().squeeze(1)
-        for row, token in zip(done.tolist(), first[done].tolist()):
-            self.append(row, [token])
+        done = [row for row, end in enumerate(ending) if end]
+        for row in done:
+            self.append(row, [tokens[row]])
         stats.count_blocks([1] * len(done))
-        if len(done) == len(first):
-            return done[:0]  # no row left: nothing to keep, the session stays as it is
-        return self.keep(~ending, session)
+        if len(done) == len(tokens):
+            return torch.zeros(0, dtype=torch.long, device=first.device)  # no row left: the session stays as it is
+        return self.keep(torch.tensor([not end for end in ending], device=first.device), session)
 
     def keep(self, keep: Tensor, session: Session) -> Tensor:
         """Drop the rows where ``keep`` is False from the session; returns the kept row indices."""
