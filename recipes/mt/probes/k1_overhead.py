@@ -1,7 +1,9 @@
-"""Probe (issue 16): translation with blockwise decoding at k = 1 and k = auto against greedy, the shipped model, 32
-sentences, interleaved, medians of 5: blockwise at k = 1 must cost what greedy does.
+"""Probe (issue 16): translation with blockwise decoding at k = 1 and k = auto against greedy, the shipped model,
+interleaved (each repeat starts one method later: a machine that speeds up or slows down meets every method alike),
+medians of REPEATS (default 5): blockwise at k = 1 must cost what greedy does. The sentences: 32 ordinary ones, or
+the first N of a file (e.g. data/mt/test.en).
 
-    OMP_WAIT_POLICY=PASSIVE python recipes/mt/probes/k1_overhead.py THREADS BATCH
+    OMP_WAIT_POLICY=PASSIVE python recipes/mt/probes/k1_overhead.py THREADS BATCH [REPEATS [FILE N]]
 """
 import statistics
 import sys
@@ -24,6 +26,10 @@ S = [  # ordinary sentences, twice
      "He asked whether the train to Berlin was late.", "The results of the study were published last week.",
      "Many people in the region still have no access to clean water.", "The committee will discuss the proposal tomorrow.",
      "This book was translated into more than twenty languages.", "I think that the report is very important."] * 2
+repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+if len(sys.argv) > 5:
+    with open(sys.argv[4], encoding="utf-8") as f:
+        S = f.read().splitlines()[: int(sys.argv[5])]
 
 
 METHODS = {"greedy": {"method": "greedy"}, "k1": {"method": "blockwise", "k": 1},
@@ -38,9 +44,9 @@ def run(name: str):
 
 for name in METHODS:  # warm-up; k = auto measures its costs here (once per machine)
     run(name)
-times, chosen = {name: [] for name in METHODS}, None
-for _ in range(5):
-    for name in METHODS:
+times, chosen, names = {name: [] for name in METHODS}, None, list(METHODS)
+for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
         seconds, result = run(name)
         times[name].append(seconds)
         chosen = result.stats.k_chosen if name == "auto" else chosen
