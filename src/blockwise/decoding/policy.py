@@ -215,7 +215,8 @@ class TreePolicy:
     where P(n) is what the drafted trees predict (1 + the sum of the n - 1 best candidates' cumulative probabilities:
     every step's draft predicts every budget at once, averaged over rows and decayed like ``AcceptanceEstimate``) and
     α calibrates it: accepted tokens beyond the root over predicted ones at the budgets fed (heads are rarely
-    calibrated). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is tried."""
+    calibrated). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is
+    tried."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
                  margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01) -> None:
