@@ -97,6 +97,23 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
     assert "(k=auto: k=" in out  # the default block size is chosen per step, and the choices are reported
 
 
+def test_translate_compare_alternates_which_runs_first(tiny_translator, capsys, monkeypatch):
+    """Batch by batch, greedy and blockwise take turns running first (the first run of a batch meets colder caches);
+    every batch still prints both outputs in input order and its verdict."""
+    calls = []
+    from blockwise import cli_translate
+
+    by_line = cli_translate.Translator.by_line
+    monkeypatch.setattr(cli_translate.Translator, "by_line",
+                        lambda self, method, *a, **kw: calls.append(method) or by_line(self, method, *a, **kw))
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--compare", "--batch-size", "1",
+                              "hello world", "good morning", "the house"], "", capsys, monkeypatch)
+    assert code == 0 and out.count("identical: True") >= 2, out
+    assert calls[:4] == ["blockwise", "greedy", "greedy", "blockwise"], calls
+    lines = [line for line in out.splitlines() if not line.startswith("#")]
+    assert [line.split(":")[0] for line in lines] == ["greedy", "blockwise"] * (len(lines) // 2), out
+
+
 def test_translate_samples_reproducibly(tiny_translator, capsys, monkeypatch):
     """--temperature samples; a line's draws come from (seed, line number, sentence): the same run again gives the
     same output, another seed another."""

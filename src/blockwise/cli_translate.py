@@ -139,6 +139,7 @@ class Translator:
                        "top3": Acceptance("top_k", top_k=3)}[args.accept]
         self.limit = model.cfg.max_positions // 2 - 1  # source tokens the model reads; translate() cuts the rest
         self.sampling = sampling_from(args)
+        self.compared = 0  # batches compared so far
         if self.sampling is not None and args.accept != "exact":
             raise UserError("--accept top2/top3 is for greedy decoding: sampling keeps the model's distribution "
                             "exactly (leave out --accept, or --temperature)")
@@ -179,10 +180,13 @@ class Translator:
 
     def emit(self, lines: list[list[str]], first: int) -> int:
         out, compare = [""] * len(lines), self.args.compare and any(lines)
+        greedy_first = compare and self.compared % 2 == 1  # alternate which runs first: neither always pays for it
         try:
+            if greedy_first:
+                slow_out, slow = self.by_line("greedy", lines, first)
             if any(lines):
                 out, fast = self.by_line("blockwise", lines, first, k=self.k, accept=self.accept, tree=self.tree)
-            if compare:
+            if compare and not greedy_first:
                 slow_out, slow = self.by_line("greedy", lines, first)
         except Exception as error:  # one bad line must not stop the file, nor empty the good lines of its batch
             if len(lines) > 1:
@@ -191,6 +195,7 @@ class Translator:
             print("")
             return 1
         if compare:
+            self.compared += 1
             name = "greedy" if self.sampling is None else "sampled"
             for greedy_line, line in zip(slow_out, out):
                 print(f"{name + ':':<10} {greedy_line}\nblockwise: {line}")
