@@ -157,6 +157,15 @@ class Costs:
             return {}
 
 
+def probe_interval(ms: dict[int, float], probe: int, probe_every: int, budget: float) -> int:
+    """Greedy steps in a row before a probe at ``probe`` (a block size or node budget; ``ms``: option -> cost):
+    ``probe_every``, or more where a probe that accepts nothing, wasting c(probe) - c(1), would cost more than
+    ``budget`` of that many greedy steps."""
+    if probe not in ms:
+        return probe_every
+    return max(probe_every, math.ceil((ms[probe] / ms[1] - 1) / budget))
+
+
 class Policy:
     """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
 
@@ -186,18 +195,15 @@ class Policy:
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
     def probe_interval(self, batch: int) -> int:
-        """Greedy steps in a row before a probe at k = 2: ``probe_every``, or more where a probe costs more than
-        ``probe_budget`` of that many greedy steps."""
-        ms = self.costs.at(batch)
-        if 2 not in ms:
-            return self.probe_every
-        return max(self.probe_every, math.ceil((ms[2] / ms[1] - 1) / self.probe_budget))
+        """Greedy steps in a row before a probe at k = 2 (``probe_interval``)."""
+        return probe_interval(self.costs.at(batch), 2, self.probe_every, self.probe_budget)
 
     def choose(self, batch: int) -> int:
         """This iteration's k: the best one, or a probe at k = 2 after ``probe_interval`` greedy steps in a row."""
         k = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if k == 1 else 0
-        if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_interval(batch):
+        if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_every and \
+                self.greedy_steps > self.probe_interval(batch):  # the interval is never below probe_every
             self.greedy_steps = 0
             return 2
         return k
@@ -244,17 +250,15 @@ class TreePolicy:
     def choose(self, batch: int) -> int:
         n = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if n == 1 else 0
-        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_interval(batch):
+        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_every and \
+                self.greedy_steps > self.probe_interval(batch):
             self.greedy_steps = 0
             return self.budgets[1]
         return n
 
     def probe_interval(self, batch: int) -> int:
-        """As ``Policy.probe_interval``, for a probe with the smallest tree."""
-        ms = self.costs.at(batch)
-        if self.budgets[1] not in ms:
-            return self.probe_every
-        return max(self.probe_every, math.ceil((ms[self.budgets[1]] / ms[1] - 1) / self.probe_budget))
+        """Greedy steps in a row before a probe with the smallest tree (``probe_interval``)."""
+        return probe_interval(self.costs.at(batch), self.budgets[1], self.probe_every, self.probe_budget)
 
     def observe(self, expected: Sequence[Sequence[float]] | None, k_hat: Sequence[int], fed: int) -> None:
         """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
