@@ -1,9 +1,10 @@
 """The matrix products of SmolLM2's 30 layers (q/k/v, out, gate/up, down; random weights of its shapes) at 1..8 rows,
-one kernel at a time: MKL float32 (``x @ w``), oneDNN packed float32, bfloat16 ``F.linear``, and PyTorch's weight-only
-int8 / int4 kernels with float32 and with bfloat16 inputs. Why the quantized path (model/quant.py) feeds bf16 rows,
-and how much faster than float32 it can be on this CPU. Prints a table; writes JSON to the path given.
+one kernel at a time: MKL float32 (``x @ w``), oneDNN packed float32, bfloat16 ``F.linear``, our int8 matrices
+(FBGEMM's int8 GEMM with each row rounded on its own grid, model/quant.py), and PyTorch's weight-only int8 / int4
+kernels with float32 and with bfloat16 inputs. Why model/quant.py runs int8 on FBGEMM and int4 on bf16 rows, and how
+much faster than float32 each is on this CPU. Prints a table; writes JSON to the path given.
 
-    OMP_WAIT_POLICY=PASSIVE python recipes/core/probes/quant_gemm.py results/core/quant_gemm_avx2.json
+    OMP_WAIT_POLICY=PASSIVE python recipes/core/probes/quant_gemm.py results/core/quant_gemm_avx2.json [THREADS]
 """
 
 import json
@@ -33,9 +34,11 @@ def main(out: str | None, threads: int = 1, repeats: int = 7) -> None:
                                   lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""),
                                   torch.float32),
         "bfloat16 linear": ([[w.bfloat16() for w in ws] for ws in weights], torch.nn.functional.linear, torch.bfloat16),
-        "int8, bf16 rows": (int8, lambda x, q: q(x), torch.bfloat16),
-        "int4, bf16 rows": (int4, lambda x, q: q(x), torch.bfloat16),
-        "int8, float32 rows": (int8, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q.q, q.scales.float()),
+        "int8 (ours: FBGEMM)": (int8, lambda x, q: q(x), torch.float32),
+        "int8 weight-only, bf16 rows": (
+            int8, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q.q, q.scales.bfloat16()), torch.bfloat16),
+        "int4 (ours), bf16 rows": (int4, lambda x, q: q(x), torch.bfloat16),
+        "int8 weight-only, fp32 rows": (int8, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q.q, q.scales.float()),
                                torch.float32),
         "int4, float32 rows": (int4, lambda x, q: torch.ops.aten._weight_int4pack_mm_for_cpu(
             x, q.packed, q.group, q.scales.float()), torch.float32),
@@ -54,7 +57,7 @@ def main(out: str | None, threads: int = 1, repeats: int = 7) -> None:
                 times.append(time.perf_counter() - start)
             ms.append(round(statistics.median(times) * 1000, 2))
         result["ms"][name] = ms
-        print(f"{name:24s}", "  ".join(f"{r} rows {t:7.1f} ms" for r, t in zip(ROWS, ms)),
+        print(f"{name:28s}", "  ".join(f"{r} rows {t:7.1f} ms" for r, t in zip(ROWS, ms)),
               f"  4 rows / 1 row {ms[2] / ms[0]:.2f}", flush=True)
     if out:
         with open(out, "w") as f:
@@ -62,4 +65,4 @@ def main(out: str | None, threads: int = 1, repeats: int = 7) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    main(sys.argv[1] if len(sys.argv) > 1 else None, int(sys.argv[2]) if len(sys.argv) > 2 else 1)

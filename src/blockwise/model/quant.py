@@ -1,22 +1,32 @@
-"""Weight-only int8 and int4 matrices for CPU decoding, on PyTorch's own kernels.
+"""Quantized matrices for CPU decoding: int8 weights with int8 activations, and weight-only int4, on PyTorch's kernels.
 
-Why: decoding one token streams every weight of the model once; in float32 SmolLM2's matrices are ~540 MB, in int4
-~70 MB. PyTorch ships CPU kernels that multiply activations by such weights without materialising them in float:
-``aten._weight_int8pack_mm`` (int8, one scale per output channel) and ``aten._weight_int4pack_mm_for_cpu`` (int4 in
-groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1). Both are vectorised only for
-bfloat16 activations (float32 and float16 activations take a scalar path ~20x slower, measured on an AVX2 CPU:
-recipes/core/probes/quant_gemm.py), so a product rounds its input rows to bfloat16 and returns float32; everything
-else (residual stream, norms, attention, the cache) stays in the model's dtype.
+Why: decoding one token streams every weight of the model once; in float32 SmolLM2's matrices are ~540 MB, in int8
+~135 MB, in int4 ~70 MB.
 
-Exactness: a quantized model is a model of its own, and blockwise decoding is exactly its greedy decoding. Both kernels
-compute each output row from its own input row only (a row's bits are the same alone, in a verified block or in a
-batch: tests/test_quant.py), so a quantized session is batch-invariant once attention is too (``KVCache.invariant``).
+- **int8** (one scale per output channel) runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it
+  rounds the input rows to 7-bit integers (7, not 8: AVX2's 8-bit multiply-add saturates 16-bit pair sums) and sums
+  integer products exactly, which is ~2x faster per token than MKL's float32 on an AVX2 CPU and costs little more for
+  4 rows than for 1 (recipes/core/probes/quant_gemm.py). FBGEMM takes one input scale for all rows fed together; a
+  row's rounding would then depend on its neighbours, so each row is first divided by its own largest magnitude and two
+  fixed inputs -1 and +1 (whose weights are zero) pin the range: every row is rounded on its own grid, in steps of
+  1/63.5 of its peak, and its result has the same bits alone, in a verified block or in a batch.
+- **int4** (groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1) runs on
+  ``aten._weight_int4pack_mm_for_cpu``, weight-only: the input rows are rounded to bfloat16 (the kernel's only fast
+  input; float32 takes a scalar path ~20x slower) and the product is float. Each output row comes from its own input
+  row only.
+
+Exactness: a quantized model is a model of its own, and blockwise decoding is exactly its greedy decoding: a row's bits
+never depend on the other rows (tests/test_quant.py), so a quantized session is batch-invariant once attention is too
+(``KVCache.invariant``).
 
 The glossary of the rest of the package applies; here ``bits`` is 8 or 4, ``group`` the int4 group size along the
-input dimension (32, as Q4_1), and a matrix is given (out, in), as ``nn.Linear`` keeps it.
+input dimension (32, as Q4_1), and a matrix is given (out, in), as ``nn.Linear`` keeps it. FBGEMM's quantized tensors
+are marked deprecated in PyTorch (the pinned 2.13 has them); ``int8_problem`` says when a build lacks them.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor
@@ -27,9 +37,9 @@ GROUP = 32  # int4 group size along the input dimension (llama.cpp's Q4_0/Q4_1 b
 
 
 class QuantizedMatrix:
-    """A matrix (out, in) in int8 (per output channel, symmetric) or int4 (per group of ``group`` inputs, a scale and
-    a zero, asymmetric), with bfloat16 scales; ``self(x)`` is ``x @ wᵀ`` for rows x (..., in) of any float dtype.
-    ``dequantize()`` is the float matrix it multiplies by."""
+    """A matrix (out, in) in int8 (per output channel, symmetric, float32 scales) or int4 (per group of ``group``
+    inputs, a scale and a zero, asymmetric, bfloat16 scales); ``self(x)`` is ``x @ wᵀ`` for rows x (..., in) of any
+    float dtype, x rounded as the kernel rounds it (``rows``). ``dequantize()`` is the float matrix it multiplies by."""
 
     def __init__(self, w: Tensor, bits: int, group: int = GROUP) -> None:
         if bits not in (4, 8):
@@ -38,9 +48,19 @@ class QuantizedMatrix:
         out, inp = w.shape
         self.bits, self.group, self.shape = bits, group, (out, inp)
         if bits == 8:
-            scale = (w.abs().amax(1) / 127).clamp_min(1e-12).bfloat16()  # (out,)
-            self.q = torch.round(w / scale.float()[:, None]).clamp(-128, 127).to(torch.int8).contiguous()
+            problem = int8_problem()
+            if problem:
+                raise ValueError(problem)
+            scale = (w.abs().amax(1) / 127).clamp_min(1e-12)  # (out,)
+            self.q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
             self.scales = scale
+            # FBGEMM's packed copy, with two zero columns for the inputs that pin the range of every row at [-1, 1]
+            padded = torch.cat([self.q, self.q.new_zeros(out, 2)], 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PyTorch marks quantized tensors deprecated
+                zeros = torch.zeros(out, dtype=torch.long)
+                qw = torch._make_per_channel_quantized_tensor(padded, scale.double(), zeros, 0)
+                self.packed = torch.ops.quantized.linear_prepack(qw, None)
             return
         problem = int4_problem(out, inp, group)
         if problem:
@@ -58,21 +78,53 @@ class QuantizedMatrix:
         self.scales = torch.stack([scale, zero], -1).transpose(0, 1).contiguous()  # (in/group, out, 2)
 
     def __call__(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        rows = x.reshape(-1, x.shape[-1])
         if self.bits == 8:
-            y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scales)
+            pinned, peak = _pinned(rows)
+            y = torch.ops.quantized.linear_dynamic(pinned, self.packed, True) * peak  # True: 7-bit inputs
         else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group, self.scales)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, self.group,
+                                                           self.scales)
         return y.to(x.dtype).view(*x.shape[:-1], self.shape[0])
+
+    def rows(self, x: Tensor) -> Tensor:
+        """The input rows (..., in) as the kernel multiplies them, in float32: int8 rounds each row to 7-bit levels
+        between minus and plus its peak magnitude (the quantization PyTorch's dynamic int8 kernels apply, on the pinned
+        range); int4 rounds to bfloat16."""
+        if self.bits == 4:
+            return x.to(torch.bfloat16).float()
+        pinned, peak = _pinned(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            levels = torch.quantize_per_tensor_dynamic(pinned, torch.quint8, True).dequantize()
+        return levels[..., :-2] * peak
 
     def dequantize(self) -> Tensor:
         """The float32 matrix (out, in) that this one stands for."""
         if self.bits == 8:
-            return self.q.float() * self.scales.float()[:, None]
+            return self.q.float() * self.scales[:, None]
         out, inp = self.shape
         scale, zero = self.scales.float().transpose(0, 1).unbind(-1)  # (out, in/group) each
         q = torch.stack([self.q & 15, self.q >> 4], -1).float().view(out, inp // self.group, self.group)
         return ((q - 8) * scale[..., None] + zero[..., None]).view(out, inp)
+
+
+_PIN = torch.tensor([-1.0, 1.0])  # the two fixed inputs of every int8 product
+
+
+def _pinned(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows x (..., in) divided by their peak magnitude (..., 1), then the two inputs -1, +1 appended: (..., in + 2)."""
+    rows = x.float()
+    peak = torch.linalg.vector_norm(rows, float("inf"), -1, keepdim=True).clamp_min(1e-30)
+    return torch.cat([rows / peak, _PIN.expand(*rows.shape[:-1], 2)], -1), peak
+
+
+def int8_problem() -> str | None:
+    """Why this PyTorch cannot run int8 matrices (FBGEMM, x86 CPUs), or None."""
+    engines = torch.backends.quantized.supported_engines
+    if not ({"x86", "fbgemm"} & set(engines)) or not hasattr(torch.ops.quantized, "linear_dynamic"):
+        return f"int8 weights need PyTorch's x86/FBGEMM quantized kernels; this build has {', '.join(engines)}"
+    return None
 
 
 def int4_problem(out: int, inp: int, group: int = GROUP) -> str | None:

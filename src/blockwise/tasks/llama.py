@@ -66,17 +66,19 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 
 
 def rotary(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos, sin (B, 1, T, Dh) at positions (B, T), computed in float32 as Hugging Face does."""
+    """cos and signed sin (B, 1, T, Dh) at positions (B, T), computed in float32 as Hugging Face does; the sin's first
+    half is negated, which lets ``rotate`` turn the half-swap into one roll."""
     freqs = positions[..., None].float() * inv_freq.to(positions.device)  # (B, T, Dh/2)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+    sin = emb.sin()
+    signed = torch.cat((-sin[..., :freqs.shape[-1]], sin[..., freqs.shape[-1]:]), dim=-1)
+    return emb.cos().to(dtype)[:, None], signed.to(dtype)[:, None]
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotary embedding, "rotate half" layout (Hugging Face's): x (B, H, T, Dh), cos/sin (B, 1, T, Dh)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotary embedding, "rotate half" layout (Hugging Face's): x (B, H, T, Dh), cos/signed sin (B, 1, T, Dh) from
+    ``rotary``. x * cos + [-x2, x1] * sin, with -x2 * sin written x2 * (-sin): the same bits, one op instead of four."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 MATRICES = ("w_qkv", "w_out", "w_gate_up", "w_down")
@@ -115,11 +117,11 @@ class Block(nn.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
-        kv = cfg.n_kv_heads * cfg.head_dim
-        q, k, v = self.product(h, "w_qkv", invariant).split([cfg.n_heads * cfg.head_dim, kv, kv], -1)
-        q = rotate(q.view(B, T, cfg.n_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, H, T, Dh)
-        k = rotate(k.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2), cos, sin)  # (B, Hkv, T, Dh)
-        v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
+        H, Hkv, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        qk, v = self.product(h, "w_qkv", invariant).split([(H + Hkv) * Dh, Hkv * Dh], -1)
+        qk = rotate(qk.view(B, T, H + Hkv, Dh).transpose(1, 2), cos, sin)  # queries and keys rotated at once
+        q, k = qk[:, :H], qk[:, H:]  # (B, H, T, Dh), (B, Hkv, T, Dh)
+        v = v.view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
         if cache is not None:
             k, v = cache.write(layer, slots, k, v)  # (B, Hkv, span, Dh)
         gqa = cfg.n_heads != cfg.n_kv_heads
