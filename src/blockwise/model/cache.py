@@ -32,6 +32,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
+        self._where: tuple[Tensor, int | None, int] | None = None  # ``write``'s reading of a call's slots, kept for its layers
         self.invariant = batch_invariant(dtype) if invariant is None else invariant
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
@@ -69,17 +70,19 @@ class KVCache:
 
     def write(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, H, T, Dh) at slots ``positions`` (B, T); return the keys/values (B, H, span, Dh) to attend
-        over."""
-        start = positions[:, 0]
-        span = int(positions[:, -1].max()) + 1
-        if bool((start == start[0]).all()):  # rows aligned (always at batch 1): a plain slice
-            s = int(start[0])
+        over (in the cache's dtype, which may be wider than k's: ``Llama.new_cache``)."""
+        if self._where is None or self._where[0] is not positions:  # once per call, not per layer
+            start = positions[:, 0]
+            aligned = bool((start == start[0]).all())  # rows aligned (always at batch 1): a plain slice
+            self._where = (positions, int(start[0]) if aligned else None, int(positions[:, -1].max()) + 1)
+        _, s, span = self._where
+        if s is not None:
             self.k[layer, :, :, s:s + k.shape[2]] = k
             self.v[layer, :, :, s:s + v.shape[2]] = v
         else:
             index = positions[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-            self.k[layer].scatter_(2, index, k)
-            self.v[layer].scatter_(2, index, v)
+            self.k[layer].scatter_(2, index, k.to(self.k.dtype))
+            self.v[layer].scatter_(2, index, v.to(self.v.dtype))
         return self.k[layer, :, :, :span], self.v[layer, :, :, :span]
 
     def advance(self, n_new: int) -> None:

@@ -61,8 +61,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     # As Hugging Face: normalise in float32, cast back, then scale.
     dtype = x.dtype
     x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x32.to(dtype)
+    return weight * (x32 * (x32 * x32).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(dtype)  # in place: fewer allocations
 
 
 def rotary(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -245,10 +244,13 @@ class Llama(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
-        # a session over quantized weights is batch-invariant too: their kernels already are, attention is made so
+        # a session over quantized weights is batch-invariant too: their kernels already are, attention is made so (in
+        # float64, hence a float64 cache: no conversion of the whole span at every layer)
         p = self.embed.weight
+        quantized = self.weights in BITS
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_kv_heads, capacity, self.cfg.head_dim,
-                       dtype=p.dtype, device=p.device, invariant=batch_invariant(p.dtype) or self.weights in BITS)
+                       dtype=torch.float64 if quantized else p.dtype, device=p.device,
+                       invariant=batch_invariant(p.dtype) or quantized)
 
     @classmethod
     def from_hf(cls, hf_model) -> "Llama":
