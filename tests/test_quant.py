@@ -24,7 +24,7 @@ def test_a_quantized_product_multiplies_its_rounded_rows_by_the_dequantized_matr
     w = random_matrix(48, 96, seed=bits)
     q = QuantizedMatrix(w, bits)
     deq = q.dequantize()
-    if bits == 8:  # the nearest of 255 levels of its row
+    if bits == 8:  # the nearest of 127 levels of its row
         assert (deq - w).abs().le(q.scales[:, None] * 0.51 + 1e-6).all()
     else:
         g = w.view(48, 3, 32)
@@ -43,18 +43,19 @@ def test_a_quantized_product_multiplies_its_rounded_rows_by_the_dequantized_matr
     assert (y.double() - reference).abs().max() < 0.5 * (exact - reference).abs().max()
 
 
-def test_int8_rounds_each_row_to_its_own_127_levels():
-    """Each row is rounded on a grid of its own peak magnitude / 63.5 (7-bit levels over [-peak, peak]), whatever the
-    other rows are: a row 1000x smaller than its neighbour keeps its precision."""
+def test_int8_rounds_each_row_to_its_own_255_levels():
+    """Each row is rounded on a grid of its own peak magnitude / 127.5 (8-bit levels over [-peak, peak]), whatever the
+    other rows are: a row 1000x smaller than its neighbour keeps its precision; weights take 127 levels."""
     q = QuantizedMatrix(random_matrix(16, 64, seed=3), 8)
     x = torch.randn(3, 64, generator=torch.Generator().manual_seed(4)) * torch.tensor([[1.0], [1000], [0.001]])
     rounded = q.rows(x)
     for i in range(3):
         peak = x[i].abs().max()
         assert torch.equal(rounded[i], q.rows(x[i:i + 1])[0])
-        levels = rounded[i] / peak * 63.5
-        assert (levels - levels.round()).abs().max() < 1e-3 and levels.unique().numel() <= 128
-        assert (rounded[i] - x[i]).abs().max() <= peak / 63.5 * 0.51
+        levels = rounded[i] / peak * 127.5  # levels at whole multiples of peak / 127.5 (zero is one)
+        assert (levels - levels.round()).abs().max() < 1e-3 and levels.unique().numel() <= 256
+        assert (rounded[i] - x[i]).abs().max() <= peak / 127.5 * 0.51
+    assert q.q.abs().max() == 63 and q.q.unique().numel() <= 127
 
 
 def test_int4_requantizes_its_own_matrix_unchanged():
@@ -220,3 +221,46 @@ def test_quantized_transformer_blockwise_and_trees_equal_its_greedy(weights, kin
     for k in (2, 4):
         assert blockwise(model, prefixes, 24, k=k, eos_id=1, sources=sources).tokens == ref, k
     assert blockwise(model, prefixes, 24, eos_id=1, sources=sources, tree=DynamicTree(8, 3, top=3)).tokens == ref
+
+
+def test_smoothing_keeps_the_function_and_rescues_int8_from_outlier_channels(hf64):
+    """``Llama.smooth`` moves outlier input channels into the weights: the float model computes the same logits (to
+    float rounding), and its int8 model is much closer to float than the int8 model of the unsmoothed one. The outlier
+    is made by hand: channel 5 of every norm weight x40, the rows it meets /40 (the same function in float)."""
+    from blockwise.tasks.llama import Llama
+
+    def outlier_model():
+        m = Llama.from_hf(hf64).cast(torch.float32, packed=False)
+        with torch.no_grad():
+            for layer in m.layers:
+                for norm, w in ((layer.attn_norm, layer.w_qkv), (layer.mlp_norm, layer.w_gate_up)):
+                    norm[5] *= 40
+                    w[5] /= 40
+        return m
+
+    tokens = torch.tensor([LLAMA_PROMPTS[2] + LLAMA_PROMPTS[0]])
+    calibration = torch.tensor([LLAMA_PROMPTS[1] + LLAMA_PROMPTS[3]])
+    with torch.no_grad():
+        reference = Llama.from_hf(hf64).cast(torch.float32, packed=False)
+        want = reference.lm_head(reference(tokens))
+        smoothed = outlier_model().smooth(calibration)
+        torch.testing.assert_close(smoothed.lm_head(smoothed(tokens)), want, rtol=1e-4, atol=1e-4)
+        plain_int8 = outlier_model().with_weights("int8")
+        smooth_int8 = outlier_model().with_weights("int8", calibration)
+        plain_error = (plain_int8.lm_head(plain_int8(tokens)) - want).abs().max()
+        smooth_error = (smooth_int8.lm_head(smooth_int8(tokens)) - want).abs().max()
+    assert smooth_error < 0.5 * plain_error, (float(smooth_error), float(plain_error))
+    with pytest.raises(ValueError, match="float32"):
+        Llama.from_hf(hf64).cast(torch.bfloat16).smooth(calibration)
+
+
+def test_calibration_text_is_shipped_and_tokenizes():
+    from blockwise.tasks.llama import CALIBRATION, calibration_ids
+
+    class Chars:  # a stand-in tokenizer: one id per character
+        def encode(self, text):
+            return [ord(c) % 64 for c in text]
+
+    assert CALIBRATION.exists() and len(CALIBRATION.read_text().split()) > 200
+    ids = calibration_ids(Chars(), limit=300)
+    assert ids.shape == (1, 300) and ids.dtype == torch.long

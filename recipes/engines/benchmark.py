@@ -30,7 +30,7 @@ from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import pyplot
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
-from blockwise.tasks.llama import Llama, NativeLM
+from blockwise.tasks.llama import Llama, NativeLM, calibration_ids
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
@@ -132,7 +132,8 @@ def main(argv=None) -> None:
     prompts = [chat_ids(tokenizer, p["text"]) for p in json.load(open(ROOT / "recipes/lm/prompts.json"))]
     prompts = prompts[:args.prompts]
     weights = args.weights.split(",")
-    models = {w: NativeLM(Llama.from_hf(hf).with_weights(w), heads, proposal_vocab=vocab) for w in weights}
+    calibration = calibration_ids(tokenizer)  # int8: smoothed on the shipped calibration text, as `generate` does
+    models = {w: NativeLM(Llama.from_hf(hf).with_weights(w, calibration), heads, proposal_vocab=vocab) for w in weights}
     windows = held_out_ids(tokenizer, args.ppl_windows)
     quality = {w: {"perplexity": perplexity(m.base, windows)} for w, m in models.items()}
     print("perplexity on held-out text:", {w: round(q["perplexity"], 3) for w, q in quality.items()}, flush=True)
@@ -152,7 +153,8 @@ def main(argv=None) -> None:
     for r in range(args.repeats):
         for t in threads:
             torch.set_num_threads(t)
-            for w, lm in models.items():
+            order = list(models.items()) if r % 2 == 0 else list(models.items())[::-1]  # no precision always first
+            for w, lm in order:
                 for m in methods:
                     runs.setdefault(("blockwise", w, m, t), []).append(
                         ours(lm, prompts, args.max_new, eos, m))

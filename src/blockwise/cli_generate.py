@@ -168,7 +168,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.weights == "auto":
         args.weights = "bfloat16" if cpu_has_bf16() else "float32"
     try:
-        lm = decoding_model(hf, heads, vocab, args.weights)
+        lm = decoding_model(hf, heads, vocab, args.weights, tokenizer)
     except ValueError as error:
         raise UserError(error) from None
     del hf

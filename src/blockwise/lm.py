@@ -30,17 +30,20 @@ class HeadsMismatch(ValueError):
 
 
 def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tensor | None = None,
-                   weights: str = "float32"):
+                   weights: str = "float32", tokenizer=None):
     """The ``DecodingModel`` of a Hugging Face causal LM with ``heads``: the native Llama where the model is a plain
-    Llama (its weights copied, at ``weights`` precision), else the Hugging Face adapter (float32 or bfloat16 only)."""
+    Llama (its weights copied, at ``weights`` precision), else the Hugging Face adapter (float32 or bfloat16 only).
+    With the ``tokenizer``, int8 weights are calibrated on the shipped calibration text (``Llama.smooth``)."""
     from .tasks.hf import HFCausalLM, is_native_llama
-    from .tasks.llama import Llama, NativeLM
+    from .tasks.llama import Llama, NativeLM, calibration_ids
 
     if heads is None:
         heads = make_heads(model.config.hidden_size, HeadsConfig(num_heads=1))
     if is_native_llama(model):
         dtype = torch.bfloat16 if weights == "bfloat16" else torch.float32  # quantized: float32 activations
-        return NativeLM(Llama.from_hf(model).with_weights(weights), heads.to(dtype), proposal_vocab=proposal_vocab)
+        calibration = calibration_ids(tokenizer) if weights == "int8" and tokenizer is not None else None
+        base = Llama.from_hf(model).with_weights(weights, calibration)
+        return NativeLM(base, heads.to(dtype), proposal_vocab=proposal_vocab)
     if weights not in ("float32", "bfloat16"):
         raise ValueError(f"{type(model).__name__} runs through the Hugging Face adapter, which has no {weights} "
                          f"weights: use float32 or bfloat16 (quantized weights need a Llama-family model)")
@@ -78,7 +81,7 @@ class LM:
         if self.heads_path is not None:
             loaded, vocab = heads_io.load_heads(self.heads_path)
             check_heads(loaded, model, self.heads_path)
-        self.model = decoding_model(model, loaded, vocab, weights)
+        self.model = decoding_model(model, loaded, vocab, weights, tokenizer)
         config = getattr(model, "generation_config", None)
         eos = getattr(config, "eos_token_id", None)
         if tokenizer is not None and tokenizer.eos_token_id is not None:

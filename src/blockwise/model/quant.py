@@ -3,13 +3,16 @@
 Why: decoding one token streams every weight of the model once; in float32 SmolLM2's matrices are ~540 MB, in int8
 ~135 MB, in int4 ~70 MB.
 
-- **int8** (one scale per output channel) runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it
-  rounds the input rows to 7-bit integers (7, not 8: AVX2's 8-bit multiply-add saturates 16-bit pair sums) and sums
-  integer products exactly, which is ~2x faster per token than MKL's float32 on an AVX2 CPU and costs little more for
-  4 rows than for 1 (recipes/core/probes/quant_gemm.py). FBGEMM takes one input scale for all rows fed together; a
-  row's rounding would then depend on its neighbours, so each row is first divided by its own largest magnitude and two
-  fixed inputs -1 and +1 (whose weights are zero) pin the range: every row is rounded on its own grid, in steps of
-  1/63.5 of its peak, and its result has the same bits alone, in a verified block or in a batch.
+- **int8** runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it rounds the input rows to 8-bit
+  integers and sums integer products exactly, ~2x faster per token than MKL's float32 on an AVX2 CPU and little dearer
+  for 4 rows than for 1 (recipes/core/probes/quant_gemm.py). The weights take 127 levels per output channel (-63..63,
+  one scale each): AVX2 multiplies 8-bit pairs into 16-bit sums, which 8-bit inputs times 7-bit weights never overflow
+  (2 * 255 * 63 < 2^15), where full 8-bit weights would saturate. FBGEMM takes one input scale for all rows fed
+  together; a row's rounding would then depend on its neighbours, so each row is first divided by its own largest
+  magnitude and two fixed inputs -1 and +1 (whose weights are zero) pin the range: every row is rounded on its own
+  grid, in 255 steps between minus and plus its peak, and its result has the same bits alone, in a verified block or
+  in a batch. Rows with outlier channels lose the most; ``tasks.llama.Llama.smooth`` moves that difficulty into the
+  weights before quantizing.
 - **int4** (groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1) runs on
   ``aten._weight_int4pack_mm_for_cpu``, weight-only: the input rows are rounded to bfloat16 (the kernel's only fast
   input; float32 takes a scalar path ~20x slower) and the product is float. Each output row comes from its own input
@@ -33,11 +36,12 @@ from torch import Tensor
 
 WEIGHTS = ("float32", "bfloat16", "int8", "int4")  # the weight precisions a native model can decode with
 BITS = {"int8": 8, "int4": 4}
+INT8_LEVEL = 63  # int8 weights take the levels -63..63 (see above: no 16-bit saturation with 8-bit inputs)
 GROUP = 32  # int4 group size along the input dimension (llama.cpp's Q4_0/Q4_1 blocks are 32 wide)
 
 
 class QuantizedMatrix:
-    """A matrix (out, in) in int8 (per output channel, symmetric, float32 scales) or int4 (per group of ``group``
+    """A matrix (out, in) in int8 (127 levels per output channel, symmetric, float32 scales) or int4 (per group of ``group``
     inputs, a scale and a zero, asymmetric, bfloat16 scales); ``self(x)`` is ``x @ wᵀ`` for rows x (..., in) of any
     float dtype, x rounded as the kernel rounds it (``rows``). ``dequantize()`` is the float matrix it multiplies by."""
 
@@ -51,8 +55,8 @@ class QuantizedMatrix:
             problem = int8_problem()
             if problem:
                 raise ValueError(problem)
-            scale = (w.abs().amax(1) / 127).clamp_min(1e-12)  # (out,)
-            self.q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+            scale = (w.abs().amax(1) / INT8_LEVEL).clamp_min(1e-12)  # (out,)
+            self.q = torch.round(w / scale[:, None]).clamp(-INT8_LEVEL, INT8_LEVEL).to(torch.int8).contiguous()
             self.scales = scale
             # FBGEMM's packed copy, with two zero columns for the inputs that pin the range of every row at [-1, 1]
             padded = torch.cat([self.q, self.q.new_zeros(out, 2)], 1)
@@ -81,14 +85,14 @@ class QuantizedMatrix:
         rows = x.reshape(-1, x.shape[-1])
         if self.bits == 8:
             pinned, peak = _pinned(rows)
-            y = torch.ops.quantized.linear_dynamic(pinned, self.packed, True) * peak  # True: 7-bit inputs
+            y = torch.ops.quantized.linear_dynamic(pinned, self.packed, False) * peak  # False: 8-bit inputs
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, self.group,
                                                            self.scales)
         return y.to(x.dtype).view(*x.shape[:-1], self.shape[0])
 
     def rows(self, x: Tensor) -> Tensor:
-        """The input rows (..., in) as the kernel multiplies them, in float32: int8 rounds each row to 7-bit levels
+        """The input rows (..., in) as the kernel multiplies them, in float32: int8 rounds each row to 255 levels
         between minus and plus its peak magnitude (the quantization PyTorch's dynamic int8 kernels apply, on the pinned
         range); int4 rounds to bfloat16."""
         if self.bits == 4:
@@ -96,7 +100,7 @@ class QuantizedMatrix:
         pinned, peak = _pinned(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            levels = torch.quantize_per_tensor_dynamic(pinned, torch.quint8, True).dequantize()
+            levels = torch.quantize_per_tensor_dynamic(pinned, torch.quint8, False).dequantize()
         return levels[..., :-2] * peak
 
     def dequantize(self) -> Tensor:
