@@ -223,6 +223,21 @@ def test_quantized_transformer_blockwise_and_trees_equal_its_greedy(weights, kin
     assert blockwise(model, prefixes, 24, eos_id=1, sources=sources, tree=DynamicTree(8, 3, top=3)).tokens == ref
 
 
+def test_smoothing_keeps_the_function_with_grouped_heads(hf192):
+    """With grouped heads (3 query heads share each key-value head) the attention output's channels sharing a value
+    channel share its factor: the smoothed float model still computes the same logits."""
+    from blockwise.tasks.llama import Llama
+
+    tokens = torch.tensor([LLAMA_PROMPTS[2] + LLAMA_PROMPTS[0]])
+    with torch.no_grad():
+        reference = Llama.from_hf(hf192).cast(torch.float32, packed=False)
+        smoothed = Llama.from_hf(hf192).cast(torch.float32, packed=False).smooth(torch.tensor([LLAMA_PROMPTS[1]]))
+        assert not torch.equal(smoothed.layers[0].attn_norm, reference.layers[0].attn_norm)
+        assert not torch.equal(smoothed.layers[0].w_out, reference.layers[0].w_out)
+        torch.testing.assert_close(smoothed.lm_head(smoothed(tokens)), reference.lm_head(reference(tokens)),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_smoothing_keeps_the_function_and_rescues_int8_from_outlier_channels(hf64):
     """``Llama.smooth`` moves outlier input channels into the weights: the float model computes the same logits (to
     float rounding), and its int8 model is much closer to float than the int8 model of the unsmoothed one. The outlier

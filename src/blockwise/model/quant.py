@@ -4,8 +4,9 @@ Why: decoding one token streams every weight of the model once; in float32 SmolL
 ~135 MB, in int4 ~70 MB.
 
 - **int8** runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it rounds the input rows to 8-bit
-  integers and sums integer products exactly, ~2x faster per token than MKL's float32 on an AVX2 CPU and little dearer
-  for 4 rows than for 1 (recipes/core/probes/quant_gemm.py). The weights take 127 levels per output channel (-63..63,
+  integers and sums integer products exactly. On an AVX2 CPU, SmolLM2's 120 layer matrices cost ~19 ms for one row
+  in FBGEMM against ~36 ms in MKL's float32, but the per-row wrapper below brings that to ~32 ms; 4 rows 51 ms against
+  83 (recipes/core/probes/quant_gemm.py, results/core/quant_gemm_avx2.json): the gain is in verifying blocks. The weights take 127 levels per output channel (-63..63,
   one scale each): AVX2 multiplies 8-bit pairs into 16-bit sums, which 8-bit inputs times 7-bit weights never overflow
   (2 * 255 * 63 < 2^15), where full 8-bit weights would saturate. FBGEMM takes one input scale for all rows fed
   together; a row's rounding would then depend on its neighbours, so each row is first divided by its own largest
