@@ -133,7 +133,8 @@ def main(argv=None) -> None:
     prompts = prompts[:args.prompts]
     weights = args.weights.split(",")
     calibration = calibration_ids(tokenizer)  # int8: smoothed on the shipped calibration text, as `generate` does
-    models = {w: NativeLM(Llama.from_hf(hf).with_weights(w, calibration), heads, proposal_vocab=vocab) for w in weights}
+    models = {w: NativeLM(Llama.from_hf(hf).with_weights(w, calibration), heads, proposal_vocab=vocab)
+              for w in weights}
     windows = held_out_ids(tokenizer, args.ppl_windows)
     quality = {w: {"perplexity": perplexity(m.base, windows)} for w, m in models.items()}
     print("perplexity on held-out text:", {w: round(q["perplexity"], 3) for w, q in quality.items()}, flush=True)

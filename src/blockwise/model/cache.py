@@ -32,7 +32,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
-        self._where: tuple[Tensor, int | None, int] | None = None  # ``write``'s reading of a call's slots, kept for its layers
+        self._where: tuple[Tensor, int | None, int] | None = None  # ``write``'s reading of a call's slots
         self.invariant = batch_invariant(dtype) if invariant is None else invariant
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None

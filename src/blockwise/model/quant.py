@@ -6,14 +6,14 @@ Why: decoding one token streams every weight of the model once; in float32 SmolL
 - **int8** runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it rounds the input rows to 8-bit
   integers and sums integer products exactly. On an AVX2 CPU, SmolLM2's 120 layer matrices cost ~19 ms for one row
   in FBGEMM against ~36 ms in MKL's float32, but the per-row wrapper below brings that to ~32 ms; 4 rows 51 ms against
-  83 (recipes/core/probes/quant_gemm.py, results/core/quant_gemm_avx2.json): the gain is in verifying blocks. The weights take 127 levels per output channel (-63..63,
-  one scale each): AVX2 multiplies 8-bit pairs into 16-bit sums, which 8-bit inputs times 7-bit weights never overflow
-  (2 * 255 * 63 < 2^15), where full 8-bit weights would saturate. FBGEMM takes one input scale for all rows fed
-  together; a row's rounding would then depend on its neighbours, so each row is first divided by its own largest
-  magnitude and two fixed inputs -1 and +1 (whose weights are zero) pin the range: every row is rounded on its own
-  grid, in 255 steps between minus and plus its peak, and its result has the same bits alone, in a verified block or
-  in a batch. Rows with outlier channels lose the most; ``tasks.llama.Llama.smooth`` moves that difficulty into the
-  weights before quantizing.
+  83 (recipes/core/probes/quant_gemm.py, results/core/quant_gemm_avx2.json): the gain is in verifying blocks. The
+  weights take 127 levels per output channel (-63..63, one scale each): AVX2 multiplies 8-bit pairs into 16-bit sums,
+  which 8-bit inputs times 7-bit weights never overflow (2 * 255 * 63 < 2^15), where full 8-bit weights would
+  saturate. FBGEMM takes one input scale for all rows fed together; a row's rounding would then depend on its
+  neighbours, so each row is first divided by its own largest magnitude and two fixed inputs -1 and +1 (whose weights
+  are zero) pin the range: every row is rounded on its own grid, in 255 steps between minus and plus its peak, and its
+  result has the same bits alone, in a verified block or in a batch. Rows with outlier channels lose the most;
+  ``tasks.llama.Llama.smooth`` moves that difficulty into the weights before quantizing.
 - **int4** (groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1) runs on
   ``aten._weight_int4pack_mm_for_cpu``, weight-only: the input rows are rounded to bfloat16 (the kernel's only fast
   input; float32 takes a scalar path ~20x slower) and the product is float. Each output row comes from its own input
@@ -42,9 +42,10 @@ GROUP = 32  # int4 group size along the input dimension (llama.cpp's Q4_0/Q4_1 b
 
 
 class QuantizedMatrix:
-    """A matrix (out, in) in int8 (127 levels per output channel, symmetric, float32 scales) or int4 (per group of ``group``
-    inputs, a scale and a zero, asymmetric, bfloat16 scales); ``self(x)`` is ``x @ wᵀ`` for rows x (..., in) of any
-    float dtype, x rounded as the kernel rounds it (``rows``). ``dequantize()`` is the float matrix it multiplies by."""
+    """A matrix (out, in) in int8 (127 levels per output channel, symmetric, float32 scales) or int4 (per group of
+    ``group`` inputs, a scale and a zero, asymmetric, bfloat16 scales); ``self(x)`` is ``x @ wᵀ`` for rows x (..., in)
+    of any float dtype, x rounded as the kernel rounds it (``rows``). ``dequantize()`` is the float matrix it multiplies
+    by."""
 
     def __init__(self, w: Tensor, bits: int, group: int = GROUP) -> None:
         if bits not in (4, 8):
