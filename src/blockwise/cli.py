@@ -92,9 +92,10 @@ def chosen_ks(stats, tree=None) -> str:
     return text if tree is None else text.replace("k=", "nodes=")
 
 
-WEIGHTS_HELP = ("int8 / int4: the layers' matrices weight-only quantized (int8 per output channel; int4 in groups of "
-                "32 inputs with a scale and a zero, as llama.cpp's Q4_1), activations float32: a slightly different "
-                "model whose own greedy output blockwise decoding gives exactly")
+WEIGHTS_HELP = ("int8 / int4: the matrices quantized (int8: per output channel, each product's input rows rounded to "
+                "8 bits, Llama models SmoothQuant-calibrated first; int4: weight-only, in groups of 32 inputs "
+                "with a scale and a zero, as llama.cpp's Q4_1), the rest float32: a slightly different model whose own "
+                "greedy output blockwise decoding gives exactly")
 
 
 def add_weights(parser: argparse.ArgumentParser, default: str, help: str) -> None:
