@@ -71,7 +71,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     float32 (a session over quantized weights): the CPU's float32 kernels sum in another order for other numbers of
     queries, so attention runs in float64 (an exact product of two float32 numbers; sums whose order changes only bits
     far below float32's, masked holes included) with PyTorch's fused kernel, and is rounded back to float32: one call
-    instead of the ~25 small operations below, ~3x faster (a Llama session keeps its cache in float64 for it).
+    instead of the ~25 small operations below, ~3x faster (such a session's ``KVCache`` is float64 for it).
     """
     if q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,

@@ -296,13 +296,10 @@ class Llama(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
-        # a session over quantized weights is batch-invariant too: their kernels already are, attention is made so (in
-        # float64, hence a float64 cache: no conversion of the whole span at every layer)
+        # a session over quantized weights is batch-invariant too: their kernels already are, attention is made so
         p = self.embed.weight
-        quantized = self.weights in BITS
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_kv_heads, capacity, self.cfg.head_dim,
-                       dtype=torch.float64 if quantized else p.dtype, device=p.device,
-                       invariant=batch_invariant(p.dtype) or quantized)
+                       dtype=p.dtype, device=p.device, invariant=batch_invariant(p.dtype) or self.weights in BITS)
 
     @classmethod
     def from_hf(cls, hf_model) -> "Llama":
