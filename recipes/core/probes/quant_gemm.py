@@ -28,6 +28,7 @@ def main(out: str | None, threads: int = 1, repeats: int = 7) -> None:
     weights = [[torch.randn(o, i) * 0.05 for (o, i) in SHAPES] for _ in range(L)]
     int8 = [[QuantizedMatrix(w, 8) for w in ws] for ws in weights]
     int4 = [[QuantizedMatrix(w, 4) for w in ws] for ws in weights]
+    levels = [[(q.q.contiguous(), q.scales) for q in qs] for qs in int8]  # the same int8 levels, for ATen's kernel
     kernels = {
         "float32 MKL": ([[w.t().contiguous() for w in ws] for ws in weights], lambda x, w: x @ w, torch.float32),
         "float32 oneDNN packed": ([[torch.ops.mkldnn._reorder_linear_weight(w, 8) for w in ws] for ws in weights],
@@ -36,10 +37,10 @@ def main(out: str | None, threads: int = 1, repeats: int = 7) -> None:
         "bfloat16 linear": ([[w.bfloat16() for w in ws] for ws in weights], torch.nn.functional.linear, torch.bfloat16),
         "int8 (ours: FBGEMM)": (int8, lambda x, q: q(x), torch.float32),
         "int8 weight-only, bf16 rows": (
-            int8, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q.q, q.scales.bfloat16()), torch.bfloat16),
+            levels, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q[0], q[1].bfloat16()), torch.bfloat16),
         "int4 (ours), bf16 rows": (int4, lambda x, q: q(x), torch.bfloat16),
-        "int8 weight-only, fp32 rows": (int8, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q.q, q.scales.float()),
-                               torch.float32),
+        "int8 weight-only, fp32 rows": (levels, lambda x, q: torch.ops.aten._weight_int8pack_mm(x, q[0], q[1]),
+                                        torch.float32),
         "int4, float32 rows": (int4, lambda x, q: torch.ops.aten._weight_int4pack_mm_for_cpu(
             x, q.packed, q.group, q.scales.float()), torch.float32),
     }

@@ -58,10 +58,11 @@ class QuantizedMatrix:
             if problem:
                 raise ValueError(problem)
             scale = (w.abs().amax(1) / INT8_LEVEL).clamp_min(1e-12)  # (out,)
-            self.q = torch.round(w / scale[:, None]).clamp(-INT8_LEVEL, INT8_LEVEL).to(torch.int8).contiguous()
+            q = torch.round(w / scale[:, None]).clamp(-INT8_LEVEL, INT8_LEVEL).to(torch.int8)
             self.scales = scale
-            # FBGEMM's packed copy, with two zero columns for the inputs that pin the range of every row at [-1, 1]
-            padded = torch.cat([self.q, self.q.new_zeros(out, 2)], 1)
+            # FBGEMM's packed copy (the only one kept: ``q`` reads it back), with two zero columns for the inputs that
+            # pin the range of every row at [-1, 1]
+            padded = torch.cat([q, q.new_zeros(out, 2)], 1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PyTorch marks quantized tensors deprecated
                 zeros = torch.zeros(out, dtype=torch.long)
@@ -79,9 +80,19 @@ class QuantizedMatrix:
         q = q.clamp(0, 15).to(torch.int32).view(out, inp)
         # two levels per byte (even inputs low, odd high) for dequantize(); the kernel reads its own packed copy, whose
         # layout depends on the CPU's vector width
-        self.q = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
+        self.levels = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
         self.scales = torch.stack([scale, zero], -1).transpose(0, 1).contiguous()  # (in/group, out, 2)
+
+    @property
+    def q(self) -> Tensor:
+        """The levels: int8 (out, in) for int8 (unpacked from FBGEMM's copy); for int4 uint8 (out, in/2), two per byte
+        (even inputs low, odd high)."""
+        if self.bits == 4:
+            return self.levels
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()[:, :-2]
 
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
@@ -111,7 +122,7 @@ class QuantizedMatrix:
             return self.q.float() * self.scales[:, None]
         out, inp = self.shape
         scale, zero = self.scales.float().transpose(0, 1).unbind(-1)  # (out, in/group) each
-        q = torch.stack([self.q & 15, self.q >> 4], -1).float().view(out, inp // self.group, self.group)
+        q = torch.stack([self.levels & 15, self.levels >> 4], -1).float().view(out, inp // self.group, self.group)
         return ((q - 8) * scale[..., None] + zero[..., None]).view(out, inp)
 
 
