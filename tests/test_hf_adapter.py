@@ -303,6 +303,25 @@ def test_packed_float32_products_decode_as_the_model(hf_model):
     for i in range(6):
         assert torch.equal(packed_mm(x[i:i + 1], packed), block[i:i + 1])
         assert torch.equal(packed_mm(x[i:i + 2], packed), block[i:i + 2])
+        assert torch.equal(packed_mm(x[i:i + 2], packed, [0, 1, 5, 3]), block[i:i + 2])  # padded to 5 rows
+
+
+def test_packed_rows_run_as_the_cheapest_measured_count(hf_model):
+    """``row_plan`` pads m rows to a larger count only where that was measured cheaper by a clear margin; the native
+    Llama measures its plan on its own packed matrices, and decoding with any plan keeps the model's output."""
+    from blockwise.model.invariant import row_plan
+
+    times = {2: 50.0, 3: 37.4, 4: 37.0, 5: 34.0, 6: 35.2, 7: 46.2, 8: 47.0}  # measured on an AVX-512 EPYC, 1 thread
+    assert row_plan(times) == [0, 1, 5, 3, 4, 5, 6, 7, 8]  # 3 -> 5 would save 9%: not worth a padded row
+    assert row_plan({m: 10.0 * m for m in range(2, 9)}) == list(range(9))
+    native = Llama.from_hf(hf_model).cast(torch.float32)
+    plan = native.row_plan()
+    assert len(plan) == 9 and all(plan[m] >= m for m in range(9))
+    lm = NativeLM(native, make_heads("paper", 3))
+    ref = greedy(lm, PROMPTS, 24, eos_id=EOS).tokens
+    native.row_plans[torch.get_num_threads()] = [0, 1, 7, 7, 7, 8, 8, 8, 8]  # every block and batch padded
+    assert blockwise(lm, PROMPTS, 24, k=3, eos_id=EOS).tokens == ref
+    assert greedy(lm, PROMPTS, 24, eos_id=EOS).tokens == ref
 
 
 @pytest.mark.parametrize("adapter", ["hf", "native"])

@@ -1,6 +1,6 @@
 """Probe (issue 16): simulate k = auto on measured cost tables, to tune the policy without timing anything.
 
-Reads the cost tables k = auto measured on this machine (``costs.json`` in ``blockwise.decoding.policy.cache_dir()``,
+Reads the cost tables k = auto measured on this machine (``costs.json`` in ``blockwise.diskcache.cache_dir()``,
 or --costs), picks the entries whose key contains --match, and runs ``Policy`` against rows whose proposal i is
 accepted with probability a_i once proposals 2..i-1 were (--accept, a_2,a_3,..., the last repeated). Prints the
 policy's tokens per second relative to greedy's (greedy = 1 token per c(B, 1)) and what it chose, per batch size,
@@ -17,7 +17,8 @@ import collections
 import json
 import random
 
-from blockwise.decoding.policy import Costs, Policy, cache_dir
+from blockwise.decoding.policy import Costs, Policy
+from blockwise.diskcache import cache_dir
 
 
 def simulate(table: dict[int, dict[int, float]], accept: list[float], batch: int, tokens: int, seed: int,

@@ -22,7 +22,7 @@ nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_b
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
 
-Costs are cached on disk (``cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
+Costs are cached on disk (``diskcache.cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
 depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
 whether the decoder samples (``sampling_key``), and the context the calls attend over (measured halfway through the
 decode; keyed rounded up to 64, 256, 1024, ...).
@@ -31,26 +31,18 @@ decode; keyed rounded up to 64, 256, 1024, ...).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from .. import diskcache
 from .interface import DecodingModel
 
 DEFAULT_PRIOR = 0.5  # a_i when the heads say nothing: k = 2 is tried where a 2-token call costs < 1.5 greedy steps
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("BLOCKWISE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
-        "blockwise"
-    return Path(root)
 
 
 def prior_from_expected(expected: Sequence[float]) -> list[float]:
@@ -135,26 +127,12 @@ class Costs:
             self.at(b)
 
     def _save(self) -> None:
-        if self.key is None:
-            return
-        path = cache_dir() / "costs.json"
-        try:
-            data = json.loads(path.read_text()) if path.exists() else {}
-        except ValueError:
-            data = {}
-        data[self.key] = self.table
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(path)
+        if self.key is not None:
+            diskcache.write("costs.json", self.key, self.table)
 
     @staticmethod
     def cached(key: str) -> dict[int, dict[int, float]]:
-        path = cache_dir() / "costs.json"
-        try:
-            return json.loads(path.read_text()).get(key, {}) if path.exists() else {}
-        except ValueError:
-            return {}
+        return diskcache.read("costs.json", key, {})
 
 
 def probe_interval(ms: dict[int, float], probe: int, probe_every: int, budget: float) -> int:
@@ -182,15 +160,17 @@ class Policy:
 
     def best(self, batch: int) -> int:
         """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among 1..k_max but
-        at most one deeper than the deepest depth observed lately: a block grows a depth at a time, so an estimate
-        that rests on the prior alone is tried at the cost of one extra token, never of k_max - 1."""
+        at most one deeper than the deepest depth observed lately, or deeper still where that costs no more: a block
+        grows a depth at a time, so an estimate that rests on the prior alone is tried at the cost of one extra token,
+        never of k_max - 1 (measured costs need not grow with k: a kernel's blocking can make 3 rows cheaper than 2)."""
         ms = self.costs.at(batch)
         expected = self.estimate.expected()
         deepest = 1  # depths 2..deepest all observed lately
         while deepest - 1 < len(self.estimate.reached) and self.estimate.reached[deepest - 1] >= 0.5:
             deepest += 1
         top = min(self.k_max, deepest + 1)
-        rates = {k: expected[k - 1] / ms[k] for k in range(1, top + 1) if k in ms}
+        allowed = [k for k in range(1, self.k_max + 1) if k in ms and (k <= top or ms[k] <= ms.get(top, 0.0))]
+        rates = {k: expected[k - 1] / ms[k] for k in allowed}
         rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
@@ -295,10 +275,7 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
         weights = getattr(model, "weights", None)  # quantized weights (model.quant) cost differently from float ones
         if weights is not None:
             parts.append(f"weights={weights}")
-    parts += [f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
-              f"cpu={torch.backends.cpu.get_cpu_capability()}",
-              f"isa={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}",
-              f"context={context_bucket(context)}"]
+    parts += [diskcache.machine(), f"context={context_bucket(context)}"]
     return "|".join(parts)
 
 

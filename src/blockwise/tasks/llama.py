@@ -11,6 +11,7 @@ batch of one or of eight (``model/invariant.py``), so blockwise decoding stays t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import diskcache
 from ..config import HeadsConfig
 from ..model import invariant as inv
 from ..model.cache import KVCache
 from ..model.heads import Heads, make_heads
-from ..model.invariant import batch_invariant, mm, pack, packed_mm
+from ..model.invariant import batch_invariant, measure_rows, mm, pack, packed_mm, row_plan
 from ..model.quant import BITS, QuantizedMatrix, check_weights
 from ..model.session import CachedSession
 
@@ -102,23 +104,24 @@ class Block(nn.Module):
         self.packed: dict[str, Tensor] = {}  # float32: oneDNN-packed copies of the four matrices (``Llama.cast``)
         self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.with_weights``)
 
-    def product(self, x: Tensor, name: str, invariant: bool) -> Tensor:
+    def product(self, x: Tensor, name: str, invariant: bool, plan: list[int] | None = None) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
-        oneDNN kernel where there is one; a lone row through MKL's one-row kernel, which is faster for it (measured on
-        SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4 tokens: 140 vs 80 ms)."""
+        oneDNN kernel where there is one (as many rows as ``plan`` says: ``Llama.row_plan``); a lone row through MKL's
+        one-row kernel, which is faster for it (measured on SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4
+        tokens: 140 vs 80 ms)."""
         if self.quantized:
             return self.quantized[name](x)  # int8/int4 weights: each row's bits its own (model/quant.py)
         if name in self.packed and x.dtype == torch.float32 and x.numel() > x.shape[-1]:
-            return packed_mm(x, self.packed[name])
+            return packed_mm(x, self.packed[name], plan)
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int,
-                slots: Tensor, mask: Tensor | None, invariant: bool = False) -> Tensor:
+                slots: Tensor, mask: Tensor | None, invariant: bool = False, plan: list[int] | None = None) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
         H, Hkv, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        qk, v = self.product(h, "w_qkv", invariant).split([(H + Hkv) * Dh, Hkv * Dh], -1)
+        qk, v = self.product(h, "w_qkv", invariant, plan).split([(H + Hkv) * Dh, Hkv * Dh], -1)
         qk = rotate(qk.view(B, T, H + Hkv, Dh).transpose(1, 2), cos, sin)  # queries and keys rotated at once
         q, k = qk[:, :H], qk[:, H:]  # (B, H, T, Dh), (B, Hkv, T, Dh)
         v = v.view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
@@ -132,9 +135,9 @@ class Block(nn.Module):
             y = inv.attend(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=gqa)
-        x = x + self.product(y.transpose(1, 2).reshape(B, T, -1), "w_out", invariant)
-        gate, up = self.product(rms_norm(x, self.mlp_norm, cfg.rms_eps), "w_gate_up", invariant).chunk(2, dim=-1)
-        return x + self.product(F.silu(gate) * up, "w_down", invariant)
+        x = x + self.product(y.transpose(1, 2).reshape(B, T, -1), "w_out", invariant, plan)
+        gate, up = self.product(rms_norm(x, self.mlp_norm, cfg.rms_eps), "w_gate_up", invariant, plan).chunk(2, -1)
+        return x + self.product(F.silu(gate) * up, "w_down", invariant, plan)
 
 
 class Llama(nn.Module):
@@ -150,6 +153,7 @@ class Llama(nn.Module):
         self.w_lm_head = nn.Parameter(torch.zeros(cfg.d_model, cfg.vocab_size))
         self.out_in = False  # the matrices' layout, set by ``cast``: (out, in) for bfloat16, else (in, out)
         self.packed_head: Tensor | None = None  # float32: oneDNN-packed output projection (``cast``)
+        self.row_plans: dict[int, list[int]] = {}  # thread count -> ``row_plan`` of the packed products
         self.weights = "float32"  # the weights' precision: one of model.quant.WEIGHTS (``with_weights``)
         self.quantized_head: QuantizedMatrix | None = None  # int8 output projection of a quantized model
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
@@ -158,6 +162,26 @@ class Llama(nn.Module):
 
     def rotary(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         return rotary(positions, self.inv_freq, dtype)
+
+    def row_plan(self) -> list[int] | None:
+        """How many rows the packed float32 products run m rows of a decoding call as (``invariant.row_plan``): measured
+        once per machine and thread count on this model's own matrices (~1 s; cached on disk), None where nothing is
+        packed. Row results do not depend on the padding, so this moves time only."""
+        if self.packed_head is None:
+            return None
+        threads = torch.get_num_threads()
+        if threads not in self.row_plans:
+            weights = [(layer.packed[name], getattr(layer, name).shape[0]) for layer in self.layers
+                       for name in MATRICES if name in layer.packed] + [(self.packed_head, self.cfg.d_model)]
+            shapes = hashlib.sha1(repr([tuple(getattr(layer, n).shape) for layer in self.layers for n in MATRICES]
+                                       + [tuple(self.w_lm_head.shape)]).encode()).hexdigest()[:10]
+            key = f"rows|{diskcache.machine()}|shapes={shapes}"
+            times = diskcache.read("rows.json", key)
+            if times is None:
+                times = measure_rows(weights)
+                diskcache.write("rows.json", key, times)
+            self.row_plans[threads] = row_plan({int(m): float(ms) for m, ms in times.items()})
+        return self.row_plans[threads]
 
     def cast(self, dtype: torch.dtype, packed: bool = True) -> "Llama":
         """This model in ``dtype`` (in place), its matrices laid out as that dtype's CPU kernels run fastest:
@@ -183,6 +207,7 @@ class Llama(nn.Module):
                             layer.packed[name] = weight
             # the output projection too: the largest matrix, scored at every position of a verified block
             self.packed_head = pack(self.w_lm_head.detach(), False) if packed and dtype == torch.float32 else None
+            self.row_plans = {}  # measured again for the new weights
         self.out_in = out_in
         self.weights = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
         return self
@@ -224,9 +249,9 @@ class Llama(nn.Module):
             raise ValueError("smooth a float32 model (Llama.cast(torch.float32)) before quantizing it")
         peaks: dict[tuple[int, str], Tensor] = {}
         for i, layer in enumerate(self.layers):  # record each product's input, per channel
-            def record(x: Tensor, name: str, invariant: bool, layer: Block = layer, i: int = i) -> Tensor:
+            def record(x: Tensor, name: str, invariant: bool, plan=None, layer: Block = layer, i: int = i) -> Tensor:
                 peaks[i, name] = x.reshape(-1, x.shape[-1]).abs().amax(0)
-                return Block.product(layer, x, name, invariant)
+                return Block.product(layer, x, name, invariant, plan)
             layer.product = record
         try:
             self(calibration)
@@ -262,7 +287,7 @@ class Llama(nn.Module):
         if self.quantized_head is not None:
             return self.quantized_head(hidden)
         if self.packed_head is not None and hidden.dtype == torch.float32 and hidden.numel() > hidden.shape[-1]:
-            return packed_mm(hidden, self.packed_head)  # several rows: see Block.product
+            return packed_mm(hidden, self.packed_head, self.row_plan())  # several rows: see Block.product
         if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
             return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
@@ -287,8 +312,9 @@ class Llama(nn.Module):
                 mask = None  # every row's single query sees the whole span
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
+        plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, slots, mask, invariant)
+            x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan)
         if cache is not None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.cfg.rms_eps)
