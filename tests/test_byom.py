@@ -180,6 +180,10 @@ def test_the_api_and_heads_made_for_another_model(folder, tmp_path):
     assert text == blockwise.lm.load(str(folder)).generate("Tell me about the cost of software.", 24, k=1)
     rows = lm.generate(["Tell me about copying.", "What are patents?"], 12, k="auto")
     assert len(rows) == 2 and all(isinstance(r, str) for r in rows)
+    from blockwise.decoding import DynamicTree
+
+    for k in (None, "auto"):  # a fixed tree, and its node budget chosen per step
+        assert lm.generate("Tell me about the cost of software.", 24, k=k, tree=DynamicTree(6, 2)) == text
 
     other = transformers.LlamaForCausalLM.from_pretrained(folder)
     with torch.no_grad():

@@ -104,11 +104,12 @@ class LM:
         return chat_ids(self.tokenizer, prompt) if chat else self.tokenizer.encode(prompt)
 
     def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 128,
-                 k: int | str = "auto", chat: bool | None = None, tree=None, temperature: float = 0.0,
+                 k: int | str | None = "auto", chat: bool | None = None, tree=None, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int = 0):
         """Blockwise decoding of one prompt (returns a string) or a batch (a list): text, or token id lists (returns
         token id lists). ``k``: block size, 1..num_heads, or "auto" (chosen per step from this machine's measured
-        costs). ``temperature`` > 0 samples (speculative sampling: the distribution of plain sampling). Statistics of
+        costs). ``tree``: verify a candidate tree per call (``decoding.DynamicTree`` or ``StaticTree``), its node
+        budget chosen per step with k = "auto", fixed with k = None. ``temperature`` > 0 samples (speculative sampling: the distribution of plain sampling). Statistics of
         the run in ``self.stats``."""
         from .decoding import Sampling, blockwise
 
@@ -119,7 +120,7 @@ class LM:
         as_text = isinstance(batch[0], str)
         ids = [self.ids(p, chat) if as_text else list(p) for p in batch]
         sampling = Sampling(temperature, top_k, top_p, seed) if temperature > 0 else None
-        if k != "auto" and k > self.num_heads:
+        if tree is None and k != "auto" and k > self.num_heads:
             raise ValueError(f"k={k} is more than the {self.num_heads} heads (p1..p{self.num_heads})")
         out = blockwise(self.model, ids, max_new_tokens, k=k, eos_id=self.eos_id, tree=tree, sampling=sampling)
         self.stats = out.stats
