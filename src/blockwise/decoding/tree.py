@@ -221,7 +221,7 @@ class DynamicTree(TreeShape):
         states, count = hidden[:, None, :], 1
         toks, cum = root, scores[0]  # (B, F): the frontier's tokens and cumulative log-probabilities
         spine = [torch.zeros(B, dtype=torch.long, device=dev)]  # candidate ids of the chain of best tokens
-        for d in range(1, self.depth + 1):
+        for d in range(1, min(self.depth, self.nodes - 1) + 1):  # a tree of N nodes is at most N - 1 deep
             F_ = frontier.shape[1]
             state, logits = session.draft(hidden[:, None, :], states, toks, d + 1)  # (B, F or 1, D), (B, F or 1, V)
             state, logits = state.expand(B, F_, -1), logits.expand(B, F_, -1)  # heads that ignore the parent: 1
@@ -258,7 +258,8 @@ class DynamicTree(TreeShape):
     @property
     def candidates(self) -> int:
         """Nodes a step drafts before keeping the best ``nodes``: the largest useful budget."""
-        return 1 + sum(self.top * min(self.top, self.top ** (d - 1)) for d in range(1, self.depth + 1))
+        depth = min(self.depth, self.nodes - 1)
+        return 1 + sum(self.top * min(self.top, self.top ** (d - 1)) for d in range(1, depth + 1))
 
     def describe(self) -> str:
         return f"dynamic tree, {self.nodes} nodes, depth {self.depth}, top {self.top}" + (", spine" if self.spine else "")

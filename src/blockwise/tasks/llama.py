@@ -382,6 +382,9 @@ class NativeLM(nn.Module):
         self.w_proposal = None if rows is None else (rows.t() if base.out_in else rows).contiguous()
         # quantized weights: the proposals' projection too (proposals need not be exact, only cheap)
         self.q_proposal = QuantizedMatrix(rows.t(), 8) if rows is not None and base.weights in BITS else None
+        # float32 with packed layers: a packed copy too, for the several rows of a tree's frontier (``Block.product``)
+        self.packed_proposal = pack(self.w_proposal, base.out_in) \
+            if rows is not None and base.packed_head is not None else None
 
     @property
     def num_heads(self) -> int:
@@ -415,6 +418,8 @@ class NativeLM(nn.Module):
             return self.scores(states, invariant)
         if self.q_proposal is not None:
             rest = self.q_proposal(states).float()
+        elif self.packed_proposal is not None and states.dtype == torch.float32 and states.numel() > states.shape[-1]:
+            rest = packed_mm(states, self.packed_proposal, self.base.row_plan())
         else:
             rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
         full = rest.new_full(rest.shape[:-1] + (self.base.w_lm_head.shape[1],), float("-inf"))
