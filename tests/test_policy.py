@@ -59,17 +59,6 @@ def test_blocks_grow_a_depth_at_a_time():
     assert sizes == [2, 3, 4, 5, 6, 6]
 
 
-def test_a_deeper_block_that_costs_no_more_is_not_held_back():
-    """Measured costs need not grow with k (seen on an AVX-512 CPU in float32: a 2-token call 78 ms, a 3-token one 58
-    ms, greedy 51): the policy may go straight to a depth whose cost is at most that of the next depth it would try,
-    instead of being stuck at greedy because k = 2 alone does not pay."""
-    costs = Costs({1: {1: 51.0, 2: 78.0, 3: 58.0, 4: 57.5, 5: 67.0, 6: 69.0}})
-    policy = Policy(costs, [0.6, 0.6, 0.5, 0.5, 0.5], 6)
-    assert policy.best(1) == 4  # E(4) / 57.5 beats greedy's 1 / 51 and is no dearer than k = 2
-    monotone = Policy(linear_costs(0.05), [0.9] * 5, 6)
-    assert monotone.best(1) == 2  # where deeper costs more, still one depth at a time
-
-
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("step", [0.05, 0.5, 1.5])
 def test_auto_is_exactly_greedy(batch, step):

@@ -160,17 +160,15 @@ class Policy:
 
     def best(self, batch: int) -> int:
         """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among 1..k_max but
-        at most one deeper than the deepest depth observed lately, or deeper still where that costs no more: a block
-        grows a depth at a time, so an estimate that rests on the prior alone is tried at the cost of one extra token,
-        never of k_max - 1 (measured costs need not grow with k: a kernel's blocking can make 3 rows cheaper than 2)."""
+        at most one deeper than the deepest depth observed lately: a block grows a depth at a time, so an estimate
+        that rests on the prior alone is tried at the cost of one extra token, never of k_max - 1."""
         ms = self.costs.at(batch)
         expected = self.estimate.expected()
         deepest = 1  # depths 2..deepest all observed lately
         while deepest - 1 < len(self.estimate.reached) and self.estimate.reached[deepest - 1] >= 0.5:
             deepest += 1
         top = min(self.k_max, deepest + 1)
-        allowed = [k for k in range(1, self.k_max + 1) if k in ms and (k <= top or ms[k] <= ms.get(top, 0.0))]
-        rates = {k: expected[k - 1] / ms[k] for k in allowed}
+        rates = {k: expected[k - 1] / ms[k] for k in range(1, top + 1) if k in ms}
         rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
