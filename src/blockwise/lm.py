@@ -109,8 +109,8 @@ class LM:
         """Blockwise decoding of one prompt (returns a string) or a batch (a list): text, or token id lists (returns
         token id lists). ``k``: block size, 1..num_heads, or "auto" (chosen per step from this machine's measured
         costs). ``tree``: verify a candidate tree per call (``decoding.DynamicTree`` or ``StaticTree``), its node
-        budget chosen per step with k = "auto", fixed with k = None. ``temperature`` > 0 samples (speculative sampling: the distribution of plain sampling). Statistics of
-        the run in ``self.stats``."""
+        budget chosen per step with k = "auto", fixed with k = None. ``temperature`` > 0 samples (speculative
+        sampling: the distribution of plain sampling). Statistics of the run in ``self.stats``."""
         from .decoding import Sampling, blockwise
 
         one = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))

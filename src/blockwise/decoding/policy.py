@@ -22,10 +22,10 @@ nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_b
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
 
-Costs are cached on disk (``diskcache.cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming everything they
-depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability, the device,
-whether the decoder samples (``sampling_key``), and the context the calls attend over (measured halfway through the
-decode; keyed rounded up to 64, 256, 1024, ...).
+Costs are cached on disk (``diskcache.cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming
+everything they depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability,
+the device, whether the decoder samples (``sampling_key``), and the context the calls attend over (measured halfway
+through the decode; keyed rounded up to 64, 256, 1024, ...).
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ def packed_mm(x: Tensor, packed: Tensor, plan: Sequence[int] | None = None) -> T
 
 
 def row_plan(times: dict[int, float], gain: float = 0.1) -> list[int]:
-    """plan[m], m = 0..max(times): how many rows to run m rows as, from ``times`` (row count -> ms of the same products).
+    """plan[m], m = 0..max(times): how many rows to run m rows as, from ``times`` (row count -> ms of the same
+    products).
     oneDNN's packed float32 kernel picks its register blocking by the number of rows, and some counts cost more than
     larger ones (``measure_rows`` on an AVX-512 EPYC, one thread, SmolLM2's layer products: 2 rows 50 ms, 3-6 rows
     33-36 ms, 7-8 rows 42 ms); a row's bits do not depend on the rows beside it, so m rows may run as the cheapest
