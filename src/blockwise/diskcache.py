@@ -4,9 +4,11 @@ so processes measuring side by side never leave a torn file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterable
 
 
 def cache_dir() -> Path:
@@ -23,6 +25,11 @@ def machine() -> str:
     isa = f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}"
     return "|".join([f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
                      f"cpu={torch.backends.cpu.get_cpu_capability()}", f"isa={isa}"])
+
+
+def shapes(tensors: Iterable) -> str:
+    """A short digest of the tensors' shapes, in order: what tells one model's measurements from another's in a key."""
+    return hashlib.sha1(repr([tuple(t.shape) for t in tensors]).encode()).hexdigest()[:10]
 
 
 def read(name: str, key: str, default=None):

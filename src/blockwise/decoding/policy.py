@@ -30,7 +30,6 @@ through the decode; keyed rounded up to 64, 256, 1024, ...).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 import time
@@ -265,10 +264,9 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     parts = ["v2", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]  # v2: ragged measurements
     if isinstance(model, torch.nn.Module):
         params = list(model.parameters())
-        shapes = hashlib.sha1(repr([tuple(p.shape) for p in params]).encode()).hexdigest()[:10]
         heads = getattr(model, "heads", None)
         kind = getattr(getattr(heads, "cfg", None), "kind", "?")
-        parts += [f"shapes={shapes}", f"kind={kind}", f"dtype={params[0].dtype}".replace("torch.", ""),
+        parts += [f"shapes={diskcache.shapes(params)}", f"kind={kind}", f"dtype={params[0].dtype}".replace("torch.", ""),
                   f"device={params[0].device}"]
         weights = getattr(model, "weights", None)  # quantized weights (model.quant) cost differently from float ones
         if weights is not None:

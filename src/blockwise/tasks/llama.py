@@ -11,7 +11,6 @@ batch of one or of eight (``model/invariant.py``), so blockwise decoding stays t
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -171,13 +170,12 @@ class Llama(nn.Module):
             return None
         threads = torch.get_num_threads()
         if threads not in self.row_plans:
-            weights = [(layer.packed[name], getattr(layer, name).shape[0]) for layer in self.layers
-                       for name in MATRICES if name in layer.packed] + [(self.packed_head, self.cfg.d_model)]
-            shapes = hashlib.sha1(repr([tuple(getattr(layer, n).shape) for layer in self.layers for n in MATRICES]
-                                       + [tuple(self.w_lm_head.shape)]).encode()).hexdigest()[:10]
-            key = f"rows|{diskcache.machine()}|shapes={shapes}"
+            matrices = [getattr(layer, n) for layer in self.layers for n in MATRICES] + [self.w_lm_head]
+            key = f"rows|{diskcache.machine()}|shapes={diskcache.shapes(matrices)}"
             times = diskcache.read("rows.json", key)
-            if times is None:
+            if times is None:  # measured once per machine: the packed copies, with their input widths
+                weights = [(layer.packed[name], getattr(layer, name).shape[0]) for layer in self.layers
+                           for name in MATRICES if name in layer.packed] + [(self.packed_head, self.cfg.d_model)]
                 times = measure_rows(weights)
                 diskcache.write("rows.json", key, times)
             self.row_plans[threads] = row_plan({int(m): float(ms) for m, ms in times.items()})
