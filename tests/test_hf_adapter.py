@@ -217,6 +217,27 @@ def test_bf16_one_row_product_has_the_bits_it_has_among_others():
             assert torch.equal(mm(x[None, :1], w, out_in, invariant=True), block[None, :1])  # (1, 1, D): one token fed
 
 
+@needs_bf16
+def test_bf16_packed_products_have_the_plain_kernels_bits_at_every_row_count():
+    """Llama.cast(bfloat16) multiplies with oneDNN-packed copies of its matrices (faster: no weight re-layout per
+    call). A row's product must have the bits of the plain invariant product (``mm``), whatever the row count, the
+    row's place among the others, and the padding a row plan adds."""
+    from blockwise.model.invariant import mm, pack, packed_mm
+
+    g = torch.Generator().manual_seed(2)
+    for d_in, d_out in [(1536, 576), (576, 3072)]:
+        w = torch.randn(d_out, d_in, generator=g).bfloat16()  # (out, in), as cast lays bf16 out
+        packed = pack(w, out_in=True)
+        assert packed is not None
+        x = torch.randn(16, d_in, generator=g).bfloat16()
+        plain = mm(x, w, out_in=True, invariant=True)
+        for m in range(1, 17):
+            assert torch.equal(packed_mm(x[:m], packed), plain[:m]), (d_in, m)
+            assert torch.equal(packed_mm(x[16 - m:], packed), plain[16 - m:]), (d_in, m)
+        assert torch.equal(packed_mm(x[:2], packed, plan=[0, 1, 7]), plain[:2])  # 2 rows run as 7, padded
+        assert torch.equal(packed_mm(x[None, :1], packed), plain[None, :1])  # (1, 1, D): one token fed
+
+
 @pytest.mark.parametrize("H,Hkv,Dh", [(9, 3, 64), (4, 4, 48)])  # SmolLM2's grouped heads; our Transformer's (G = 1)
 def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span(H, Hkv, Dh):
     """Greedy feeds one query over exactly its keys; blockwise feeds k queries over a longer, masked span.

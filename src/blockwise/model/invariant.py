@@ -115,13 +115,22 @@ def pack(w: Tensor, out_in: bool) -> Tensor | None:
     what made verifying a block cost 2-3 greedy steps; oneDNN's packed kernel costs about the same for 1 to 4 rows
     (recipes/core/probes/small_m_gemm.py: a SmolLM2 layer's products at 4 rows 1.4x (AVX-512) / 1.6x (AVX2) of 1 row,
     MKL 3.5x / 2.7x). Its result for a row does not depend on the other rows (2 to 8), so with a lone row fed beside a
-    copy of itself (as ``mm`` does in bf16) float32 decoding is batch-invariant too."""
-    if w.dtype != torch.float32 or not w.is_cpu or not torch.backends.mkldnn.is_available():
+    copy of itself (as ``mm`` does in bf16) float32 decoding is batch-invariant too.
+
+    bfloat16 (a CPU with native bf16): ``F.linear`` re-lays the weight out for oneDNN at every call; the packed copy
+    gives the same bits (checked for 1 to 32 rows on SmolLM2's shapes) ~1.5x faster for 1 to 8 rows."""
+    if w.dtype not in (torch.float32, torch.bfloat16) or not w.is_cpu or not torch.backends.mkldnn.is_available():
         return None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(w if out_in else w.t().contiguous(), 8)
     except (RuntimeError, AttributeError):  # a build without these ops
         return None
+
+
+def packed_suits(x: Tensor) -> bool:
+    """Whether ``packed_mm`` is the faster way to multiply ``x`` (..., in) by a packed weight: always in bfloat16; in
+    float32 for two rows or more (MKL's one-row kernel, a GEMV, is faster for one)."""
+    return x.dtype != torch.float32 or x.numel() > x.shape[-1]
 
 
 def packed_mm(x: Tensor, packed: Tensor, plan: Sequence[int] | None = None) -> Tensor:
@@ -156,7 +165,9 @@ def measure_rows(weights: Sequence[tuple[Tensor, int]], most: int = 8, repeats: 
     """Row count (2..most) -> ms of multiplying that many rows by every packed weight (``pack``, with its input width)
     in ``weights``: the fastest of ``repeats``, each count's turn interleaved with the others'."""
     gen = torch.Generator().manual_seed(0)
-    inputs = {m: {w: torch.randn(m, w, generator=gen) for w in {w for _, w in weights}} for m in range(2, most + 1)}
+    dtype = weights[0][0].dtype
+    inputs = {m: {w: torch.randn(m, w, generator=gen).to(dtype) for w in {w for _, w in weights}}
+              for m in range(2, most + 1)}
     times: dict[int, float] = {}
     for round_ in range(repeats + 1):  # round 0 warms the kernels up
         for m, xs in inputs.items():

@@ -24,7 +24,7 @@ from ..config import HeadsConfig
 from ..model import invariant as inv
 from ..model.cache import KVCache
 from ..model.heads import Heads, make_heads
-from ..model.invariant import batch_invariant, measure_rows, mm, pack, packed_mm, row_plan
+from ..model.invariant import batch_invariant, measure_rows, mm, pack, packed_mm, packed_suits, row_plan
 from ..model.quant import BITS, QuantizedMatrix, check_weights
 from ..model.session import CachedSession
 
@@ -100,17 +100,17 @@ class Block(nn.Module):
         self.w_gate_up = nn.Parameter(torch.zeros(cfg.d_model, 2 * cfg.d_ff))  # fused gate and up projections
         self.w_down = nn.Parameter(torch.zeros(cfg.d_ff, cfg.d_model))
         self.out_in = False  # the layout of the four matrices above: False (in, out), True (out, in)
-        self.packed: dict[str, Tensor] = {}  # float32: oneDNN-packed copies of the four matrices (``Llama.cast``)
+        self.packed: dict[str, Tensor] = {}  # oneDNN-packed copies of the four matrices (``Llama.cast``)
         self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.with_weights``)
 
     def product(self, x: Tensor, name: str, invariant: bool, plan: list[int] | None = None) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
         oneDNN kernel where there is one (as many rows as ``plan`` says: ``Llama.row_plan``); a lone row through MKL's
         one-row kernel, which is faster for it (measured on SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4
-        tokens: 140 vs 80 ms)."""
+        tokens: 140 vs 80 ms). bfloat16 rows always go through the packed kernel (``invariant.pack``)."""
         if self.quantized:
             return self.quantized[name](x)  # int8/int4 weights: each row's bits its own (model/quant.py)
-        if name in self.packed and x.dtype == torch.float32 and x.numel() > x.shape[-1]:
+        if name in self.packed and packed_suits(x):
             return packed_mm(x, self.packed[name], plan)
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
@@ -151,7 +151,7 @@ class Llama(nn.Module):
         # The output projection, stored (D, V) for the same reason as the layers' weights (a copy when tied).
         self.w_lm_head = nn.Parameter(torch.zeros(cfg.d_model, cfg.vocab_size))
         self.out_in = False  # the matrices' layout, set by ``cast``: (out, in) for bfloat16, else (in, out)
-        self.packed_head: Tensor | None = None  # float32: oneDNN-packed output projection (``cast``)
+        self.packed_head: Tensor | None = None  # oneDNN-packed output projection (``cast``)
         self.row_plans: dict[int, list[int]] = {}  # thread count -> ``row_plan`` of the packed products
         self.weights = "float32"  # the weights' precision: one of model.quant.WEIGHTS (``with_weights``)
         self.quantized_head: QuantizedMatrix | None = None  # int8 output projection of a quantized model
@@ -163,7 +163,7 @@ class Llama(nn.Module):
         return rotary(positions, self.inv_freq, dtype)
 
     def row_plan(self) -> list[int] | None:
-        """How many rows the packed float32 products run m rows of a decoding call as (``invariant.row_plan``): measured
+        """How many rows the packed products run m rows of a decoding call as (``invariant.row_plan``): measured
         once per machine and thread count on this model's own matrices (~1 s; cached on disk), None where nothing is
         packed. Row results do not depend on the padding, so this moves time only."""
         if self.packed_head is None:
@@ -171,11 +171,12 @@ class Llama(nn.Module):
         threads = torch.get_num_threads()
         if threads not in self.row_plans:
             matrices = [getattr(layer, n) for layer in self.layers for n in MATRICES] + [self.w_lm_head]
-            key = f"rows|{diskcache.machine()}|shapes={diskcache.shapes(matrices)}"
+            key = f"rows|{diskcache.machine()}|{self.weights}|shapes={diskcache.shapes(matrices)}"
             times = diskcache.read("rows.json", key)
             if times is None:  # measured once per machine: the packed copies, with their input widths
-                weights = [(layer.packed[name], getattr(layer, name).shape[0]) for layer in self.layers
-                           for name in MATRICES if name in layer.packed] + [(self.packed_head, self.cfg.d_model)]
+                weights = [(layer.packed[name], getattr(layer, name).shape[int(layer.out_in)])  # (packed, input width)
+                           for layer in self.layers for name in MATRICES if name in layer.packed]
+                weights.append((self.packed_head, self.cfg.d_model))
                 times = measure_rows(weights)
                 diskcache.write("rows.json", key, times)
             self.row_plans[threads] = row_plan({int(m): float(ms) for m, ms in times.items()})
@@ -184,9 +185,9 @@ class Llama(nn.Module):
     def cast(self, dtype: torch.dtype, packed: bool = True) -> "Llama":
         """This model in ``dtype`` (in place), its matrices laid out as that dtype's CPU kernels run fastest:
         (in, out) for float32, (out, in) for bfloat16 (measured here: 26 vs 35 ms per token in bf16, 30 vs 37 in fp32).
-        In float32 on the CPU (``packed``) the layers' products also get oneDNN-packed copies of their matrices (twice
-        the weights' memory), with which a call of 2-8 tokens costs ~1.5 calls of one instead of ~3 (``Block.product``,
-        ``invariant.pack``). A plain ``.to(dtype)`` gives the same results to float rounding, only slower."""
+        On the CPU (``packed``) the layers' products also get oneDNN-packed copies of their matrices (twice the
+        weights' memory): in float32 a call of 2-8 tokens then costs ~1.5 calls of one instead of ~3, in bfloat16 every
+        call is ~1.5x cheaper (``Block.product``, ``invariant.pack``). A plain ``.to(dtype)`` gives the same results to float rounding, only slower."""
         if self.weights in BITS:
             raise ValueError(f"this model's weights are {self.weights}: cast a float model, then quantize it")
         out_in = dtype == torch.bfloat16
@@ -198,13 +199,13 @@ class Llama(nn.Module):
                         getattr(layer, name).data = getattr(layer, name).data.t().contiguous()
                     layer.out_in = out_in
                 layer.packed = {}
-                if packed and dtype == torch.float32:
+                if packed:
                     for name in MATRICES:
                         weight = pack(getattr(layer, name).detach(), out_in)
                         if weight is not None:
                             layer.packed[name] = weight
             # the output projection too: the largest matrix, scored at every position of a verified block
-            self.packed_head = pack(self.w_lm_head.detach(), False) if packed and dtype == torch.float32 else None
+            self.packed_head = pack(self.w_lm_head.detach(), False) if packed else None
             self.row_plans = {}  # measured again for the new weights
         self.out_in = out_in
         self.weights = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
@@ -284,7 +285,7 @@ class Llama(nn.Module):
         """Logits (..., V) at final hidden states (..., D)."""
         if self.quantized_head is not None:
             return self.quantized_head(hidden)
-        if self.packed_head is not None and hidden.dtype == torch.float32 and hidden.numel() > hidden.shape[-1]:
+        if self.packed_head is not None and packed_suits(hidden):
             return packed_mm(hidden, self.packed_head, self.row_plan())  # several rows: see Block.product
         if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
@@ -380,7 +381,7 @@ class NativeLM(nn.Module):
         self.w_proposal = None if rows is None else (rows.t() if base.out_in else rows).contiguous()
         # quantized weights: the proposals' projection too (proposals need not be exact, only cheap)
         self.q_proposal = QuantizedMatrix(rows.t(), 8) if rows is not None and base.weights in BITS else None
-        # float32 with packed layers: a packed copy too, for the several rows of a tree's frontier (``Block.product``)
+        # packed layers: a packed copy too (float32: for the several rows of a tree's frontier; ``Block.product``)
         self.packed_proposal = pack(self.w_proposal, base.out_in) \
             if rows is not None and base.packed_head is not None else None
 
@@ -416,8 +417,8 @@ class NativeLM(nn.Module):
             return self.scores(states, invariant)
         if self.q_proposal is not None:
             rest = self.q_proposal(states).float()
-        elif self.packed_proposal is not None and states.dtype == torch.float32 and states.numel() > states.shape[-1]:
-            rest = packed_mm(states, self.packed_proposal, self.base.row_plan())
+        elif self.packed_proposal is not None and packed_suits(states):
+            rest = packed_mm(states, self.packed_proposal, self.base.row_plan()).float()
         else:
             rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
         full = rest.new_full(rest.shape[:-1] + (self.base.w_lm_head.shape[1],), float("-inf"))
