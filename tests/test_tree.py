@@ -724,6 +724,21 @@ def test_dynamic_tree_keeps_the_most_likely_candidates():
         assert DynamicTree(1, 2, spine=spine).build(session, p1, hidden).tokens.tolist() == [[root]]
 
 
+def test_a_small_budget_drafts_a_shallow_tree_that_keeps_the_same_nodes():
+    """A dynamic tree fed n nodes is at most n - 1 deep, so it drafts only that deep (cheaper): the nodes kept are
+    those the whole draft keeps, and its prediction ``expected`` covers the budgets up to n; ``draft`` asks for more."""
+    model = ScriptedModel(k=4, correct=lambda length: 1, rank=lambda length, i: 0)
+    session = model.start(1, 16)
+    hidden = session.feed(torch.tensor([[3, 4, 5]]))[:, -1]
+    p1 = session.scores(hidden)
+    shape = DynamicTree(16, 3, top=2)  # candidates: 1 + 2 + 4 + 4 = 11
+    for n, drafted in ((2, 3), (3, 7), (4, 11)):
+        small, whole = shape.build(session, p1, hidden, n), shape.build(session, p1, hidden, n, draft=16)
+        assert small.tokens.tolist() == whole.tokens.tolist() and small.parents.tolist() == whole.parents.tolist()
+        assert small.expected.shape[1] == drafted and whole.expected.shape[1] == 11
+        assert torch.equal(small.expected[:, :n], whole.expected[:, :n])
+
+
 def test_layout_masks_and_positions():
     cache = KVCache(1, 2, 1, 12, 2)
     cache.truncate(torch.tensor([2, 4]))

@@ -199,11 +199,14 @@ class TreePolicy:
     every step's draft predicts every budget at once, averaged over rows and decayed like ``AcceptanceEstimate``) and
     α calibrates it: accepted tokens beyond the root over predicted ones at the budgets fed (heads are rarely
     calibrated). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is
-    tried."""
+    tried. A step's tree is drafted only as deep as its budget allows (a 2-node tree: one depth), which predicts the
+    small budgets only; the first tree step, every probe and every ``full_every``-th tree step draft for the largest
+    budget (``draft_budget``), so every budget's prediction stays fresh."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
-                 margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01) -> None:
+                 margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8) -> None:
         self.costs, self.budgets = costs, sorted(set(budgets) | {1})
+        self.full_every, self.since_full, self.probing = full_every, 0, False
         self.probe_every, self.margin, self.weight, self.probe_budget = probe_every, margin, weight, probe_budget
         self.decay = 0.5 ** (1.0 / half_life)
         self.curve: list[float] | None = None  # P(n) - 1 at each budget
@@ -227,10 +230,22 @@ class TreePolicy:
     def choose(self, batch: int) -> int:
         n = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if n == 1 else 0
-        if n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_every and \
-                self.greedy_steps > self.probe_interval(batch):
+        self.probing = n == 1 and len(self.budgets) > 1 and self.greedy_steps > self.probe_every and \
+            self.greedy_steps > self.probe_interval(batch)
+        if self.probing:
             self.greedy_steps = 0
             return self.budgets[1]
+        return n
+
+    def draft_budget(self, n: int) -> int:
+        """The budget a step feeding ``n`` nodes drafts its tree for (``DynamicTree.build``'s ``draft``): ``n``, or the
+        largest budget at the first tree step, at a probe and every ``full_every``-th tree step."""
+        if n == 1:
+            return 1
+        self.since_full += 1
+        if self.curve is None or self.probing or self.since_full >= self.full_every:
+            self.since_full = 0
+            return self.budgets[-1]
         return n
 
     def probe_interval(self, batch: int) -> int:
@@ -241,10 +256,13 @@ class TreePolicy:
         """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
         if expected is None or not k_hat:
             return
-        rows = len(expected)
+        rows, drafted = len(expected), min(len(row) for row in expected)
         curve = [sum(row[min(n, len(row)) - 1] for row in expected) / rows - 1.0 for n in self.budgets]
+        # a small budget's tree is drafted shallow (DynamicTree.build): it predicts the budgets up to what it drafted
+        # (larger ones keep their estimate), except when nothing was estimated yet
         self.curve = curve if self.curve is None else \
-            [self.decay * a + (1 - self.decay) * b for a, b in zip(self.curve, curve)]
+            [self.decay * a + (1 - self.decay) * b if n <= drafted else a
+             for n, a, b in zip(self.budgets, self.curve, curve)]
         at_fed = sum(row[min(fed, len(row)) - 1] for row in expected) - rows
         self.accepted = self.decay * self.accepted + sum(k_hat) - len(k_hat)
         self.predicted = self.decay * self.predicted + at_fed
@@ -261,7 +279,8 @@ def context_bucket(context: int) -> int:
 
 def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     """What a measured cost depends on, as a string (see the module's docstring)."""
-    parts = ["v2", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]  # v2: ragged measurements
+    # the version: v2 ragged measurements; v3 bfloat16 products through packed weights (costs measured before are off)
+    parts = ["v3", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
     if isinstance(model, torch.nn.Module):
         params = list(model.parameters())
         heads = getattr(model, "heads", None)
@@ -290,6 +309,9 @@ class _Fixed:
         if len(self.stamps) > self.limit:
             raise _Enough
         return self.k
+
+    def draft_budget(self, n: int) -> int:  # a tree step drafts as its budget allows, as most of TreePolicy's do
+        return n
 
     def observe(self, *args) -> None:
         pass

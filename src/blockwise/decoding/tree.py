@@ -106,10 +106,11 @@ class TreeShape:
     depth: int  # deepest node below the root: heads p2..p_{depth+1} are used
 
     def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
-              root: Tensor | None = None) -> Tree:
+              root: Tensor | None = None, draft: int | None = None) -> Tree:
         """The trees (B rows) after p1's logits (B, V) and the hidden states (B, D) of the last accepted positions;
         ``nodes``: this step's node budget, if a policy chooses it (dynamic trees only); ``root`` (B,): the root's
-        token if not p1's argmax (a sampler's draw)."""
+        token if not p1's argmax (a sampler's draw); ``draft``: the budget the draft must predict ``Tree.expected``
+        up to (dynamic trees; default ``nodes``)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -168,7 +169,7 @@ class StaticTree(TreeShape):
         return cls(paths)
 
     def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
-              root: Tensor | None = None) -> Tree:
+              root: Tensor | None = None, draft: int | None = None) -> Tree:
         if nodes not in (None, self.nodes):
             raise ValueError("a static tree has a fixed number of nodes: choose a node budget with a dynamic tree")
         B = p1.shape[0]
@@ -208,7 +209,7 @@ class DynamicTree(TreeShape):
         self.nodes, self.depth, self.top, self.spine = nodes, depth, top, spine
 
     def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
-              root: Tensor | None = None) -> Tree:
+              root: Tensor | None = None, draft: int | None = None) -> Tree:
         B, dev = p1.shape[0], p1.device
         nodes = self.nodes if nodes is None else nodes
         root = p1.argmax(-1, keepdim=True) if root is None else root[:, None]
@@ -221,7 +222,8 @@ class DynamicTree(TreeShape):
         states, count = hidden[:, None, :], 1
         toks, cum = root, scores[0]  # (B, F): the frontier's tokens and cumulative log-probabilities
         spine = [torch.zeros(B, dtype=torch.long, device=dev)]  # candidate ids of the chain of best tokens
-        for d in range(1, min(self.depth, self.nodes - 1) + 1):  # a tree of N nodes is at most N - 1 deep
+        # a tree of n nodes is at most n - 1 deep: a small budget drafts only that deep (unless ``draft`` says more)
+        for d in range(1, min(self.depth, max(nodes, draft or 0) - 1) + 1):
             F_ = frontier.shape[1]
             state, logits = session.draft(hidden[:, None, :], states, toks, d + 1)  # (B, F or 1, D), (B, F or 1, V)
             state, logits = state.expand(B, F_, -1), logits.expand(B, F_, -1)  # heads that ignore the parent: 1
@@ -252,7 +254,8 @@ class DynamicTree(TreeShape):
         kept_parents = parents.gather(1, keep)
         new_parents = torch.where(kept_parents >= 0, renumber.gather(1, kept_parents.clamp(min=0)), -1)
         tree = Tree.from_parents(tokens.gather(1, keep), new_parents)
-        tree.expected = scores.gather(1, ranked.indices).exp().cumsum(1)  # (B, M): 1 + Σ of the n - 1 kept first
+        # (B, M): 1 + Σ of the n - 1 kept first; M = the candidates drafted, fewer for a smaller budget (shallower)
+        tree.expected = scores.gather(1, ranked.indices).exp().cumsum(1)
         return tree
 
     @property
@@ -298,7 +301,8 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             if rng is not None:
                 rng.keep(kept)
         n = policy.choose(hidden.shape[0]) if policy is not None else None
-        t = tree.build(session, p1, hidden, n, root=root)  # (B, N) nodes, the root first
+        draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft, to predict all
+        t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
