@@ -101,10 +101,18 @@ def _attend_packed(scores: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     step has (masked keys only after the visible ones). scores (B, Hkv, T, G, S) float32; returns (B, Hkv, T, G, Dh)."""
     B, Hkv, T, G, S = scores.shape
     order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # (B, 1, T, S): visible keys first
-    scores = scores.gather(-1, order[:, :, :, None, :].expand(B, Hkv, T, G, S))
+    # the first ``lead`` keys (the cached prefix every node sees) keep their place for every query of every row: only
+    # the keys after them (the tree's slots) are gathered; the prefix is copied, which is far cheaper
+    same = (order == torch.arange(S, device=order.device)).flatten(0, 2).all(0)  # (S,)
+    lead = int(same.int().cumprod(0).sum())
+    tail = order[..., lead:] - lead  # (B, 1, T, S - lead): the rest are keys lead.. in each query's order
+    scores = torch.cat([scores[..., :lead], scores[..., lead:].gather(-1, tail[:, :, :, None, :].expand(
+        B, Hkv, T, G, S - lead))], -1)
     scores = scores.masked_fill(~mask.gather(-1, order)[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype)  # (B, Hkv, T, G, S)
-    packed = v[:, :, None].expand(-1, -1, T, -1, -1).gather(3, order[..., None].expand(B, Hkv, T, S, v.shape[-1]))
+    Dh = v.shape[-1]
+    packed = torch.cat([v[:, :, None, :lead].expand(B, Hkv, T, lead, Dh), v[:, :, None, lead:].expand(
+        B, Hkv, T, S - lead, Dh).gather(3, tail[..., None].expand(B, Hkv, T, S - lead, Dh))], 3)
     return weights @ packed  # (B, Hkv, T, G, Dh): per query, G rows over its own packed keys
 
 
