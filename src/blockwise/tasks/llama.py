@@ -187,7 +187,8 @@ class Llama(nn.Module):
         (in, out) for float32, (out, in) for bfloat16 (measured here: 26 vs 35 ms per token in bf16, 30 vs 37 in fp32).
         On the CPU (``packed``) the layers' products also get oneDNN-packed copies of their matrices (twice the
         weights' memory): in float32 a call of 2-8 tokens then costs ~1.5 calls of one instead of ~3, in bfloat16 every
-        call is ~1.5x cheaper (``Block.product``, ``invariant.pack``). A plain ``.to(dtype)`` gives the same results to float rounding, only slower."""
+        call is ~1.5x cheaper (``Block.product``, ``invariant.pack``). A plain ``.to(dtype)`` gives the same results to
+        float rounding, only slower."""
         if self.weights in BITS:
             raise ValueError(f"this model's weights are {self.weights}: cast a float model, then quantize it")
         out_in = dtype == torch.bfloat16
@@ -286,7 +287,7 @@ class Llama(nn.Module):
         if self.quantized_head is not None:
             return self.quantized_head(hidden)
         if self.packed_head is not None and packed_suits(hidden):
-            return packed_mm(hidden, self.packed_head, self.row_plan())  # several rows: see Block.product
+            return packed_mm(hidden, self.packed_head, self.row_plan())  # see Block.product
         if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
             return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
