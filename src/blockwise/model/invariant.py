@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -60,7 +61,7 @@ def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None, i
     return product(x)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, order: KeyOrder | None = None) -> Tensor:
     """Attention (B, H, T, Dh) in which each query's result has the same bits whatever else is fed beside it and
     however long the (masked) key span is (the CPU's fused attention kernel sums in another order when T changes).
 
@@ -74,6 +75,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     queries, so attention runs in float64 (an exact product of two float32 numbers; sums whose order changes only bits
     far below float32's, masked holes included) with PyTorch's fused kernel, and is rounded back to float32: one call
     instead of the ~25 small operations below, ~3x faster (such a session's ``KVCache`` is float64 for it).
+
+    ``order``: ``key_order(mask)``, where the caller computed it once for every layer (a candidate tree's mask).
     """
     if q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
@@ -86,31 +89,54 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     scores = (rows * Dh ** -0.5) @ k.transpose(-1, -2)  # (B, Hkv, T*G, S)
     scores = scores.view(B, Hkv, T, G, S).to(torch.promote_types(scores.dtype, torch.float32))
     mask = mask.expand(B, 1, T, S)
-    if T > 1 and bool((mask[..., 1:] & ~mask[..., :-1]).any()):
-        return _attend_packed(scores, v, mask).transpose(2, 3).reshape(B, H, T, Dh)
+    if order is None:
+        order = key_order(mask)
+    if order is not None:
+        return _attend_packed(scores, v, order).transpose(2, 3).reshape(B, H, T, Dh)
     scores = scores.masked_fill(~mask[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype).view(B, Hkv, m, S)
     y = (weights @ v).view(B, Hkv, T, G, Dh)
     return y.transpose(2, 3).reshape(B, H, T, Dh)
 
 
-def _attend_packed(scores: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-    """``attend`` for masks with holes (a candidate tree: a node sees its ancestors, not the siblings between them).
-    Sums over keys take a different order when masked zeros sit between visible keys (vector lanes and bf16 pairs
-    shift), so each query's visible keys are first packed to the left, in slot order: the layout a block or a greedy
-    step has (masked keys only after the visible ones). scores (B, Hkv, T, G, S) float32; returns (B, Hkv, T, G, Dh)."""
-    B, Hkv, T, G, S = scores.shape
-    order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # (B, 1, T, S): visible keys first
-    # the first ``lead`` keys (the cached prefix every node sees) keep their place for every query of every row: only
-    # the keys after them (the tree's slots) are gathered; the prefix is copied, which is far cheaper
+@dataclass(frozen=True)
+class KeyOrder:
+    """For a mask with holes (a candidate tree: a node sees its ancestors, not the siblings between them), each query's
+    visible keys packed to the left, in slot order: the layout a block or a greedy step has (masked keys only after
+    the visible ones). Sums over keys take a different order when masked zeros sit between visible keys (vector lanes
+    and bf16 pairs shift), so ``attend`` sums in this order. The same for every layer of a call (``key_order``).
+
+    order (B, 1, T, S): key slots in each query's order; lead: the first keys (the cached prefix every query sees)
+    keep their place in every query's order; tail (B, 1, T, S - lead): order[..., lead:] - lead; visible (B, 1, T, S):
+    the mask in that order."""
+
+    order: Tensor
+    lead: int
+    tail: Tensor
+    visible: Tensor
+
+
+def key_order(mask: Tensor) -> KeyOrder | None:
+    """``KeyOrder`` of a mask (B, 1, T, S) with holes; None where every query's visible keys come first already."""
+    B, _, T, S = mask.shape
+    if T == 1 or not bool((mask[..., 1:] & ~mask[..., :-1]).any()):
+        return None
+    order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # visible keys first
     same = (order == torch.arange(S, device=order.device)).flatten(0, 2).all(0)  # (S,)
     lead = int(same.int().cumprod(0).sum())
-    tail = order[..., lead:] - lead  # (B, 1, T, S - lead): the rest are keys lead.. in each query's order
+    return KeyOrder(order, lead, order[..., lead:] - lead, mask.gather(-1, order))
+
+
+def _attend_packed(scores: Tensor, v: Tensor, keys: KeyOrder) -> Tensor:
+    """``attend`` over each query's visible keys packed to the left (``KeyOrder``); only the keys after ``lead`` are
+    gathered, the prefix is copied, which is far cheaper. scores (B, Hkv, T, G, S) float32; returns
+    (B, Hkv, T, G, Dh)."""
+    B, Hkv, T, G, S = scores.shape
+    lead, tail, Dh = keys.lead, keys.tail, v.shape[-1]
     scores = torch.cat([scores[..., :lead], scores[..., lead:].gather(-1, tail[:, :, :, None, :].expand(
         B, Hkv, T, G, S - lead))], -1)
-    scores = scores.masked_fill(~mask.gather(-1, order)[:, :, :, None, :], float("-inf"))
+    scores = scores.masked_fill(~keys.visible[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype)  # (B, Hkv, T, G, S)
-    Dh = v.shape[-1]
     packed = torch.cat([v[:, :, None, :lead].expand(B, Hkv, T, lead, Dh), v[:, :, None, lead:].expand(
         B, Hkv, T, S - lead, Dh).gather(3, tail[..., None].expand(B, Hkv, T, S - lead, Dh))], 3)
     return weights @ packed  # (B, Hkv, T, G, Dh): per query, G rows over its own packed keys

@@ -115,7 +115,8 @@ class Block(nn.Module):
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int,
-                slots: Tensor, mask: Tensor | None, invariant: bool = False, plan: list[int] | None = None) -> Tensor:
+                slots: Tensor, mask: Tensor | None, invariant: bool = False, plan: list[int] | None = None,
+                order: inv.KeyOrder | None = None) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
@@ -131,7 +132,7 @@ class Block(nn.Module):
             # A token's bits must not depend on what else is fed beside it, or blockwise (a block per call) and greedy
             # (a token per call) part after a near-tie: the CPU's fused attention kernel sums differently for other
             # numbers of queries and key spans (model/invariant.py).
-            y = inv.attend(q, k, v, mask)
+            y = inv.attend(q, k, v, mask, order)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=gqa)
         x = x + self.product(y.transpose(1, 2).reshape(B, T, -1), "w_out", invariant, plan)
@@ -313,8 +314,9 @@ class Llama(nn.Module):
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
+        order = inv.key_order(mask) if invariant and tree is not None else None  # a tree's key order, once per call
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan)
+            x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan, order)
         if cache is not None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.cfg.rms_eps)
