@@ -106,11 +106,10 @@ class KeyOrder:
     the visible ones). Sums over keys take a different order when masked zeros sit between visible keys (vector lanes
     and bf16 pairs shift), so ``attend`` sums in this order. The same for every layer of a call (``key_order``).
 
-    order (B, 1, T, S): key slots in each query's order; lead: the first keys (the cached prefix every query sees)
-    keep their place in every query's order; tail (B, 1, T, S - lead): order[..., lead:] - lead; visible (B, 1, T, S):
-    the mask in that order."""
+    lead: the first keys (the cached prefix every query sees) keep their place in every query's order; tail
+    (B, 1, T, S - lead): the other keys' slots in each query's order, minus lead; visible (B, 1, T, S): the mask in
+    that order."""
 
-    order: Tensor
     lead: int
     tail: Tensor
     visible: Tensor
@@ -124,7 +123,7 @@ def key_order(mask: Tensor) -> KeyOrder | None:
     order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # visible keys first
     same = (order == torch.arange(S, device=order.device)).flatten(0, 2).all(0)  # (S,)
     lead = int(same.int().cumprod(0).sum())
-    return KeyOrder(order, lead, order[..., lead:] - lead, mask.gather(-1, order))
+    return KeyOrder(lead, order[..., lead:] - lead, mask.gather(-1, order))
 
 
 def _attend_packed(scores: Tensor, v: Tensor, keys: KeyOrder) -> Tensor:
