@@ -56,12 +56,12 @@ class Attention(nn.Module):
         return self.split(k), self.split(v)  # (B, H, S, Dh) each
 
     def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool = False,
-               invariant: bool = False) -> Tensor:
+               invariant: bool = False, order: inv.KeyOrder | None = None) -> Tensor:
         q = self.split(linear(self.q, x, invariant))  # (B, H, T, Dh)
         if invariant:  # a batch-invariant decoding session (invariant.py); elsewhere the fused kernel
             if mask is None:
                 mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
-            y = inv.attend(q, k, v, mask)
+            y = inv.attend(q, k, v, mask, order)  # order: a tree mask's, computed once per call
         else:
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
@@ -207,12 +207,14 @@ class Transformer(nn.Module):
                     raise ValueError("the cache holds no encoder memory: call model.attach_memory(cache, ...) first")
                 cross, cross_mask = cache.cross, cache.memory_mask[:, None, None, :]
         x = self.embed_tokens(tokens, positions)
+        order = inv.key_order(self_mask) if invariant and tree is not None else None  # a tree's key order, once
         for i, layer in enumerate(self.decoder):
             h = layer.norm1(x)
             k, v = layer.self_attn.keys_values(h, invariant)
             if cache is not None:
                 k, v = cache.write(i, slots, k, v)
-            x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None, invariant=invariant))
+            x = x + layer.drop(layer.self_attn.attend(h, k, v, self_mask, causal=cache is None, invariant=invariant,
+                                                      order=order))
             if cross is not None:
                 x = x + layer.drop(layer.cross_attn.attend(layer.norm_x(x), *cross[i], cross_mask, invariant=invariant))
             x = x + layer.drop(layer.ff(layer.norm2(x), invariant))
