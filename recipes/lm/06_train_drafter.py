@@ -46,6 +46,7 @@ def main(argv=None) -> None:
                     "classes in training and the tokens drafts are scored over when decoding")
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget; sets the schedule's length")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (~1.5x faster on CPUs with native bf16)")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-rows", type=int, default=64, help="held-out answers judged every --eval-every steps")
     ap.add_argument("--init", default=None, help="start from this drafter file (same shape)")
@@ -113,12 +114,14 @@ def main(argv=None) -> None:
         probe = dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=1)
         t = time.time()
         for _ in range(3):
-            loss_fn(next(probe)).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = loss_fn(next(probe))
+            loss.backward()
         drafter.zero_grad(set_to_none=True)
         steps = max(50, int(60 * args.minutes / ((time.time() - t) / 3) * 0.9))
         print(f"{(time.time() - t) / 3:.2f} s/step -> {steps} steps")
     cfg = TrainConfig(steps=steps, lr=args.lr, warmup=min(100, steps // 10), weight_decay=0.01, save_every=100,
-                      eval_every=args.eval_every, seed=0)
+                      eval_every=args.eval_every, seed=0, bf16=args.bf16, time_schedule=True)
     batches = dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=0)
 
     def evaluate():
@@ -131,7 +134,7 @@ def main(argv=None) -> None:
     drafter.eval()
     metrics = dt.chain_agreement(drafter, data, held_rows, args.num_heads)
     metrics.update({"kind": "feature", "k": args.num_heads, "d_hidden": args.d_hidden, "parameters": n_params,
-                    "depth": args.depth, "noise": args.noise, "reg_weight": args.reg_weight, "lr": args.lr,
+                    "depth": args.depth, "bf16": args.bf16, "noise": args.noise, "reg_weight": args.reg_weight, "lr": args.lr,
                     "train_answers": len(train_rows), "train_answer_tokens": data.answer_positions(train_rows),
                     "held_out_answers": len(held_rows), "steps": steps, "proposal_vocab": len(vocab),
                     "minutes_this_run": round(minutes, 1), "data": args.data, "held_out": str(held_dir)})
