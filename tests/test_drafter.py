@@ -256,3 +256,31 @@ def test_drafter_in_bfloat16_equals_greedy():
     ref = greedy(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS).tokens
     assert blockwise(lm, LLAMA_PROMPTS, 24, k=4, eos_id=LLAMA_EOS).tokens == ref
     assert blockwise(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS, tree=DynamicTree(8, 3, top=2)).tokens == ref
+
+
+@pytest.mark.skipif(not __import__("blockwise.model.invariant", fromlist=["x"]).cpu_has_bf16(),
+                    reason="CPU without native bfloat16: no packed bf16 kernel, batch invariance not claimed")
+def test_bfloat16_drafter_packs_its_matrices_and_drafts_each_row_alone_or_batched_alike(monkeypatch):
+    """A bf16 session packs the drafter's matrices for oneDNN (``FeatureDrafter.open``); a row's drafts then have the
+    same bits alone as beside other rows, and stay close to the plain kernels' drafts."""
+    from blockwise.model.heads import make_heads
+    from blockwise.tasks.llama import MATRICES, Llama, NativeLM
+
+    hf = tiny_llama(transformers, torch.float32, hidden=192, intermediate=1536, heads=6, kv=2, init=0.1)
+    d = make_heads(192, HeadsConfig(num_heads=4, d_hidden=64, kind="feature"))
+    lm = NativeLM(Llama.from_hf(hf).cast(torch.bfloat16), d.to(torch.bfloat16))
+
+    def drafts(prompts):
+        session, hidden = prefill(lm, prompts, 40, None)
+        return session.proposals(hidden, session.scores(hidden).argmax(-1), 4)
+
+    together = drafts(LLAMA_PROMPTS)
+    assert set(lm.heads.packed) == {*MATRICES, "fuse"}
+    for b, prompt in enumerate(LLAMA_PROMPTS):
+        assert torch.equal(drafts([prompt])[0], together[b])
+    monkeypatch.setattr("blockwise.model.heads.drafter.pack", lambda w, out_in: None)  # no oneDNN: F.linear
+    plain = drafts(LLAMA_PROMPTS)
+    assert not lm.heads.packed
+    finite = together.isfinite()
+    assert torch.equal(finite, plain.isfinite())
+    torch.testing.assert_close(together[finite], plain[finite], atol=0.1, rtol=0.05)
