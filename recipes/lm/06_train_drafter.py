@@ -134,7 +134,8 @@ def main(argv=None) -> None:
     drafter.eval()
     metrics = dt.chain_agreement(drafter, data, held_rows, args.num_heads)
     metrics.update({"kind": "feature", "k": args.num_heads, "d_hidden": args.d_hidden, "parameters": n_params,
-                    "depth": args.depth, "bf16": args.bf16, "noise": args.noise, "reg_weight": args.reg_weight, "lr": args.lr,
+                    "depth": args.depth, "bf16": args.bf16, "noise": args.noise, "reg_weight": args.reg_weight,
+                    "lr": args.lr,
                     "train_answers": len(train_rows), "train_answer_tokens": data.answer_positions(train_rows),
                     "held_out_answers": len(held_rows), "steps": steps, "proposal_vocab": len(vocab),
                     "minutes_this_run": round(minutes, 1), "data": args.data, "held_out": str(held_dir)})
