@@ -76,7 +76,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, order: KeyOrder | None
     far below float32's, masked holes included) with PyTorch's fused kernel, and is rounded back to float32: one call
     instead of the ~25 small operations below, ~3x faster (such a session's ``KVCache`` is float64 for it).
 
-    ``order``: ``key_order(mask)``, where the caller computed it once for every layer (a candidate tree's mask).
+    ``order``: ``key_order(mask)``, where the caller computed it once for every layer of a call; else computed here.
     """
     if q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
@@ -91,7 +91,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, order: KeyOrder | None
     mask = mask.expand(B, 1, T, S)
     if order is None:
         order = key_order(mask)
-    if order is not None:
+    if order.lead < S:  # holes: sum over each query's keys in the order of a block
         return _attend_packed(scores, v, order).transpose(2, 3).reshape(B, H, T, Dh)
     scores = scores.masked_fill(~mask[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype).view(B, Hkv, m, S)
@@ -106,20 +106,20 @@ class KeyOrder:
     the visible ones). Sums over keys take a different order when masked zeros sit between visible keys (vector lanes
     and bf16 pairs shift), so ``attend`` sums in this order. The same for every layer of a call (``key_order``).
 
-    lead: the first keys (the cached prefix every query sees) keep their place in every query's order; tail
-    (B, 1, T, S - lead): the other keys' slots in each query's order, minus lead; visible (B, 1, T, S): the mask in
-    that order."""
+    lead: the first keys (the cached prefix every query sees) keep their place in every query's order (all S keys: a
+    mask without holes, nothing to reorder); tail (B, 1, T, S - lead): the other keys' slots in each query's order,
+    minus lead; visible (B, 1, T, S): the mask in that order."""
 
     lead: int
     tail: Tensor
     visible: Tensor
 
 
-def key_order(mask: Tensor) -> KeyOrder | None:
-    """``KeyOrder`` of a mask (B, 1, T, S) with holes; None where every query's visible keys come first already."""
+def key_order(mask: Tensor) -> KeyOrder:
+    """``KeyOrder`` of a mask (B, 1, T, S); ``lead`` = S where every query's visible keys come first already."""
     B, _, T, S = mask.shape
     if T == 1 or not bool((mask[..., 1:] & ~mask[..., :-1]).any()):
-        return None
+        return KeyOrder(S, mask.new_empty(B, 1, T, 0, dtype=torch.long), mask)
     order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # visible keys first
     same = (order == torch.arange(S, device=order.device)).flatten(0, 2).all(0)  # (S,)
     lead = int(same.int().cumprod(0).sum())

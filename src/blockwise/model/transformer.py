@@ -61,7 +61,7 @@ class Attention(nn.Module):
         if invariant:  # a batch-invariant decoding session (invariant.py); elsewhere the fused kernel
             if mask is None:
                 mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
-            y = inv.attend(q, k, v, mask, order)  # order: a tree mask's, computed once per call
+            y = inv.attend(q, k, v, mask, order)  # order: the mask's, computed once per call (or here)
         else:
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal and mask is None)
@@ -207,7 +207,7 @@ class Transformer(nn.Module):
                     raise ValueError("the cache holds no encoder memory: call model.attach_memory(cache, ...) first")
                 cross, cross_mask = cache.cross, cache.memory_mask[:, None, None, :]
         x = self.embed_tokens(tokens, positions)
-        order = inv.key_order(self_mask) if invariant and tree is not None else None  # a tree's key order, once
+        order = inv.key_order(self_mask) if invariant else None  # the mask's key order, once per call
         for i, layer in enumerate(self.decoder):
             h = layer.norm1(x)
             k, v = layer.self_attn.keys_values(h, invariant)

@@ -314,7 +314,7 @@ class Llama(nn.Module):
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
-        order = inv.key_order(mask) if invariant and tree is not None else None  # a tree's key order, once per call
+        order = inv.key_order(mask) if invariant else None  # the mask's key order, once per call, not per layer
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan, order)
         if cache is not None:
