@@ -59,6 +59,25 @@ def test_blocks_grow_a_depth_at_a_time():
     assert sizes == [2, 3, 4, 5, 6, 6]
 
 
+def test_a_block_that_costs_as_much_as_a_longer_one_is_never_fed():
+    """Measured costs need not grow with k (int4 on an AVX-512 CPU: 2 tokens 32 ms, 3 tokens 28.5): k = 2 is then
+    skipped, so blocks still grow (the old one-depth-at-a-time rule stuck at greedy, 1.06 tokens per call, where k = 3
+    accepted 1.57), and the probe after a run of greedy steps feeds 3."""
+    costs = Costs({1: {1: 21.3, 2: 31.9, 3: 28.5, 4: 31.8, 5: 39.3, 6: 43.9}})
+    policy = Policy(costs, [0.5, 0.4, 0.3, 0.3, 0.3], 6)
+    assert policy.sizes(1) == [1, 3, 4, 5, 6]
+    assert policy.best(1) == 3  # 1.7 / 28.5 beats 1.05 / 21.3; k = 2 (1.5 / 31.9) would not have
+    assert policy.probe_size(1) == 3
+    nothing = Policy(costs, [0.0] * 5, 6)  # nothing accepted: greedy, with probes of 3 tokens
+    chosen = []
+    for _ in range(200):
+        chosen.append(nothing.choose(1))
+        nothing.observe([1] if chosen[-1] > 1 else (), chosen[-1])
+    assert set(chosen) == {1, 3} and chosen.count(3) <= 200 // 32
+    grows = Policy(linear_costs(0.05), [0.9] * 5, 6)  # costs that grow with k: every size is worth feeding
+    assert grows.sizes(1) == [1, 2, 3, 4, 5, 6] and grows.probe_size(1) == 2
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("step", [0.05, 0.5, 1.5])
 def test_auto_is_exactly_greedy(batch, step):

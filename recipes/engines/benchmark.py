@@ -1,5 +1,5 @@
 """Ours against llama.cpp on the same CPU, the same GGUF (SmolLM2-135M-Instruct Q4_1) and the same prompts, batch 1,
-greedy: our greedy, blockwise k = 3 and k = auto with float32, int8 and int4 weights (``Llama.with_weights``), and
+greedy: our greedy, blockwise k = 3 and k = auto with float32, bfloat16, int8 and int4 weights (``Llama.with_weights``), and
 llama.cpp's greedy and prompt-lookup drafting, at 1 and 2 threads. Also the quality of our quantized models: greedy
 agreement with our float32 greedy on the prompts, and perplexity on held-out text (the licence texts every Debian
 machine has, /usr/share/common-licenses).
@@ -16,6 +16,7 @@ README.md, speed.png}. Nothing else may run meanwhile (2 cores).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -27,10 +28,11 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import pyplot
+from blockwise.eval.records import method_spec, pyplot, spec_fields
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
-from blockwise.tasks.llama import Llama, NativeLM, calibration_ids
+from blockwise.lm import decoding_model
+from blockwise.tasks.llama import Llama
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
@@ -49,7 +51,7 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--weights", default="float32,int8,int4")
-    ap.add_argument("--methods", default="greedy,3,auto", help="ours: greedy, fixed k, auto")
+    ap.add_argument("--methods", default="greedy,3,auto", help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN")
     ap.add_argument("--lookup", type=int, default=3, help="llama.cpp prompt-lookup tokens per draft (0: none)")
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
@@ -64,7 +66,8 @@ def ours(lm, prompts, max_new, eos, method):
             out = greedy(lm, [p], max_new, eos_id=eos)
         else:
             # k = auto: a fresh policy per prompt, as `blockwise generate` has, on the costs measured beforehand
-            out = blockwise(lm, [p], max_new, k="auto" if method == "auto" else int(method), eos_id=eos)
+            k, tree = method_spec(method, lm.num_heads)
+            out = blockwise(lm, [p], max_new, k=k, tree=tree, eos_id=eos)
         seconds += time.perf_counter() - t
         rows.append(out.tokens[0])
         stats.append(out.stats)
@@ -132,9 +135,9 @@ def main(argv=None) -> None:
     prompts = [chat_ids(tokenizer, p["text"]) for p in json.load(open(ROOT / "recipes/lm/prompts.json"))]
     prompts = prompts[:args.prompts]
     weights = args.weights.split(",")
-    calibration = calibration_ids(tokenizer)  # int8: smoothed on the shipped calibration text, as `generate` does
-    models = {w: NativeLM(Llama.from_hf(hf).with_weights(w, calibration), heads, proposal_vocab=vocab)
-              for w in weights}
+    # as `generate` makes them: int8 smoothed on the shipped calibration text, the heads in the activations' dtype
+    # (a copy each: ``Module.to`` casts in place)
+    models = {w: decoding_model(hf, copy.deepcopy(heads), vocab, w, tokenizer) for w in weights}
     windows = held_out_ids(tokenizer, args.ppl_windows)
     quality = {w: {"perplexity": perplexity(m.base, windows)} for w, m in models.items()}
     print("perplexity on held-out text:", {w: round(q["perplexity"], 3) for w, q in quality.items()}, flush=True)
@@ -172,15 +175,17 @@ def main(argv=None) -> None:
     for (system, w, m, t), reps in runs.items():
         speed = statistics.median(x["tokens_per_s"] for x in reps)
         own_greedy = runs.get((system, w, "greedy", t), reps)[0]["tokens"]
-        method = ("greedy" if m == "greedy" else f"blockwise k={m}") if system == "blockwise" else m
+        method = ("greedy" if m == "greedy" else f"blockwise {m}" if m.startswith("tree") else f"blockwise k={m}") \
+            if system == "blockwise" else m
+        fields = spec_fields(*method_spec(m, 2)) if system == "blockwise" and m != "greedy" else \
+            {"k": None, "nodes": 1 if system == "blockwise" else None, "tree": "chain", "policy": "fixed"}
         record = {"system": system, "method": method, "dtype": w, "batch": 1, "threads": t,
                   "tokens_per_s": round(speed, 2), "mean_accepted": round(reps[0]["mean_accepted"], 3),
                   "n": len(reps[0]["tokens"]), "cpu": cpu,
                   "same_as_greedy": sum(a == b for a, b in zip(reps[0]["tokens"], own_greedy)),
                   "identical_to_float32_greedy": None if reference is None else
                   sum(a == b for a, b in zip(reps[0]["tokens"], reference)),
-                  "k": None if m in ("greedy", "auto") or system != "blockwise" else int(m),
-                  "policy": "auto" if m == "auto" else "fixed", "tree": "chain", "temperature": 0.0,
+                  **fields, "temperature": 0.0,
                   "max_new_tokens": args.max_new, "repeats": len(reps),
                   "perplexity": quality.get(w, {}).get("perplexity")}
         records.append(record)

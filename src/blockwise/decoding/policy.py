@@ -17,8 +17,9 @@ decoding: counts of "reached depth i" and "accepted at depth i" decay by half ev
 ``half_life`` iterations, so a prompt that turns predictable (a list, code, copying) raises k within a few steps, and
 an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
 observed at all, so after a run of greedy steps one iteration tries k = 2: a prompt that turned predictable is
-noticed, at a bounded cost. The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that accepts
-nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
+noticed, at a bounded cost (k = 3 where a 3-token call costs no more than a 2-token one: a block that costs as much
+as a longer one is never fed). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that
+accepts nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
 
@@ -157,32 +158,46 @@ class Policy:
         self.estimate = AcceptanceEstimate(prior, weight, half_life)
         self.greedy_steps = 0  # greedy steps in a row
 
+    def sizes(self, batch: int) -> list[int]:
+        """The block sizes worth feeding at ``batch`` rows: 1, and every k in 2..k_max that costs less than each longer
+        block (a longer block accepts at least as much, so a k that costs as much as a longer one never pays; measured
+        costs need not grow with k: int8/int4 kernels and oneDNN's row blocking ran 3 rows faster than 2)."""
+        ms = self.costs.at(batch)
+        ks = sorted(k for k in ms if k <= self.k_max)
+        return [k for k in ks if k == 1 or all(ms[j] > ms[k] for j in ks if j > k)]
+
     def best(self, batch: int) -> int:
-        """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among 1..k_max but
-        at most one deeper than the deepest depth observed lately: a block grows a depth at a time, so an estimate
-        that rests on the prior alone is tried at the cost of one extra token, never of k_max - 1."""
+        """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among ``sizes`` but
+        at most the next one past the deepest depth observed lately: a block grows a size at a time, so an estimate
+        that rests on the prior alone is tried at the cost of a few extra tokens, never of k_max - 1."""
         ms = self.costs.at(batch)
         expected = self.estimate.expected()
         deepest = 1  # depths 2..deepest all observed lately
         while deepest - 1 < len(self.estimate.reached) and self.estimate.reached[deepest - 1] >= 0.5:
             deepest += 1
-        top = min(self.k_max, deepest + 1)
-        rates = {k: expected[k - 1] / ms[k] for k in range(1, top + 1) if k in ms}
+        sizes = self.sizes(batch)
+        top = next((k for k in sizes if k > deepest), deepest)
+        rates = {k: expected[k - 1] / ms[k] for k in sizes if k <= top}
         rates[1] *= self.margin  # a block must beat greedy by a margin: measured costs and estimates are noisy
         return max(rates, key=lambda k: (rates[k], -k))  # ties: the smaller block
 
+    def probe_size(self, batch: int) -> int:
+        """The block a probe feeds: the smallest worth feeding past greedy's (2 where costs grow with k)."""
+        return next((k for k in self.sizes(batch) if k > 1), 1)
+
     def probe_interval(self, batch: int) -> int:
-        """Greedy steps in a row before a probe at k = 2 (``probe_interval``)."""
-        return probe_interval(self.costs.at(batch), 2, self.probe_every, self.probe_budget)
+        """Greedy steps in a row before a probe at ``probe_size`` (``probe_interval``)."""
+        return probe_interval(self.costs.at(batch), self.probe_size(batch), self.probe_every, self.probe_budget)
 
     def choose(self, batch: int) -> int:
-        """This iteration's k: the best one, or a probe at k = 2 after ``probe_interval`` greedy steps in a row."""
+        """This iteration's k: the best one, or a probe (``probe_size``) after ``probe_interval`` greedy steps in a
+        row."""
         k = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if k == 1 else 0
         if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_every and \
                 self.greedy_steps > self.probe_interval(batch):  # the interval is never below probe_every
             self.greedy_steps = 0
-            return 2
+            return self.probe_size(batch)
         return k
 
     def observe(self, k_hat: Sequence[int], fed: int) -> None:
