@@ -7,6 +7,7 @@ import torch
 
 from blockwise.decoding import blockwise, greedy
 from blockwise.decoding.tree import DynamicTree, StaticTree
+from blockwise.model.invariant import cpu_has_bf16
 from blockwise.model.quant import QuantizedMatrix, check_weights, int4_problem
 
 from test_tree import LLAMA_EOS, LLAMA_PROMPTS, llama_heads, tiny_llama
@@ -108,7 +109,7 @@ class Definition:
     def __init__(self, q: QuantizedMatrix) -> None:
         self.q, self.w = q, q.dequantize().double()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, prompt: bool = False) -> torch.Tensor:
         return (self.q.rows(x).double() @ self.w.t()).to(x.dtype)
 
 
@@ -183,6 +184,31 @@ def test_quantized_blockwise_and_trees_equal_its_greedy(hf64, weights, kind):
         assert [blockwise(lm, [p], 30, k=k, eos_id=LLAMA_EOS).tokens[0] for p in LLAMA_PROMPTS] == ref, k
     for tree in (StaticTree([(0,), (1,), (0, 0), (0, 1), (0, 0, 0)]), DynamicTree(8, 3, top=3)):
         assert blockwise(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS, tree=tree).tokens == ref, tree.describe()
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bfloat16: int4 prompts take no bf16 copies there")
+def test_int4_prompts_through_bf16_copies_keep_decoding_exact_and_batch_invariant(hf64):
+    """Prompts go through bf16 copies of the dequantized int4 matrices (faster for many rows), decoding through the
+    int4 kernel: a prompt's states differ from the kernel's only by rounding, and greedy alone, greedy in a ragged
+    batch, blockwise and trees still give the same tokens."""
+    from blockwise.tasks.llama import Llama, NativeLM
+
+    copies = Llama.from_hf(hf64).with_weights("int4", prompt_copies=True)
+    plain = Llama.from_hf(hf64).with_weights("int4", prompt_copies=False)
+    assert copies.prompt_copies and not plain.prompt_copies
+    assert all(q.prompt is not None for layer in copies.layers for q in layer.quantized.values())
+    assert Llama.from_hf(hf64).with_weights("int8", prompt_copies=True).prompt_copies is False  # int4 only
+    tokens = torch.tensor([LLAMA_PROMPTS[2] + LLAMA_PROMPTS[0]])
+    with torch.no_grad():
+        a, b = copies(tokens), plain(tokens)
+    assert not torch.equal(a, b) and (a - b).abs().max() < 0.05 * b.abs().max()
+    lm = NativeLM(copies, llama_heads(64, "chain", seed=3, dtype=torch.float32))
+    ref = [greedy(lm, [p], 30, eos_id=LLAMA_EOS).tokens[0] for p in LLAMA_PROMPTS]
+    assert len({len(p) for p in LLAMA_PROMPTS}) > 1  # a ragged batch: short prompts padded in the prompt's call
+    assert greedy(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS).tokens == ref
+    for k in (2, 4):
+        assert blockwise(lm, LLAMA_PROMPTS, 30, k=k, eos_id=LLAMA_EOS).tokens == ref, k
+    assert blockwise(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS, tree=DynamicTree(8, 3, top=3)).tokens == ref
 
 
 def test_quantized_proposals_use_the_quantized_projection(hf64):

@@ -171,11 +171,18 @@ def packed_mm(x: Tensor, packed: Tensor, plan: Sequence[int] | None = None) -> T
     ``plan`` (``row_plan``): m rows run as ``plan[m]`` >= m, padded with copies of the last, where that is cheaper."""
     rows = x.reshape(-1, x.shape[-1])
     m = rows.shape[0]
-    run = max(plan[m] if plan is not None and m < len(plan) else m, 2)  # a lone row beside a copy of itself
+    run = rows_to_run(m, plan)
     if run > m:
         rows = torch.cat([rows, rows[-1:].expand(run - m, -1)])
     y = torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "")
     return (y[:m] if run > m else y).reshape(*x.shape[:-1], y.shape[-1])
+
+
+def rows_to_run(m: int, plan: Sequence[int] | None) -> int:
+    """How many rows ``packed_mm`` runs m rows as: ``plan[m]``, and a lone row as two are run (beside copies of
+    itself: the one-row kernel sums in another order; bf16 on an AVX-512 EPYC runs 2 rows as 3, 15% faster)."""
+    least = max(m, 2)
+    return plan[least] if plan is not None and least < len(plan) else least
 
 
 def row_plan(times: dict[int, float], gain: float = 0.1) -> list[int]:

@@ -24,7 +24,7 @@ from ..config import HeadsConfig
 from ..model import invariant as inv
 from ..model.cache import KVCache
 from ..model.heads import Heads, make_heads
-from ..model.invariant import batch_invariant, measure_rows, mm, pack, packed_mm, packed_suits, row_plan
+from ..model.invariant import batch_invariant, cpu_has_bf16, measure_rows, mm, pack, packed_mm, packed_suits, row_plan
 from ..model.quant import BITS, QuantizedMatrix, check_weights
 from ..model.session import CachedSession
 
@@ -103,25 +103,26 @@ class Block(nn.Module):
         self.packed: dict[str, Tensor] = {}  # oneDNN-packed copies of the four matrices (``Llama.cast``)
         self.quantized: dict[str, QuantizedMatrix] = {}  # int8/int4 weights replacing the four (``Llama.with_weights``)
 
-    def product(self, x: Tensor, name: str, invariant: bool, plan: list[int] | None = None) -> Tensor:
+    def product(self, x: Tensor, name: str, invariant: bool, plan: list[int] | None = None,
+                prompt: bool = False) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
         oneDNN kernel where there is one (as many rows as ``plan`` says: ``Llama.row_plan``); a lone row through MKL's
         one-row kernel, which is faster for it (measured on SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4
         tokens: 140 vs 80 ms). bfloat16 rows always go through the packed kernel (``invariant.pack``)."""
         if self.quantized:
-            return self.quantized[name](x)  # int8/int4 weights: each row's bits its own (model/quant.py)
+            return self.quantized[name](x, prompt)  # int8/int4 weights: each row's bits its own (model/quant.py)
         if name in self.packed and packed_suits(x):
             return packed_mm(x, self.packed[name], plan)
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, layer: int,
                 slots: Tensor, mask: Tensor | None, invariant: bool = False, plan: list[int] | None = None,
-                order: inv.KeyOrder | None = None) -> Tensor:
+                order: inv.KeyOrder | None = None, prompt: bool = False) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.rms_eps)
         H, Hkv, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        qk, v = self.product(h, "w_qkv", invariant, plan).split([(H + Hkv) * Dh, Hkv * Dh], -1)
+        qk, v = self.product(h, "w_qkv", invariant, plan, prompt).split([(H + Hkv) * Dh, Hkv * Dh], -1)
         qk = rotate(qk.view(B, T, H + Hkv, Dh).transpose(1, 2), cos, sin)  # queries and keys rotated at once
         q, k = qk[:, :H], qk[:, H:]  # (B, H, T, Dh), (B, Hkv, T, Dh)
         v = v.view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
@@ -135,9 +136,10 @@ class Block(nn.Module):
             y = inv.attend(q, k, v, mask, order)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=cache is None, enable_gqa=gqa)
-        x = x + self.product(y.transpose(1, 2).reshape(B, T, -1), "w_out", invariant, plan)
-        gate, up = self.product(rms_norm(x, self.mlp_norm, cfg.rms_eps), "w_gate_up", invariant, plan).chunk(2, -1)
-        return x + self.product(F.silu(gate) * up, "w_down", invariant, plan)
+        x = x + self.product(y.transpose(1, 2).reshape(B, T, -1), "w_out", invariant, plan, prompt)
+        gate, up = self.product(rms_norm(x, self.mlp_norm, cfg.rms_eps), "w_gate_up", invariant, plan,
+                                prompt).chunk(2, -1)
+        return x + self.product(F.silu(gate) * up, "w_down", invariant, plan, prompt)
 
 
 class Llama(nn.Module):
@@ -156,6 +158,7 @@ class Llama(nn.Module):
         self.row_plans: dict[int, list[int]] = {}  # thread count -> ``row_plan`` of the packed products
         self.weights = "float32"  # the weights' precision: one of model.quant.WEIGHTS (``with_weights``)
         self.quantized_head: QuantizedMatrix | None = None  # int8 output projection of a quantized model
+        self.prompt_copies = False  # int4 layers keep bf16 copies for prompts (``with_weights``)
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float()
                                                   / cfg.head_dim))
@@ -213,23 +216,30 @@ class Llama(nn.Module):
         self.weights = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, str(dtype))
         return self
 
-    def with_weights(self, weights: str, calibration: Tensor | None = None) -> "Llama":
+    def with_weights(self, weights: str, calibration: Tensor | None = None,
+                     prompt_copies: bool | None = None) -> "Llama":
         """This model decoding with ``weights`` (model.quant.WEIGHTS), in place: "float32" and "bfloat16" cast it;
         "int8" and "int4" keep float32 activations and replace the layers' matrices by quantized ones (int8: 127 levels
         per output channel, inputs rounded to 8 bits per row; int4: weight-only, in groups of 32 inputs with a scale
         and a zero each, as llama.cpp's Q4_1) and the output projection by an int8 one. With ``calibration`` token ids
         (1, T) an int8 model is first ``smooth``-ed on them (``calibration_ids``: SmolLM2's held-out perplexity +3.5%
         instead of +6%). The layers' float matrices are dropped; the float output projection stays (the embedding, and
-        the heads' proposal vocabulary are cut from it)."""
+        the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with native bf16):
+        int4 layers also keep bf16 copies of their dequantized matrices for prompts (``QuantizedMatrix.__call__``)."""
         check_weights(weights)
         if weights not in BITS:
             return self.cast(getattr(torch, weights))
         self.cast(torch.float32, packed=False)
         if weights == "int8" and calibration is not None:
             self.smooth(calibration)
+        # int4 on a CPU with native bf16: prompts through bf16 copies of the dequantized matrices (QuantizedMatrix;
+        # 2 bytes per weight more, for prompts ~2x faster); elsewhere bf16 products are slower than the int4 kernel's
+        self.prompt_copies = weights == "int4" and (cpu_has_bf16() if prompt_copies is None else prompt_copies)
         with torch.no_grad():
             for layer in self.layers:
-                layer.quantized = {name: QuantizedMatrix(getattr(layer, name).t(), BITS[weights]) for name in MATRICES}
+                layer.quantized = {name: QuantizedMatrix(getattr(layer, name).t(), BITS[weights],
+                                                         prompt_copy=self.prompt_copies)
+                                   for name in MATRICES}
                 for name in MATRICES:
                     getattr(layer, name).data = torch.empty(0)
             self.quantized_head = QuantizedMatrix(self.w_lm_head.t(), 8)
@@ -250,9 +260,10 @@ class Llama(nn.Module):
             raise ValueError("smooth a float32 model (Llama.cast(torch.float32)) before quantizing it")
         peaks: dict[tuple[int, str], Tensor] = {}
         for i, layer in enumerate(self.layers):  # record each product's input, per channel
-            def record(x: Tensor, name: str, invariant: bool, plan=None, layer: Block = layer, i: int = i) -> Tensor:
+            def record(x: Tensor, name: str, invariant: bool, plan=None, prompt=False, layer: Block = layer,
+                       i: int = i) -> Tensor:
                 peaks[i, name] = x.reshape(-1, x.shape[-1]).abs().amax(0)
-                return Block.product(layer, x, name, invariant, plan)
+                return Block.product(layer, x, name, invariant, plan, prompt)
             layer.product = record
         try:
             self(calibration)
@@ -315,8 +326,10 @@ class Llama(nn.Module):
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
         order = inv.key_order(mask) if invariant else None  # the mask's key order, once per call, not per layer
+        # a prompt (whole sequences, or a session's first call): int4 layers may take their bf16 copy (QuantizedMatrix)
+        prompt = self.prompt_copies and (cache is None or not bool(cache.lengths.any()))
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan, order)
+            x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan, order, prompt)
         if cache is not None:
             cache.advance(T)
         return rms_norm(x, self.norm, self.cfg.rms_eps)
