@@ -55,7 +55,19 @@ def parse_args(argv=None):
     ap.add_argument("--lookup", type=int, default=3, help="llama.cpp prompt-lookup tokens per draft (0: none)")
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
+    ap.add_argument("--merge", default=None, help="also put the records into this summary.json (e.g. "
+                    "results/engines/summary.json), replacing its records of the same CPU and thread counts")
     return ap.parse_args(argv)
+
+
+def merge(records: list[dict], path: Path) -> None:
+    """``path``'s records (a summary.json of other runs) with this recipe's records of this CPU and these thread
+    counts replaced by ``records``: one file holds every CPU's rows, each saying which CPU it is (``cpu``). Records of
+    other recipes (marked ``run``, as vllm_benchmark.py's) are kept."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    mine = {(r["cpu"], r["threads"]) for r in records}
+    kept = [r for r in old if "run" in r or (r.get("cpu"), r.get("threads")) not in mine]
+    path.write_text(json.dumps(kept + records, indent=1) + "\n")
 
 
 def ours(lm, prompts, max_new, eos, method):
@@ -208,6 +220,8 @@ def main(argv=None) -> None:
     details["seconds"] = round(time.time() - started)
     details["args"] = vars(args)
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1) + "\n")
+    if args.merge:
+        merge(records, Path(args.merge))
     (out_dir / "details.json").write_text(json.dumps(details, indent=1) + "\n")
     write_report(records, details, out_dir)
     print((out_dir / "README.md").read_text())
@@ -215,7 +229,8 @@ def main(argv=None) -> None:
 
 def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     env = details["environment"]
-    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in details["args"].items() if k != "out")
+    options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in details["args"].items()
+                       if k not in ("out", "merge"))
     lines = ["# Ours vs llama.cpp: SmolLM2-135M-Instruct, batch 1, greedy output", "",
              f"`python recipes/engines/benchmark.py {options}`",
              f"at commit `{env['commit']}`, {details['seconds'] // 60} minutes; CPU {env['cpu']} "
