@@ -17,8 +17,8 @@ decoding: counts of "reached depth i" and "accepted at depth i" decay by half ev
 ``half_life`` iterations, so a prompt that turns predictable (a list, code, copying) raises k within a few steps, and
 an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
 observed at all, so after a run of greedy steps one iteration tries k = 2: a prompt that turned predictable is
-noticed, at a bounded cost (k = 3 where a 3-token call costs no more than a 2-token one: a block that costs as much
-as a longer one is never fed). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that
+noticed, at a bounded cost (k = 3 where a 3-token call costs clearly less than a 2-token one: such a block is never
+fed, ``Policy.sizes``). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that
 accepts nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
@@ -149,22 +149,24 @@ class Policy:
 
     def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 2.0,
                  half_life: float = 4.0, probe_every: int = 32, margin: float = 1.05,
-                 probe_budget: float = 0.01) -> None:
+                 probe_budget: float = 0.01, skip: float = 0.9) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
         self.costs, self.k_max, self.probe_every, self.margin = costs, k_max, probe_every, margin
-        self.probe_budget = probe_budget
+        self.probe_budget, self.skip = probe_budget, skip
         self.estimate = AcceptanceEstimate(prior, weight, half_life)
         self.greedy_steps = 0  # greedy steps in a row
 
     def sizes(self, batch: int) -> list[int]:
-        """The block sizes worth feeding at ``batch`` rows: 1, and every k in 2..k_max that costs less than each longer
-        block (a longer block accepts at least as much, so a k that costs as much as a longer one never pays; measured
-        costs need not grow with k: int8/int4 kernels and oneDNN's row blocking ran 3 rows faster than 2)."""
+        """The block sizes worth feeding at ``batch`` rows: 1, and every k in 2..k_max unless a longer block costs
+        clearly less (``skip``: 10% less; a longer block accepts at least as much). Measured costs need not grow with
+        k (int8/int4 kernels and oneDNN's row blocking ran 3 rows faster than 2); ties within the noise of a
+        measurement never skip a size, so noisy tables (translation: 3..8 tokens all 8.6-9.0 ms) still grow a block
+        a size at a time (84d8afc: jumping to any deeper block that cost no more did not pay there)."""
         ms = self.costs.at(batch)
         ks = sorted(k for k in ms if k <= self.k_max)
-        return [k for k in ks if k == 1 or all(ms[j] > ms[k] for j in ks if j > k)]
+        return [k for k in ks if k == 1 or all(ms[j] >= self.skip * ms[k] for j in ks if j > k)]
 
     def best(self, batch: int) -> int:
         """The k with the most expected tokens per second for ``batch`` rows (rows accept alike), among ``sizes`` but
