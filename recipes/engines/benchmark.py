@@ -1,13 +1,14 @@
 """Ours against llama.cpp on the same CPU, the same GGUF (SmolLM2-135M-Instruct Q4_1) and the same prompts, batch 1,
-greedy: our greedy, blockwise k = 3 and k = auto with float32, bfloat16, int8 and int4 weights (``Llama.with_weights``), and
-llama.cpp's greedy and prompt-lookup drafting, at 1 and 2 threads. Also the quality of our quantized models: greedy
-agreement with our float32 greedy on the prompts, and perplexity on held-out text (the licence texts every Debian
-machine has, /usr/share/common-licenses).
+greedy: our greedy, blockwise k = 3 and k = auto (and trees) with float32, bfloat16, int8 and int4 weights
+(``Llama.with_weights``), and llama.cpp's greedy and prompt-lookup drafting, at 1 and 2 threads. Also the quality of
+our quantized models: greedy agreement with our float32 greedy on the prompts, and perplexity on held-out text (the
+licence texts every Debian machine has, /usr/share/common-licenses).
 
 Needs llama.cpp in its own environment (``bash recipes/engines/00_llamacpp.sh``, ~20 minutes to build); without it
 the llama.cpp rows are left out. Timing: methods alternate within each repeat; medians over repeats of each method's
 tokens/s (prompt evaluation included, model loading not). Writes results/engines/{summary.json, details.json,
-README.md, speed.png}. Nothing else may run meanwhile (2 cores).
+README.md, speed.png} in --out (--merge: its rows into results/engines/summary.json too). Nothing else may run
+meanwhile (2 cores).
 
     python recipes/engines/benchmark.py                      # ~25 minutes
     python recipes/engines/benchmark.py --prompts 2 --max-new 16 --repeats 1 --out /tmp/engines   # a smoke run
@@ -51,7 +52,8 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--weights", default="float32,int8,int4")
-    ap.add_argument("--methods", default="greedy,3,auto", help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN")
+    ap.add_argument("--methods", default="greedy,3,auto",
+                    help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN")
     ap.add_argument("--lookup", type=int, default=3, help="llama.cpp prompt-lookup tokens per draft (0: none)")
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))

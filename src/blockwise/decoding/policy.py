@@ -18,8 +18,8 @@ decoding: counts of "reached depth i" and "accepted at depth i" decay by half ev
 an estimate no longer observed (because k fell below its depth) drifts back to the prior. At k = 1 nothing is
 observed at all, so after a run of greedy steps one iteration tries k = 2: a prompt that turned predictable is
 noticed, at a bounded cost (k = 3 where a 3-token call costs clearly less than a 2-token one: such a block is never
-fed, ``Policy.sizes``). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that
-accepts nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
+fed, ``Policy.sizes``). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that accepts
+nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
 

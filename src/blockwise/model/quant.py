@@ -102,9 +102,10 @@ class QuantizedMatrix:
     def __call__(self, x: Tensor, prompt: bool = False) -> Tensor:
         """``x @ wᵀ``. ``prompt``: x are the rows of a prompt (a session's first call, the whole sequence at once);
         an int4 matrix with a ``prompt_copy`` multiplies them by its dequantized bf16 copy: the int4 kernel's time
-        grows with the rows (8 rows ~3x one), oneDNN's bf16 one barely (SmolLM2's 40-token prompts: 170 -> ~90 ms on
-        an AVX-512-BF16 CPU). Every row's bits still come from that row alone, on either path, so a prompt's states do
-        not depend on the other prompts of a batch; the states decoding writes are the int4 kernel's."""
+        grows with the rows (8 rows ~3x one), oneDNN's bf16 one barely (SmolLM2's 40-50-token prompts: 164-184 ->
+        78-88 ms on an AVX-512-BF16 CPU). Every row's bits still come from that row alone, on either path, so a
+        prompt's states do not depend on the other prompts of a batch; the states decoding writes are the int4
+        kernel's."""
         if prompt and self.prompt is not None:
             return packed_mm(x.to(torch.bfloat16), self.prompt).to(x.dtype)
         rows = x.reshape(-1, x.shape[-1])
