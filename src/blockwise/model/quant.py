@@ -17,7 +17,8 @@ Why: decoding one token streams every weight of the model once; in float32 SmolL
 - **int4** (groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1) runs on
   ``aten._weight_int4pack_mm_for_cpu``, weight-only: the input rows are rounded to bfloat16 (the kernel's only fast
   input; float32 takes a scalar path ~20x slower) and the product is float. Each output row comes from its own input
-  row only.
+  row only. Its time grows with the rows (8 rows ~3x one), so where bf16 is native a prompt's rows may go through a
+  bf16 copy of the dequantized matrix instead (``prompt_copy``; decoding's rows never do).
 
 Exactness: a quantized model is a model of its own, and blockwise decoding is exactly its greedy decoding: a row's bits
 never depend on the other rows (tests/test_quant.py), so a quantized session is batch-invariant once attention is too
