@@ -7,9 +7,8 @@ licence texts every Debian machine has, /usr/share/common-licenses).
 Needs llama.cpp in its own environment (``bash recipes/engines/00_llamacpp.sh``, ~20 minutes to build); without it
 the llama.cpp rows are left out. Timing: methods alternate within each repeat, in an order that rotates (llama.cpp
 first every other repeat); medians over repeats of each method's tokens/s (prompt evaluation included, model loading
-not). Writes results/engines/{summary.json, details.json,
-README.md, speed.png} in --out (--merge: its rows into results/engines/summary.json too). Nothing else may run
-meanwhile (2 cores).
+not). Writes {summary.json, details.json, README.md, speed.png} in --out (--merge: its rows into
+results/engines/summary.json too). Nothing else may run meanwhile (2 cores).
 
     python recipes/engines/benchmark.py                      # ~25 minutes
     python recipes/engines/benchmark.py --prompts 2 --max-new 16 --repeats 1 --out /tmp/engines   # a smoke run
