@@ -29,7 +29,7 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import method_spec, pyplot, spec_fields
+from blockwise.eval.records import merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.lm import decoding_model
@@ -58,18 +58,9 @@ def parse_args(argv=None):
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
     ap.add_argument("--merge", default=None, help="also put the records into this summary.json (e.g. "
-                    "results/engines/summary.json), replacing its records of the same CPU and thread counts")
+                    "results/engines/summary.json), replacing its earlier rows of this recipe (run \"engines\") "
+                    "on this CPU")
     return ap.parse_args(argv)
-
-
-def merge(records: list[dict], path: Path) -> None:
-    """``path``'s records (a summary.json of other runs) with this recipe's records of this CPU and these thread
-    counts replaced by ``records``: one file holds every CPU's rows, each saying which CPU it is (``cpu``). Records of
-    other recipes (marked ``run``, as vllm_benchmark.py's) are kept."""
-    old = json.loads(path.read_text()) if path.exists() else []
-    mine = {(r["cpu"], r["threads"]) for r in records}
-    kept = [r for r in old if "run" in r or (r.get("cpu"), r.get("threads")) not in mine]
-    path.write_text(json.dumps(kept + records, indent=1) + "\n")
 
 
 def ours(lm, prompts, max_new, eos, method):
@@ -199,7 +190,7 @@ def main(argv=None) -> None:
             if system == "blockwise" else m
         fields = spec_fields(*method_spec(m, 2)) if system == "blockwise" and m != "greedy" else \
             {"k": None, "nodes": 1 if system == "blockwise" else None, "tree": "chain", "policy": "fixed"}
-        record = {"system": system, "method": method, "dtype": w, "batch": 1, "threads": t,
+        record = {"run": "engines", "system": system, "method": method, "dtype": w, "batch": 1, "threads": t,
                   "tokens_per_s": round(speed, 2), "mean_accepted": round(reps[0]["mean_accepted"], 3),
                   "n": len(reps[0]["tokens"]), "cpu": cpu,
                   "same_as_greedy": sum(a == b for a, b in zip(reps[0]["tokens"], own_greedy)),
@@ -229,7 +220,7 @@ def main(argv=None) -> None:
     details["args"] = vars(args)
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1) + "\n")
     if args.merge:
-        merge(records, Path(args.merge))
+        merge_rows(args.merge, records, "engines", cpu)
     (out_dir / "details.json").write_text(json.dumps(details, indent=1) + "\n")
     write_report(records, details, out_dir)
     print((out_dir / "README.md").read_text())
