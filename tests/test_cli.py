@@ -97,6 +97,30 @@ def test_translate_compare_reports_identity(tiny_translator, capsys, monkeypatch
     assert "(k=auto: k=" in out  # the default block size is chosen per step, and the choices are reported
 
 
+def test_translate_compare_times_a_short_batch_as_the_median_of_five_runs(tiny_translator, capsys, monkeypatch):
+    """A batch that decodes in well under a second is timed five times per decoder, in alternating order, and the
+    medians are printed (one run of a line is mostly the machine's noise)."""
+    from dataclasses import replace
+
+    from blockwise import cli_translate
+
+    seconds = {"greedy": iter([0.9, 0.1, 0.3, 0.2, 0.5, 0.4]), "blockwise": iter([0.9, 0.05, 0.2, 0.1, 0.3, 0.15])}
+    calls = []
+    by_line = cli_translate.Translator.by_line
+
+    def timed(self, method, *a, **kw):  # the first pair is the warm-up, whose times are never printed
+        calls.append(method)
+        out, result = by_line(self, method, *a, **kw)
+        return out, replace(result, seconds=next(seconds[method]))
+
+    monkeypatch.setattr(cli_translate.Translator, "by_line", timed)
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--compare", "hello world"], "", capsys,
+                             monkeypatch)
+    assert code == 0 and "identical: True" in out, out
+    assert calls.count("greedy") == calls.count("blockwise") == 6, calls
+    assert "# greedy 0.30s, blockwise 0.15s" in out and "speedup 2.00x" in out, out
+
+
 def test_translate_compare_alternates_which_runs_first(tiny_translator, capsys, monkeypatch):
     """Batch by batch, greedy and blockwise take turns running first (the first run of a batch meets colder caches);
     every batch still prints both outputs in input order and its verdict."""
@@ -106,10 +130,12 @@ def test_translate_compare_alternates_which_runs_first(tiny_translator, capsys, 
     by_line = cli_translate.Translator.by_line
     monkeypatch.setattr(cli_translate.Translator, "by_line",
                         lambda self, method, *a, **kw: calls.append(method) or by_line(self, method, *a, **kw))
+    monkeypatch.setattr(cli_translate.Translator, "retime", lambda self, lines, first, slow, fast: (slow, fast))
     code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--compare", "--batch-size", "1",
                               "hello world", "good morning", "the house"], "", capsys, monkeypatch)
     assert code == 0 and out.count("identical: True") >= 2, out
-    assert calls[:4] == ["blockwise", "greedy", "greedy", "blockwise"], calls
+    # an untimed warm-up of both, then batch by batch the first run alternates
+    assert calls[:6] == ["greedy", "blockwise", "blockwise", "greedy", "greedy", "blockwise"], calls
     lines = [line for line in out.splitlines() if not line.startswith("#")]
     assert [line.split(":")[0] for line in lines] == ["greedy", "blockwise"] * (len(lines) // 2), out
 

@@ -114,3 +114,28 @@ def test_heads_only_file_joins_back_into_the_same_model(tmp_path):
     full, joined = (BlockwiseModel.load(tmp_path / f) for f in ("full.safetensors", "joined.safetensors"))
     assert joined.heads_cfg == full.heads_cfg
     assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), joined.state_dict().values()))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (the packed product)")
+def test_a_large_float32_projection_runs_packed_with_each_rows_bits_its_own():
+    """Decoding projects through a oneDNN-packed copy of a large embedding (``Transformer.packed_head``): the logits
+    of a row have the same bits alone or among up to 8 rows (greedy's one token, a verified block), agree with the
+    plain product to float32 rounding, follow an optimizer's in-place change, and training never sees the copy."""
+    from blockwise.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    base = Transformer(preset("tiny", vocab_size=4096, d_model=256))  # 2^20 weights: the smallest packed size
+    h = torch.randn(8, 1, 256)
+    with torch.no_grad():
+        logits = base.project(h)
+        assert base.packed_head() is not None
+        for rows in range(1, 9):
+            assert torch.equal(base.project(h[:rows]), logits[:rows]), rows
+        torch.testing.assert_close(logits, h @ base.embed.weight.t(), rtol=1e-5, atol=1e-5)
+        base.embed.weight.mul_(2)  # an optimizer step: in place, the same storage
+        torch.testing.assert_close(base.project(h), 2 * logits, rtol=1e-5, atol=1e-5)
+    assert base.packed_head() is None  # autograd on: training multiplies by the parameter itself
+    assert base.project(h).requires_grad
+    small = Transformer(preset("tiny", vocab_size=V))
+    with torch.no_grad():
+        assert small.packed_head() is None  # below ~1M weights MKL's product is the faster one

@@ -44,9 +44,11 @@ def measure(args) -> None:
     prompts = [chat_ids(tokenizer, p["text"]) for p in texts]
     out = {}
     for dt in args.dtypes.split(","):
-        torch_dt = getattr(torch, dt)
+        quantized = dt in ("int8", "int4")  # weights (Llama.with_weights, float32 activations and heads)
+        torch_dt = torch.float32 if quantized else getattr(torch, dt)
         heads, vocab = load_heads(dtype=torch_dt)
-        lm = NativeLM(Llama.from_hf(hf).cast(torch_dt), heads, proposal_vocab=vocab)
+        base = Llama.from_hf(hf)
+        lm = NativeLM(base.with_weights(dt) if quantized else base.cast(torch_dt), heads, proposal_vocab=vocab)
         runs = [("greedy", lambda P: greedy(lm, P, args.max_new, eos_id=eos))]
         runs += [(f"k{k}", (lambda k: lambda P: blockwise(lm, P, args.max_new, k=k, eos_id=eos))(k))
                  for k in map(int, args.ks.split(","))]
@@ -73,7 +75,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8, help="benchmark prompts used")
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--ks", default="3")
-    ap.add_argument("--dtypes", default="bfloat16,float32")
+    ap.add_argument("--dtypes", default="bfloat16,float32", help="also int8, int4 (quantized weights)")
     ap.add_argument("--out", default=None, help="write the table (markdown) and the figures (JSON) here")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -116,6 +116,7 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.weights = "float32"  # model.quant.WEIGHTS; "int8"/"int4" after ``with_weights``
         self.quantized_head: QuantizedMatrix | None = None
+        self._packed_head: tuple[tuple[int, int], Tensor | None] | None = None  # (the embedding's identity, ``pack``)
 
     def with_weights(self, weights: str) -> "Transformer":
         """This model decoding with ``weights`` (model.quant.WEIGHTS), in place, for inference: "float32"/"bfloat16"
@@ -155,7 +156,26 @@ class Transformer(nn.Module):
             return self.quantized_head(hidden)
         if invariant:
             return inv.mm(hidden, self.embed.weight, out_in=True, invariant=True)
+        packed = self.packed_head()
+        if packed is not None:
+            return inv.packed_mm(hidden, packed)
         return hidden @ self.embed.weight.t()
+
+    def packed_head(self) -> Tensor | None:
+        """A oneDNN-packed copy of the output projection (``invariant.pack``) for float32 inference on the CPU, where
+        the vocabulary is large: verifying a block and scoring the heads' proposals project several rows per call, and
+        MKL's product costs ~4x per call from 1 to 8 rows where the packed one costs ~2x (the translation model's
+        8000 x 256 projection, one thread, AVX-512: 2 / 4 / 8 rows 0.86 / 1.51 / 1.88 ms against 0.24 / 0.27 /
+        0.41; one row 0.48 against 0.21). Small matrices stay on MKL (below ~1M weights the packed call's own
+        ~50 us cost more than it saves). Made at first use and again whenever the embedding changes (an optimizer
+        step); never while autograd records (training)."""
+        w = self.embed.weight
+        if torch.is_grad_enabled() or w.dtype != torch.float32 or not w.is_cpu or w.numel() < 2 ** 20:
+            return None
+        identity = (w.data_ptr(), w._version)
+        if self._packed_head is None or self._packed_head[0] != identity:
+            self._packed_head = (identity, inv.pack(w.detach(), out_in=True))
+        return self._packed_head[1]
 
     def encode(self, source: Tensor, source_mask: Tensor | None = None,
                invariant: bool = False) -> tuple[Tensor, Tensor]:
