@@ -61,12 +61,13 @@ def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None, i
     return product(x)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, order: KeyOrder | None = None) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, order: KeyOrder | None = None) -> Tensor:
     """Attention (B, H, T, Dh) in which each query's result has the same bits whatever else is fed beside it and
     however long the (masked) key span is (the CPU's fused attention kernel sums in another order when T changes).
 
-    q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible. For each key head, the
-    T x G queries that use it (G = H / Hkv) are the rows of two plain matrix products, scores = rows @ kᵀ and
+    q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible (float32: None where every
+    key is). For each key head, the T x G queries that use it (G = H / Hkv) are the rows of two plain matrix
+    products, scores = rows @ kᵀ and
     y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend on the other rows, one row alone
     included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py checks it for grouped and single
     heads). Softmax in float32, as Hugging Face does.

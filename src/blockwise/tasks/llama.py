@@ -60,7 +60,10 @@ class LlamaConfig:
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    # As Hugging Face: normalise in float32, cast back, then scale.
+    # As Hugging Face: normalise in float32, cast back, then scale. In float32 PyTorch's fused op gives the same bits
+    # (checked on SmolLM2's rows) in one call instead of seven (~4 us less per call, 61 calls per step)
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return torch.rms_norm(x, weight.shape, weight, eps)
     dtype = x.dtype
     x32 = x.float()
     return weight * (x32 * (x32 * x32).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(dtype)  # in place: fewer allocs
@@ -320,12 +323,15 @@ class Llama(nn.Module):
             # slots (B, T) in the cache; positions; (B, 1, T, span) mask: a query sees the cached keys and the fed ones
             # before it (a block) or its ancestors (a tree); stale entries past it stay hidden
             slots, positions, mask = cache.layout(T, tree)
-            if T == 1 and bool((slots == slots[0]).all()) and not invariant:
-                mask = None  # every row's single query sees the whole span
+            wide = self.embed.weight.dtype == torch.float32
+            if T == 1 and bool((slots == slots[0]).all()) and (not invariant or wide):
+                # every row's single query sees the whole span; an invariant float32 session (quantized weights) too:
+                # its attention adds the mask's zeros, the same bits without them (``invariant.attend``), ~9 us less
+                mask = None
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
-        order = inv.key_order(mask) if invariant else None  # the mask's key order, once per call, not per layer
+        order = inv.key_order(mask) if invariant and mask is not None else None  # the mask's key order, once per call, not per layer
         # a prompt (whole sequences, or a session's first call): int4 layers may take their bf16 copy (QuantizedMatrix)
         prompt = self.prompt_copies and (cache is None or not bool(cache.lengths.any()))
         for i, layer in enumerate(self.layers):
