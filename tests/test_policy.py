@@ -208,3 +208,24 @@ def test_sampling_measures_its_own_costs(tmp_path, monkeypatch, trained_decoder)
     assert [k.rsplit("|", 1)[1] for k in keys] == ["greedy", "sample"], keys
     assert policy_module.sampling_key(Sampling(1.0, top_p=0.9)) == "sample+top_p"
     assert len(out.tokens) == len(fixed.tokens) == 2
+
+
+def test_step_costs_are_the_least_of_two_sweeps_in_opposite_orders(monkeypatch):
+    """A burst of load while one size is timed must not stick to it: every size is timed in two sweeps, the second in
+    reverse order, and keeps the lower of its two figures."""
+    from blockwise.decoding import policy as pol
+
+    clock, visits = [0.0], []
+    slow = {(0, 3): 5.0, (1, 1): 5.0}  # (sweep, size) -> a step's ms while another process ran
+
+    def decode(prefixes, sources, fixed):  # steps of k ms (k + the burst), as a real decode asks its policy
+        sweep = sum(1 for v in visits if v == fixed.k)
+        visits.append(fixed.k)
+        while True:
+            fixed.choose(len(prefixes))
+            clock[0] += (fixed.k + slow.get((sweep, fixed.k), 0.0)) / 1e3
+
+    monkeypatch.setattr(pol.time, "perf_counter", lambda: clock[0])
+    ms = pol._time_steps(decode, [1, 2, 3], [[1, 2]], None, batch=1, ahead=0, repeats=5, progress=None)
+    assert visits == [1, 2, 3, 3, 2, 1]
+    assert ms == pytest.approx({1: 1.0, 2: 2.0, 3: 3.0})
