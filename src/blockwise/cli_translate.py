@@ -152,7 +152,7 @@ class Translator:
     def warm_up(self) -> None:
         """Decode a short sentence both ways, untimed, before the first --compare: one-time costs (the packed output
         projection, oneDNN's kernel set-up, the allocator's first growth) otherwise land in whichever decoder runs first
-        and bend its figure (a two-sentence line: 0.13 s greedy against 0.16 s blockwise printed 0.84x; warm, 1.2x)."""
+        (blockwise, in the first batch) and bend a figure of ~0.1 s per line."""
         warm = [["The weather is nice today."]]
         self.by_line("greedy", warm)
         self.by_line("blockwise", warm, k=self.k, accept=self.accept, tree=self.tree)

@@ -67,10 +67,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, order: KeyOrder
 
     q (B, H, T, Dh); k, v (B, Hkv, S, Dh); mask (B, 1, T, S), True where a key is visible (float32: None where every
     key is). For each key head, the T x G queries that use it (G = H / Hkv) are the rows of two plain matrix
-    products, scores = rows @ kᵀ and
-    y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend on the other rows, one row alone
-    included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py checks it for grouped and single
-    heads). Softmax in float32, as Hugging Face does.
+    products, scores = rows @ kᵀ and y = softmax(scores) @ v, batched over (B, Hkv); a row's result does not depend
+    on the other rows, one row alone included (unlike the 2-D one-row product of ``mm``; tests/test_hf_adapter.py
+    checks it for grouped and single heads). Softmax in float32, as Hugging Face does.
 
     float32 (a session over quantized weights): the CPU's float32 kernels sum in another order for other numbers of
     queries, so attention runs in float64 (an exact product of two float32 numbers; sums whose order changes only bits

@@ -331,7 +331,8 @@ class Llama(nn.Module):
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
-        order = inv.key_order(mask) if invariant and mask is not None else None  # the mask's key order, once per call, not per layer
+        # the mask's key order, once per call, not per layer
+        order = inv.key_order(mask) if invariant and mask is not None else None
         # a prompt (whole sequences, or a session's first call): int4 layers may take their bf16 copy (QuantizedMatrix)
         prompt = self.prompt_copies and (cache is None or not bool(cache.lengths.any()))
         for i, layer in enumerate(self.layers):
