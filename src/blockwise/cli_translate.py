@@ -155,7 +155,7 @@ class Translator:
         (blockwise, in the first batch) and bend a figure of ~0.1 s per line."""
         warm = [["The weather is nice today."]]
         self.by_line("greedy", warm)
-        self.by_line("blockwise", warm, k=self.k, accept=self.accept, tree=self.tree)
+        self.by_line("blockwise", warm)
 
     def retime(self, lines: list[list[str]], first: int, slow, fast, rounds: int = 5, short: float = 0.5):
         """--compare on a short batch (both runs under ``short`` seconds together): each decoder's time is the median
@@ -167,8 +167,7 @@ class Translator:
         while len(times["greedy"]) < rounds and slow.seconds + fast.seconds < short:
             order = ["greedy", "blockwise"] if len(times["greedy"]) % 2 else ["blockwise", "greedy"]
             for method in order:
-                kw = {} if method == "greedy" else {"k": self.k, "accept": self.accept, "tree": self.tree}
-                times[method].append(self.by_line(method, lines, first, **kw)[1].seconds)
+                times[method].append(self.by_line(method, lines, first)[1].seconds)
         if len(times["greedy"]) == 1:
             return slow, fast
         return replace(slow, seconds=statistics.median(times["greedy"])), \
@@ -185,8 +184,9 @@ class Translator:
                                     f"{self.limit}; split it into shorter sentences", "warning")
         return parts
 
-    def by_line(self, method: str, lines: list[list[str]], first: int = 1, **kw):
-        """(one output line per input line, the translate() result) for the sentences of ``lines``; with sampling,
+    def by_line(self, method: str, lines: list[list[str]], first: int = 1):
+        """(one output line per input line, the translate() result) for the sentences of ``lines``, "greedy" or
+        "blockwise" (with this translator's k, acceptance rule and tree); with sampling,
         sentence j of input line n draws from the stream of (--seed, n, j): the same run again gives the same output
         (other batch sizes can differ through the batch's length limit, see ``translate``)."""
         from dataclasses import replace
@@ -194,6 +194,7 @@ class Translator:
         from .tasks.translation import translate
 
         pieces = [part for line in lines for part in line]
+        kw = {"k": self.k, "accept": self.accept, "tree": self.tree} if method == "blockwise" else {}
         if self.sampling is not None:
             seeds = [(self.args.seed * 1_000_003 + first + n) * 1_009 + j
                      for n, line in enumerate(lines) for j in range(len(line))]
@@ -213,7 +214,7 @@ class Translator:
             if greedy_first:
                 slow_out, slow = self.by_line("greedy", lines, first)
             if any(lines):
-                out, fast = self.by_line("blockwise", lines, first, k=self.k, accept=self.accept, tree=self.tree)
+                out, fast = self.by_line("blockwise", lines, first)
             if compare and not greedy_first:
                 slow_out, slow = self.by_line("greedy", lines, first)
             if compare:
