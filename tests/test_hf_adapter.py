@@ -264,6 +264,47 @@ def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span
     torch.testing.assert_close(block.float(), reference, rtol=0.05, atol=0.05)  # and it is attention
 
 
+@pytest.mark.parametrize("H,Hkv,Dh", [(9, 3, 64), (4, 4, 48)])
+def test_float32_attention_of_a_query_is_that_of_the_query_alone_over_its_keys(H, Hkv, Dh):
+    """Quantized sessions attend in float32: each query's bits must be those of a lone query over exactly the keys it
+    sees (what greedy at batch 1 computes), for ragged rows, aligned rows, a source mask shared by every query, and a
+    tree's nodes, which see the prefix and their ancestors only. (The fused kernel alone fails this: other bits for
+    other numbers of queries and for masked keys after the visible ones.)"""
+    from blockwise.model.invariant import attend, query_keys
+
+    g = torch.Generator().manual_seed(2)
+    B, S, T = 3, 120, 5
+    q = torch.randn(B, H, T, Dh, generator=g) * 2
+    k = torch.randn(B, Hkv, S, Dh, generator=g) * 2
+    v = torch.randn(B, Hkv, S, Dh, generator=g)
+
+    def alone(b, t, keys):
+        return attend(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, keys], v[b:b + 1, :, keys], None)
+
+    ends = torch.tensor([[S - T + t for t in range(T)], [60 + t for t in range(T)], [S - T + t for t in range(T)]])
+    ragged = torch.arange(S)[None, None, None, :] <= ends[:, None, :, None]  # (B, 1, T, S)
+    aligned = (torch.arange(S)[None, :] <= ends[0][:, None]).expand(B, 1, T, S)
+    source = (torch.arange(S)[None, :] < torch.tensor([[S], [70], [9]]))[:, None, None, :]  # (B, 1, 1, S)
+    parents = [-1, 0, 0, 1, 2]  # a tree of T nodes fed after a prefix of S - T keys
+    tree = torch.zeros(B, 1, T, S, dtype=torch.bool)
+    tree[..., :S - T] = True
+    for t in range(T):
+        node = t
+        while node >= 0:
+            tree[:, :, t, S - T + node] = True
+            node = parents[node]
+    for mask in (ragged, aligned, source, tree):
+        block = attend(q, k, v, mask)
+        assert torch.equal(block, attend(q, k, v, mask, query_keys(mask, T, S)))  # the order computed once per call
+        for b in range(B):
+            for t in range(T):
+                keys = mask[b, 0, min(t, mask.shape[2] - 1)].nonzero()[:, 0]
+                assert torch.equal(alone(b, t, keys), block[b:b + 1, :, t:t + 1]), (b, t)
+        reference = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                                     attn_mask=mask, enable_gqa=True)
+        torch.testing.assert_close(block.double(), reference, rtol=1e-5, atol=1e-5)  # and it is attention
+
+
 @needs_bf16
 def test_bf16_native_blockwise_equals_its_greedy_at_every_batch_shape():
     """In bfloat16 the native model is batch-invariant: blockwise == greedy, batch 1 == batch 4, token for token."""

@@ -28,8 +28,6 @@ class KVCache:
         if batch_size < 1:
             raise ValueError("the batch is empty: a cache needs at least one row")
         self.invariant = batch_invariant(dtype) if invariant is None else invariant
-        if self.invariant and dtype == torch.float32:
-            dtype = torch.float64  # invariant float32 attention runs in float64 (invariant.attend): no per-layer copy
         shape = (n_layers, batch_size, n_heads, capacity, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -72,7 +70,7 @@ class KVCache:
 
     def write(self, layer: int, positions: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, H, T, Dh) at slots ``positions`` (B, T); return the keys/values (B, H, span, Dh) to attend
-        over (in the cache's dtype, which may be wider than k's: float64 for an invariant float32 session)."""
+        over."""
         if self._where is None or self._where[0] is not positions:  # once per call, not per layer
             start = positions[:, 0]
             aligned = bool((start == start[0]).all())  # rows aligned (always at batch 1): a plain slice

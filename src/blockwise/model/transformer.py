@@ -61,6 +61,8 @@ class Attention(nn.Module):
         if invariant:  # a batch-invariant decoding session (invariant.py); elsewhere the fused kernel
             if mask is None:
                 mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
+            if q.dtype == torch.float32:  # quantized weights: attention in float64, one call per layer (invariant.attend)
+                k, v = k.double(), v.double()
             y = inv.attend(q, k, v, mask, order)  # order: the mask's, computed once per call (or here)
         else:
             p = self.dropout if self.training else 0.0
@@ -227,7 +229,8 @@ class Transformer(nn.Module):
                     raise ValueError("the cache holds no encoder memory: call model.attach_memory(cache, ...) first")
                 cross, cross_mask = cache.cross, cache.memory_mask[:, None, None, :]
         x = self.embed_tokens(tokens, positions)
-        order = inv.key_order(self_mask) if invariant else None  # the mask's key order, once per call
+        # the mask's key order, once per call (bfloat16; quantized float32 attends in float64: Attention.attend)
+        order = inv.key_order(self_mask) if invariant and x.dtype != torch.float32 else None
         for i, layer in enumerate(self.decoder):
             h = layer.norm1(x)
             k, v = layer.self_attn.keys_values(h, invariant)
@@ -245,10 +248,12 @@ class Transformer(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
+        # quantized weights (float32, batch-invariant): keys and values kept in float64, as ``Attention.attend`` uses them
         p = self.embed.weight
+        quantized = self.weights in BITS
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_heads, capacity, self.cfg.d_model // self.cfg.n_heads,
-                       dtype=p.dtype, device=p.device,
-                       invariant=inv.batch_invariant(p.dtype) or self.weights in BITS)
+                       dtype=torch.float64 if quantized else p.dtype, device=p.device,
+                       invariant=inv.batch_invariant(p.dtype) or quantized)
 
     def attach_memory(self, cache: KVCache, memory: Tensor, memory_mask: Tensor) -> None:
         """Compute every decoder layer's cross-attention K/V of the encoder memory once and keep them in the cache."""

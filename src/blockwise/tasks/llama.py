@@ -325,14 +325,15 @@ class Llama(nn.Module):
             slots, positions, mask = cache.layout(T, tree)
             wide = self.embed.weight.dtype == torch.float32
             if T == 1 and bool((slots == slots[0]).all()) and (not invariant or wide):
-                # every row's single query sees the whole span; an invariant float32 session (quantized weights) too:
-                # its attention adds the mask's zeros, the same bits without them (``invariant.attend``), ~9 us less
+                # every row's single query sees the whole span (in an invariant float32 session, quantized weights,
+                # ``invariant.attend`` then makes one call for the batch)
                 mask = None
         x = self.embed(tokens)
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
-        # the mask's key order, once per call, not per layer
-        order = inv.key_order(mask) if invariant and mask is not None else None
+        # which keys each query sees (float32) or the mask's key order (bfloat16): once per call, not per layer
+        order = None if not invariant or mask is None else \
+            inv.query_keys(mask, T, mask.shape[-1]) if x.dtype == torch.float32 else inv.key_order(mask)
         # a prompt (whole sequences, or a session's first call): int4 layers may take their bf16 copy (QuantizedMatrix)
         prompt = self.prompt_copies and (cache is None or not bool(cache.lengths.any()))
         for i, layer in enumerate(self.layers):
