@@ -81,15 +81,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
       lone token fed to a lone row makes, so a token's bits are those of greedy decoding at batch 1 by construction.
       ``order``: ``query_keys(mask)``, once per call; else computed here. A one-token step of SmolLM2 int4 costs
       ~1.3 ms less than in float64 (below; 2-3 tokens ~0.7 ms less, 4 the same), and the cache half the memory.
-    - float64 keys (the in-house Transformer's: ``Attention.attend``): attention in float64 (an exact product of two float32 numbers;
-      sums whose order changes only bits far below float32's, masked holes included) by the fused kernel, rounded back
-      to float32: one call per layer, where translating a batch of 8 rows x 4 queries a call per query cost ~20% more.
+    - float64 keys (the in-house Transformer's, ``Attention.attend``): attention in float64 (an exact product of two
+      float32 numbers; sums whose order changes only bits far below float32's, masked holes included) by the fused
+      kernel, rounded back to float32: one call per layer, where translating a batch of 8 rows x 4 queries a call per
+      query cost ~20% more.
     """
     if q.dtype == torch.float32 and k.dtype == torch.float64:
         return F.scaled_dot_product_attention(q.double(), k, v.double(), attn_mask=mask,
                                               enable_gqa=q.shape[1] != k.shape[1]).float()
     if q.dtype == torch.float32:
-        return _attend_each(q, k, v, order if isinstance(order, QueryKeys) else query_keys(mask, q.shape[2], k.shape[2]))
+        keys = order if isinstance(order, QueryKeys) else query_keys(mask, q.shape[2], k.shape[2])
+        return _attend_each(q, k, v, keys)
     B, H, T, Dh = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv
@@ -117,7 +119,7 @@ class QueryKeys:
     spans[b][t]: the number n of keys query t of row b sees, the first n (a block, a greedy step, a right-padded
     source), or the slots it sees where they have holes (a candidate tree's node: the prefix and its ancestors, in slot
     order, which is the order its accepted path takes in the cache). ``aligned``: every row's spans are the same
-    numbers (one call per query serves the whole batch). ``full``: every query sees all keys."""
+    numbers (one call per query serves the whole batch). ``full``: every query sees every key."""
 
     spans: list[list[int | Tensor]]
     aligned: bool
@@ -140,31 +142,19 @@ def query_keys(mask: Tensor | None, T: int, S: int) -> QueryKeys:
 
 def _attend_each(q: Tensor, k: Tensor, v: Tensor, keys: QueryKeys) -> Tensor:
     """float32 ``attend``: each query over exactly its visible keys (``QueryKeys``), by the fused kernel, which
-    computes each (batch entry, head) on its own. So a batch of aligned rows goes query by query for every row at once,
-    and a row's queries that see the same keys (a source mask) go at once as entries of the batch dimension."""
+    computes each (row, head) on its own, so a batch of aligned rows goes query by query for every row at once."""
     gqa = q.shape[1] != k.shape[1]
-    T = q.shape[2]
 
     def one(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(qs, ks, vs, enable_gqa=gqa)
 
-    if keys.full:  # e.g. one token per row, all rows at the same length (a greedy step): one call
-        return one(q, k, v) if T == 1 else torch.cat([one(q[:, :, t:t + 1], k, v) for t in range(T)], 2)
+    if keys.full and q.shape[2] == 1:  # one token per row, all rows at the same length (a greedy step): one call
+        return one(q, k, v)
     if keys.aligned:
         return torch.cat([one(q[:, :, t:t + 1], k[:, :, :n], v[:, :, :n]) for t, n in enumerate(keys.spans[0])], 2)
-    out = []
-    for b, spans in enumerate(keys.spans):
-        qb, kb, vb = q[b:b + 1], k[b:b + 1], v[b:b + 1]
-        n = spans[0]
-        if T > 1 and isinstance(n, int) and all(m == n for m in spans):  # every query of the row sees the same keys
-            y = one(qb[0].transpose(0, 1)[:, :, None], kb[:, :, :n].expand(T, -1, -1, -1),
-                    vb[:, :, :n].expand(T, -1, -1, -1))  # (T, H, 1, Dh)
-            out.append(y[:, :, 0].transpose(0, 1)[None])
-            continue
-        each = [one(qb[:, :, t:t + 1], kb[:, :, :n], vb[:, :, :n]) if isinstance(n, int) else
-                one(qb[:, :, t:t + 1], kb[:, :, n], vb[:, :, n]) for t, n in enumerate(spans)]
-        out.append(torch.cat(each, 2) if T > 1 else each[0])
-    return torch.cat(out)
+    return torch.cat([torch.cat([one(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, :n], v[b:b + 1, :, :n]) if isinstance(n, int)
+                                 else one(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, n], v[b:b + 1, :, n])
+                                 for t, n in enumerate(spans)], 2) for b, spans in enumerate(keys.spans)])
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Attention(nn.Module):
         if invariant:  # a batch-invariant decoding session (invariant.py); elsewhere the fused kernel
             if mask is None:
                 mask = torch.ones(1, 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
-            if q.dtype == torch.float32:  # quantized weights: attention in float64, one call per layer (invariant.attend)
+            if q.dtype == torch.float32:  # quantized weights: attention in float64, a call per layer (invariant.attend)
                 k, v = k.double(), v.double()
             y = inv.attend(q, k, v, mask, order)  # order: the mask's, computed once per call (or here)
         else:
@@ -248,7 +248,7 @@ class Transformer(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         # capacity counts cache slots, not positions: a candidate tree holds more slots than positions (its nodes share
         # positions); positions are checked where they are made (check_inputs, embed_tokens)
-        # quantized weights (float32, batch-invariant): keys and values kept in float64, as ``Attention.attend`` uses them
+        # quantized weights (float32, batch-invariant): keys and values in float64, as ``Attention.attend`` uses them
         p = self.embed.weight
         quantized = self.weights in BITS
         return KVCache(self.cfg.n_layers, batch_size, self.cfg.n_heads, capacity, self.cfg.d_model // self.cfg.n_heads,
