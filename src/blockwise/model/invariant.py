@@ -150,11 +150,14 @@ def _attend_each(q: Tensor, k: Tensor, v: Tensor, keys: QueryKeys) -> Tensor:
 
     if keys.full and q.shape[2] == 1:  # one token per row, all rows at the same length (a greedy step): one call
         return one(q, k, v)
-    if keys.aligned:
-        return torch.cat([one(q[:, :, t:t + 1], k[:, :, :n], v[:, :, :n]) for t, n in enumerate(keys.spans[0])], 2)
-    return torch.cat([torch.cat([one(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, :n], v[b:b + 1, :, :n]) if isinstance(n, int)
-                                 else one(q[b:b + 1, :, t:t + 1], k[b:b + 1, :, n], v[b:b + 1, :, n])
-                                 for t, n in enumerate(spans)], 2) for b, spans in enumerate(keys.spans)])
+    groups = [(slice(None), keys.spans[0])] if keys.aligned else \
+        [(slice(b, b + 1), spans) for b, spans in enumerate(keys.spans)]
+    out = []
+    for rows, spans in groups:
+        qb, kb, vb = q[rows], k[rows], v[rows]
+        seen = [slice(n) if isinstance(n, int) else n for n in spans]  # the first n keys, or the slots of a tree's node
+        out.append(torch.cat([one(qb[:, :, t:t + 1], kb[:, :, at], vb[:, :, at]) for t, at in enumerate(seen)], 2))
+    return torch.cat(out)
 
 
 @dataclass(frozen=True)
