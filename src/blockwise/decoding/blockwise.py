@@ -18,7 +18,8 @@ from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, cli
 from .interface import DecodingModel
 from .policy import Policy, default_policy, default_tree_policy
 from .sampling import Sampling, sample_blocks
-from .tree import TreeShape, tree_decode
+from .lookup import Lookup
+from .tree import StaticTree, TreeShape, tree_decode
 
 
 @torch.no_grad()
@@ -27,7 +28,7 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
               sources: Sequence[Sequence[int]] | None = None,
               stream: Callable[[int, list[int]], None] | None = None, policy: Policy | None = None,
               k_max: int | None = None, progress: bool = False, tree: TreeShape | None = None,
-              sampling: Sampling | None = None) -> DecodeOutput:
+              sampling: Sampling | None = None, lookup: Lookup | None = None) -> DecodeOutput:
     """Decode with blocks of up to k tokens. With exact acceptance the output equals ``greedy`` token for token.
 
     ``k``: a fixed block size (default: every head), or "auto": a ``policy`` chooses each iteration's k in 1..k_max
@@ -37,17 +38,26 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     k is then the tree's, and "auto" (with a dynamic tree) chooses every step's node budget (``policy``: a
     ``TreePolicy``, by default ``default_tree_policy``).
     ``sampling``: sample from p1 (temperature, top-k, top-p, seed) with speculative sampling instead of following its
-    argmax: the output is distributed exactly as plain sampling's (``sampling.sample``); ``accept`` does not apply."""
+    argmax: the output is distributed exactly as plain sampling's (``sampling.sample``); ``accept`` does not apply.
+    ``lookup``: every call also verifies a chain copied from the row's own text (decoding/lookup.py), grafted onto the
+    tree (a fixed k: onto the block, as a tree of two branches)."""
     if sampling is not None and accept != EXACT:
         raise ValueError("sampling has its own acceptance rule (speculative sampling, or Sampling(typical=...)): "
                          f"leave accept at exact, not {accept.describe()}")
+    if lookup is not None and tree is None:
+        if k == "auto":
+            raise ValueError("lookup with k='auto' needs a dynamic tree (its node budget is chosen per step): "
+                             "give tree=DynamicTree(...), or a fixed k")
+        tree = StaticTree.chain(k or model.num_heads)
+        k = None
     if tree is not None:
         if k not in (None, "auto", tree.depth + 1):
             raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "
                              "node budget at every step")
         if k == "auto" and policy is None:
             policy = default_tree_policy(model, prefixes, sources, tree, max_new_tokens, progress, sampling)
-        return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy, sampling)
+        return tree_decode(model, prefixes, max_new_tokens, tree, eos_id, accept, sources, stream, policy, sampling,
+                           lookup)
     auto = k == "auto" or policy is not None
     if isinstance(k, str) and not auto:
         raise ValueError(f"k must be a number of heads or 'auto', got {k!r}")

@@ -268,21 +268,60 @@ class DynamicTree(TreeShape):
         return f"dynamic tree, {self.nodes} nodes, depth {self.depth}, top {self.top}" + (", spine" if self.spine else "")
 
 
+def graft(tree: Tree, chains: Sequence[Sequence[int]]) -> Tree:
+    """``tree`` with each row's chain (tokens after the root) hung below its root: down the nodes whose tokens the
+    chain repeats, then as new nodes, each the child of the one before. Every row gets as many new nodes as the row
+    that needs most; the others' extra nodes are copies of their root's token as children of the root (fed and
+    verified like any node: they change nothing but the cost). Returns ``tree`` itself when no row adds a node."""
+    B = tree.tokens.shape[0]
+    tokens, parents = tree.tokens.tolist(), tree.parents.tolist()
+    added: list[list[tuple[int, int]]] = []  # per row: (token, parent) of its new nodes
+    for b in range(B):
+        children: dict[tuple[int, int], int] = {}  # (parent, token) -> node
+        for i in range(1, len(tokens[b])):
+            children.setdefault((parents[b][i], tokens[b][i]), i)
+        node, new, count = 0, [], len(tokens[b])
+        for token in chains[b]:
+            child = children.get((node, token)) if not new else None
+            if child is None:
+                new.append((token, node))
+                node = count
+                count += 1
+            else:
+                node = child
+        added.append(new)
+    width = max(len(new) for new in added)
+    if width == 0:
+        return tree
+    for b, new in enumerate(added):
+        new += [(tokens[b][0], 0)] * (width - len(new))
+        tokens[b] += [t for t, _ in new]
+        parents[b] += [p for _, p in new]
+    device = tree.tokens.device
+    grafted = Tree.from_parents(torch.tensor(tokens, device=device), torch.tensor(parents, device=device))
+    grafted.expected = tree.expected
+    return grafted
+
+
 @torch.no_grad()
 def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_tokens: int, tree: TreeShape,
                 eos_id: int | None = None, accept: Acceptance = EXACT,
                 sources: Sequence[Sequence[int]] | None = None,
                 stream: Callable[[int, list[int]], None] | None = None, policy=None,
-                sampling: Sampling | None = None) -> DecodeOutput:
+                sampling: Sampling | None = None, lookup=None) -> DecodeOutput:
     """Blockwise decoding with a candidate tree per row and call. With exact acceptance the output equals ``greedy``
     token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``. ``policy`` (a dynamic tree
     only: ``policy.TreePolicy``) chooses every step's node budget, 1 (a greedy step) to ``tree.nodes``.
     ``sampling``: speculative sampling instead, the root drawn from p̃ and the tree judged
-    by recursive rejection (``sampling.accept_tree``); ``accept`` does not apply."""
+    by recursive rejection (``sampling.accept_tree``); ``accept`` does not apply.
+    ``lookup`` (``decoding.lookup.Lookup``): each row's tree also gets a chain copied from its own text (``graft``)."""
     if sampling is not None and sampling.typical is not None:
         raise ValueError("typical acceptance is for blocks: leave out the tree, or typical")
+    if sampling is not None and lookup is not None:
+        raise ValueError("lookup drafts are for greedy decoding (and its approximate rules), not for sampling")
     check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
-    session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, tree.nodes), sources)
+    fed = tree.nodes + (lookup.tokens if lookup is not None else 0)  # the most nodes a call feeds
+    session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, fed), sources)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1 = session.scores(hidden)
@@ -303,6 +342,8 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         n = policy.choose(hidden.shape[0]) if policy is not None else None
         draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft, to predict all
         t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
+        if lookup is not None:  # the chain that followed the row's last tokens earlier in its own text
+            t = graft(t, [lookup.propose([*prefixes[i], *rows.tokens[i], r]) for i, r in zip(rows.ids, root.tolist())])
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree

@@ -1,0 +1,154 @@
+"""Lookup drafts (decoding/lookup.py): chains copied from a row's own text, grafted onto the heads' tree.
+
+* ``Lookup.propose`` against hand-worked texts: the longest n-gram first, its latest earlier occurrence, the window.
+* ``graft``: a chain follows the nodes it repeats, then hangs below them; rows are padded to one node count.
+* Decoding with lookup is greedy token for token (random tiny models, decoder-only and encoder-decoder, ragged rows,
+  end-of-sequence; chains and trees), and the copied nodes are really accepted: on a scripted model whose answer
+  repeats and whose heads are always wrong, lookup accepts several tokens per call where the heads accept one.
+* Teeth: a graft whose mask loses a copied node's ancestors breaks exactness (any consistent tree is exact, whatever
+  its tokens or shape: what can break is the tree's own bookkeeping).
+"""
+
+import pytest
+import torch
+
+from blockwise import blockwise, greedy
+from blockwise.decoding import tree as tree_mod
+from blockwise.decoding.lookup import Lookup
+from blockwise.decoding.tree import DynamicTree, StaticTree, Tree, graft
+from conftest import EOS, random_model
+from scripted import ScriptedModel
+from test_tree import PREFIXES, SOURCES, EOS_SEED, full
+
+
+# -- propose -----------------------------------------------------------------------------------------------------------
+def test_propose_takes_the_longest_ngram_and_its_latest_occurrence():
+    lookup = Lookup(tokens=3, ngram=3)
+    # "7 8 9" occurred once; its continuation 1 2 3
+    assert lookup.propose([7, 8, 9, 1, 2, 3, 5, 7, 8, 9]) == [1, 2, 3]
+    # "8 9" occurs twice earlier (followed by 1, then by 4): the latest wins
+    assert lookup.propose([8, 9, 1, 6, 8, 9, 4, 5, 8, 9]) == [4, 5, 8]
+    # the trigram "5 8 9" occurs earlier (-> 6) though "8 9" occurred later (-> 0): the longest n-gram first
+    assert lookup.propose([5, 8, 9, 6, 8, 9, 0, 5, 8, 9]) == [6, 8, 9]
+    # a continuation running into the tail is cut where the text ends
+    assert lookup.propose([3, 4, 3]) == [4, 3]
+    assert lookup.propose([1, 2, 3]) == [] and lookup.propose([5]) == [] and lookup.propose([]) == []
+    assert Lookup(tokens=3, min_ngram=2).propose([4, 1, 2, 3, 4]) == []  # only a unigram match
+    assert Lookup(tokens=2, window=4).propose([9, 1, 2, 3, 4, 9]) == []  # the earlier 9 is outside the window
+    with pytest.raises(ValueError, match="min_ngram"):
+        Lookup(ngram=2, min_ngram=3)
+
+
+# -- graft -------------------------------------------------------------------------------------------------------------
+def chain_tree(rows: list[list[int]]) -> Tree:
+    tokens = torch.tensor(rows)
+    n = tokens.shape[1]
+    return Tree.from_parents(tokens, torch.arange(-1, n - 1).expand(len(rows), n))
+
+
+def test_graft_follows_repeated_nodes_then_hangs_new_ones_and_pads_rows():
+    tree = chain_tree([[10, 11, 12], [20, 21, 22], [30, 31, 32]])
+    grafted = graft(tree, [[11, 13, 14], [], [31, 32]])
+    assert grafted.tokens.tolist() == [[10, 11, 12, 13, 14], [20, 21, 22, 20, 20], [30, 31, 32, 30, 30]]
+    assert grafted.parents.tolist() == [[-1, 0, 1, 1, 3], [-1, 0, 1, 0, 0], [-1, 0, 1, 0, 0]]
+    assert grafted.depth.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 1, 1], [0, 1, 2, 1, 1]]
+    assert grafted.visible[0, 4].tolist() == [True, True, False, True, True]
+    assert graft(tree, [[11, 12], [21], []]) is tree  # nothing new: the tree itself
+
+
+def test_graft_keeps_a_matching_node_only_below_its_own_parent():
+    # node 2 holds token 7 below the root's other child: a chain 5, 7 must not reuse it
+    tree = Tree.from_parents(torch.tensor([[1, 6, 7, 5]]), torch.tensor([[-1, 0, 1, 0]]))
+    grafted = graft(tree, [[5, 7]])
+    assert grafted.tokens.tolist() == [[1, 6, 7, 5, 7]] and grafted.parents.tolist() == [[-1, 0, 1, 0, 3]]
+
+
+# -- decoding with lookup is greedy ------------------------------------------------------------------------------------
+class Periodic(ScriptedModel):
+    """Greedy's next token depends on the length only, ``pattern`` over and over: an answer that repeats itself. Its
+    heads are always wrong (the right token sits at rank 3 under every node)."""
+
+    def __init__(self, pattern, **kwargs):
+        super().__init__(k=4, correct=lambda length: 1, rank=lambda length, i: 3, **kwargs)
+        self.pattern = pattern
+
+    def next_token(self, s, length):
+        if self.eos_at is not None and length >= self.eos_at:
+            return self.eos_id
+        return self.pattern[length % len(self.pattern)]
+
+
+def test_lookup_accepts_copied_tokens_of_a_repeating_answer():
+    model = Periodic([5, 9, 14, 22, 7, 30])
+    prefixes = [[3], [3, 4, 5]]
+    ref = greedy(model, prefixes, 60).tokens
+    plain = blockwise(model, prefixes, 60, k=3)
+    assert plain.tokens == ref and plain.stats.mean_accepted == 1.0  # the heads never help
+    for lookup in (Lookup(tokens=4), Lookup(tokens=4, min_ngram=2), Lookup(tokens=2, ngram=1)):
+        out = blockwise(model, prefixes, 60, k=3, lookup=lookup)
+        assert out.tokens == ref
+        # once a period (6 tokens) is in the text every call accepts the root and the whole copied chain
+        whole = lookup.tokens + 1
+        assert out.stats.block_sizes[whole] >= 2 * ((60 - 2 * 6) // whole), (lookup.describe(), out.stats.block_sizes)
+        assert out.stats.mean_accepted > 2
+    tree = blockwise(model, prefixes, 60, tree=StaticTree(full(4, 2)), lookup=Lookup(tokens=5))
+    assert tree.tokens == ref and tree.stats.mean_accepted > 3
+
+
+def test_lookup_with_end_of_sequence_and_the_length_limit():
+    for eos_at in range(3, 30, 4):
+        model = Periodic([5, 9, 14], eos_id=EOS, eos_at=eos_at)
+        for max_new in (1, 7, 40):
+            ref = greedy(model, [[3], [3, 4]], max_new, eos_id=EOS).tokens
+            out = blockwise(model, [[3], [3, 4]], max_new, k=2, eos_id=EOS, lookup=Lookup(tokens=6))
+            assert out.tokens == ref, (eos_at, max_new)
+
+
+@pytest.mark.parametrize("kind", ["tiny", "tiny-encdec"])
+def test_lookup_decoding_equals_greedy_on_random_models(kind):
+    for seed in (EOS_SEED[kind], 12):
+        model = random_model(kind, k=4, seed=seed, head_kind="chain")
+        sources = SOURCES if model.cfg.encoder_decoder else None
+        ref = greedy(model, PREFIXES, 30, eos_id=EOS, sources=sources).tokens
+        gains = []
+        for k, tree, lookup in [(3, None, Lookup(4)), (2, None, Lookup(6, min_ngram=2)),
+                                (None, StaticTree(full(2, 2)), Lookup(3, ngram=2)),
+                                (None, DynamicTree(8, 3, top=3), Lookup(5))]:
+            out = blockwise(model, PREFIXES, 30, k=k, tree=tree, eos_id=EOS, sources=sources, lookup=lookup)
+            assert out.tokens == ref, (seed, k, tree and tree.describe(), lookup.describe())
+            base = blockwise(model, PREFIXES, 30, k=k, tree=tree, eos_id=EOS, sources=sources)
+            gains.append(out.stats.calls < base.stats.calls)
+        assert any(gains)  # the copied chains were accepted somewhere: fewer calls than the heads alone
+
+
+def test_lookup_refuses_sampling_and_auto_without_a_tree():
+    from blockwise import Sampling
+
+    model = Periodic([5, 9])
+    with pytest.raises(ValueError, match="dynamic tree"):
+        blockwise(model, [[3]], 5, k="auto", lookup=Lookup())
+    with pytest.raises(ValueError, match="not for sampling"):
+        blockwise(model, [[3]], 5, k=2, lookup=Lookup(), sampling=Sampling(0.7))
+
+
+# -- teeth -------------------------------------------------------------------------------------------------------------
+def lost_ancestors(tree: Tree, chains):
+    """The right nodes, parents and depths, but each new node's mask row holds only itself and the root: a node is
+    judged without the nodes between (the mask of a graft that forgot to extend the ancestors)."""
+    good = graft(tree, chains)
+    visible = good.visible.clone()
+    visible[:, tree.nodes:] = False
+    visible[:, tree.nodes:, 0] = True
+    new = torch.arange(tree.nodes, good.nodes)
+    visible[:, new, new] = True
+    return Tree(good.tokens, good.parents, good.depth, visible)
+
+
+def test_a_graft_that_loses_ancestors_breaks_exactness(monkeypatch):
+    # 5 is followed by 9 and by 11, and both go on with 14: a wrong copy (9 for 11) is followed by a right one (14),
+    # which the lost mask accepts below a rejected node
+    model = Periodic([5, 9, 14, 22, 5, 11, 14, 30])
+    ref = greedy(model, [[3], [3, 4]], 60).tokens
+    assert blockwise(model, [[3], [3, 4]], 60, k=2, lookup=Lookup(4)).tokens == ref
+    monkeypatch.setattr(tree_mod, "graft", lost_ancestors)
+    assert blockwise(model, [[3], [3, 4]], 60, k=2, lookup=Lookup(4)).tokens != ref
