@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from blockwise import blockwise, greedy
-from blockwise.decoding import tree as tree_mod
+from blockwise.decoding import lookup as lookup_mod
 from blockwise.decoding.lookup import Lookup
 from blockwise.decoding.tree import DynamicTree, StaticTree, Tree, graft
 from conftest import EOS, random_model
@@ -121,12 +121,10 @@ def test_lookup_decoding_equals_greedy_on_random_models(kind):
         assert any(gains)  # the copied chains were accepted somewhere: fewer calls than the heads alone
 
 
-def test_lookup_refuses_sampling_and_auto_without_a_tree():
+def test_lookup_refuses_sampling():
     from blockwise import Sampling
 
     model = Periodic([5, 9])
-    with pytest.raises(ValueError, match="dynamic tree"):
-        blockwise(model, [[3]], 5, k="auto", lookup=Lookup())
     with pytest.raises(ValueError, match="not for sampling"):
         blockwise(model, [[3]], 5, k=2, lookup=Lookup(), sampling=Sampling(0.7))
 
@@ -150,5 +148,54 @@ def test_a_graft_that_loses_ancestors_breaks_exactness(monkeypatch):
     model = Periodic([5, 9, 14, 22, 5, 11, 14, 30])
     ref = greedy(model, [[3], [3, 4]], 60).tokens
     assert blockwise(model, [[3], [3, 4]], 60, k=2, lookup=Lookup(4)).tokens == ref
-    monkeypatch.setattr(tree_mod, "graft", lost_ancestors)
+    monkeypatch.setattr(lookup_mod, "graft", lost_ancestors)
     assert blockwise(model, [[3], [3, 4]], 60, k=2, lookup=Lookup(4)).tokens != ref
+
+
+# -- k = "auto": chains graft only where they pay ------------------------------------------------------------------------
+def costs(step: float, k_max: int = 8):
+    from blockwise.decoding.policy import Costs
+
+    return Costs({b: {k: 1 + step * (k - 1) for k in range(1, k_max + 1)} for b in (1, 2, 4)})
+
+
+def test_auto_with_lookup_grafts_where_chains_pay_and_not_where_they_cost_more():
+    from blockwise.decoding.policy import Policy
+
+    model = Periodic([5, 9, 14, 22, 7, 30])  # heads always wrong, copies right once a period is in the text
+    model.num_heads = 8
+    prefixes = [[3], [3, 4, 5]]
+    ref = greedy(model, prefixes, 60).tokens
+    cheap = blockwise(model, prefixes, 60, lookup=Lookup(4), policy=Policy(costs(0.05), [0.1] * 7, 8))
+    assert cheap.tokens == ref and cheap.stats.mean_accepted > 2.5  # a 5-node call costs 1.2 steps: chains pay
+    assert sum(cheap.stats.k_chosen[2:]) <= 2  # the heads' blocks shrink to greedy's single token (a probe or two)
+    dear = blockwise(model, prefixes, 60, lookup=Lookup(4), policy=Policy(costs(10.0), [0.1] * 7, 8))
+    assert dear.tokens == ref  # a 5-node call costs 41 steps: a chain of 4 never pays
+    assert dear.stats.mean_accepted < 1.2, dear.stats.block_sizes  # only the optimistic first tries
+
+
+def test_copied_chains_never_pass_the_last_position():
+    """Chains are cut to the tokens a row still produces: no node sits past the row's last position (prefix +
+    max_new_tokens - 1), the most a model's positions are checked for."""
+    model = Periodic([5, 9, 14, 22])
+    deepest = []
+    start = model.start
+
+    def recording(*args, **kwargs):
+        session = start(*args, **kwargs)
+        feed = session.feed
+
+        def fed(tokens, tree=None):
+            if tree is not None:
+                deepest.append(int((session.lengths[:, None] + tree.depth).max()))
+            return feed(tokens, tree)
+
+        session.feed = fed
+        return session
+
+    model.start = recording
+    for max_new in (9, 10, 11, 12):
+        ref = greedy(model, [[3]], max_new).tokens
+        deepest.clear()
+        assert blockwise(model, [[3]], max_new, k=2, lookup=Lookup(8)).tokens == ref
+        assert max(deepest) <= 1 + max_new - 1  # the last position (0-based), never passed

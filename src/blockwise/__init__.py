@@ -8,11 +8,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import PRESETS, HeadsConfig, ModelConfig, preset
-from .decoding import (EXACT, Acceptance, DecodeOutput, DecodeStats, DynamicTree, Sampling, StaticTree, beam_search,
-                       blockwise, greedy, sample)
+from .decoding import (EXACT, Acceptance, DecodeOutput, DecodeStats, DynamicTree, Lookup, Sampling, StaticTree,
+                       beam_search, blockwise, greedy, sample)
 from .model import BlockwiseModel
 
 __version__ = "0.1.0"
 __all__ = ["EXACT", "PRESETS", "Acceptance", "BlockwiseModel", "DecodeOutput", "DecodeStats", "DynamicTree",
-           "HeadsConfig", "ModelConfig", "Sampling", "StaticTree", "beam_search", "blockwise", "greedy", "preset",
-           "sample"]
+           "HeadsConfig", "Lookup", "ModelConfig", "Sampling", "StaticTree", "beam_search", "blockwise", "greedy",
+           "preset", "sample"]

@@ -127,6 +127,24 @@ def add_tree(parser: argparse.ArgumentParser, default: str = "chain", nodes: int
                              f"step's budget, 1 (greedy) to N, is chosen from this machine's measured cost of a call")
 
 
+def add_lookup(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--lookup", type=at_least(0), default=default, metavar="N",
+                        help=f"also verify, in the same call, up to N tokens copied from the text so far: what followed "
+                             f"the last 3 (2, 1) tokens where they occurred before in the prompt or the answer (prompt "
+                             f"lookup; pays off on code, lists, quotes). Exact like the heads' proposals; with -k auto a "
+                             f"copy is fed only where its measured gain pays for the longer call. 0: off. Greedy "
+                             f"decoding only, not with --temperature (default {default})")
+
+
+def make_lookup(args: argparse.Namespace):
+    """The ``Lookup`` of --lookup N, or None (0, or sampling: copies are drafts without a distribution)."""
+    if not args.lookup or getattr(args, "temperature", 0.0) > 0:
+        return None
+    from .decoding.lookup import Lookup
+
+    return Lookup(tokens=args.lookup)
+
+
 def make_tree(args: argparse.Namespace, num_heads: int):
     """The ``DynamicTree`` of --tree dynamic (depth: k - 1, or every head with -k auto), or None for a chain."""
     if args.tree == "chain":

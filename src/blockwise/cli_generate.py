@@ -26,11 +26,13 @@ import os
 import sys
 import time
 
-from .cli import (K_AUTO_HELP, UserError, add_k, add_sampling, add_threads, add_tree, add_weights, at_least,
-                  chosen_ks, command_parser, existing_file, load, make_tree, report, run, sampling_from)
+from .cli import (K_AUTO_HELP, UserError, add_k, add_lookup, add_sampling, add_threads, add_tree, add_weights,
+                  at_least, chosen_ks, command_parser, existing_file, load, make_lookup, make_tree, report, run,
+                  sampling_from)
 
 DEFAULT_PROMPT = "Explain in a few sentences how a compiler turns source code into a program."
 SMOLLM2_D_MODEL, SMOLLM2_VOCAB = 576, 49152  # SmolLM2-135M's width and vocabulary: heads are checked before it loads
+LOOKUP_DEFAULT = 6  # measured: see results/lm/lookup
 TREE_DEFAULT = "chain"  # measured: results/lm/trees (a fixed 16-node tree 1.44x, tree auto 1.01x, chain auto 1.52x)
 HEADS_FIX = ("pass --heads with a folder or file from `blockwise train-heads`, or leave --heads out for the shipped "
              "heads")
@@ -60,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="heads folder or file from `blockwise train-heads` (default: the shipped heads for SmolLM2; "
                          "with --model and no --heads: greedy only, k = 1). Heads made for another model are refused")
     add_tree(ap, TREE_DEFAULT)
+    add_lookup(ap, LOOKUP_DEFAULT)
     add_threads(ap, None, "CPU threads (default: 1 where the CPU has native bf16 instructions, else 2 if it has two "
                           "cores. Measured: with bf16 on an AVX-512 CPU one thread decoded faster than two; in "
                           "float32 on an AVX2-only CPU greedy ran alike on one or two threads (12.7 / 12.3 tok/s) "
@@ -180,6 +183,7 @@ def generate(args: argparse.Namespace) -> int:
     eos = tokenizer.eos_token_id
     k_max = num_heads if args.k == "auto" else args.k
     tree = make_tree(args, num_heads)
+    lookup = make_lookup(args)
     if len(ids) + args.max_new_tokens + k_max - 1 > lm.max_positions:
         raise UserError(f"the prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} + k-1 exceed "
                         f"{name}'s {lm.max_positions} positions: lower --max-new-tokens or shorten the prompt")
@@ -192,16 +196,19 @@ def generate(args: argparse.Namespace) -> int:
         policy = auto_policy(lm, [ids], None, args.max_new_tokens, k_max, tree, progress=True,
                              sampling=sampling)
         policy.costs.prepare(1)
-    if tree is not None:  # warm-up of the tree's path too
-        blockwise(lm, [ids[-8:]], 4, eos_id=eos, tree=tree, sampling=sampling)
+    if tree is not None or lookup is not None:  # warm-up of the tree's path too
+        blockwise(lm, [ids[-8:]], 4, k=None if tree else min(k_max, 2), eos_id=eos, tree=tree, sampling=sampling,
+                  lookup=lookup)
     printer = Printer(tokenizer, eos)
     t = time.perf_counter()
     out = blockwise(lm, [ids], args.max_new_tokens, k=args.k, eos_id=eos, stream=printer, policy=policy, tree=tree,
-                    sampling=sampling)
+                    sampling=sampling, lookup=lookup)
     seconds = time.perf_counter() - t
     n = len(out.tokens[0])
     chosen = f" ({chosen_ks(out.stats, tree)})" if policy else ""
     what = f"blockwise k={args.k}" if tree is None else f"blockwise, {tree.describe()}"
+    if lookup is not None:
+        what += f", lookup of {lookup.tokens}"
     if sampling is not None:
         what += f", sampling at {sampling.describe()}, seed {args.seed}"
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"

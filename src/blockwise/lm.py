@@ -105,12 +105,13 @@ class LM:
 
     def generate(self, prompts: str | Sequence[str] | Sequence[Sequence[int]], max_new_tokens: int = 128,
                  k: int | str | None = "auto", chat: bool | None = None, tree=None, temperature: float = 0.0,
-                 top_k: int | None = None, top_p: float | None = None, seed: int = 0):
+                 top_k: int | None = None, top_p: float | None = None, seed: int = 0, lookup: int = 0):
         """Blockwise decoding of one prompt (returns a string) or a batch (a list): text, or token id lists (returns
         token id lists). ``k``: block size, 1..num_heads, or "auto" (chosen per step from this machine's measured
         costs). ``tree``: verify a candidate tree per call (``decoding.DynamicTree`` or ``StaticTree``), its node
         budget chosen per step with k = "auto", fixed with k = None. ``temperature`` > 0 samples (speculative
-        sampling: the distribution of plain sampling). Statistics of the run in ``self.stats``."""
+        sampling: the distribution of plain sampling). ``lookup`` > 0: every call also verifies up to that many tokens
+        copied from the text so far (decoding/lookup.py; greedy only). Statistics of the run in ``self.stats``."""
         from .decoding import Sampling, blockwise
 
         one = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int))
@@ -122,7 +123,15 @@ class LM:
         sampling = Sampling(temperature, top_k, top_p, seed) if temperature > 0 else None
         if tree is None and k != "auto" and k > self.num_heads:
             raise ValueError(f"k={k} is more than the {self.num_heads} heads (p1..p{self.num_heads})")
-        out = blockwise(self.model, ids, max_new_tokens, k=k, eos_id=self.eos_id, tree=tree, sampling=sampling)
+        copies = None
+        if lookup:
+            from .decoding.lookup import Lookup
+
+            if sampling is not None:
+                raise ValueError("lookup drafts are for greedy decoding: leave lookup at 0 to sample")
+            copies = Lookup(tokens=lookup)
+        out = blockwise(self.model, ids, max_new_tokens, k=k, eos_id=self.eos_id, tree=tree, sampling=sampling,
+                        lookup=copies)
         self.stats = out.stats
         result = [self.tokenizer.decode([t for t in row if t != self.eos_id], skip_special_tokens=True)
                   for row in out.tokens] if as_text else out.tokens

@@ -205,6 +205,18 @@ class Policy:
     def observe(self, k_hat: Sequence[int], fed: int) -> None:
         self.estimate.observe(k_hat, fed)
 
+    # the same policy choosing the block of a tree decode (decoding/tree.py: ``ChainShape``, with lookup drafts)
+    def draft_budget(self, n: int) -> int:
+        return n
+
+    def expected_at(self, k: int) -> float:
+        """E(k): tokens a row is expected to accept from a block of k."""
+        expected = self.estimate.expected()
+        return expected[min(k, len(expected)) - 1]
+
+    def observe_tree(self, expected, k_hat: Sequence[int], fed: int) -> None:
+        self.observe(k_hat, fed)
+
 
 class TreePolicy:
     """Chooses the node budget n of every step's dynamic tree (decoding/tree.py) among ``budgets``; n = 1 is a greedy
@@ -269,6 +281,10 @@ class TreePolicy:
         """Greedy steps in a row before a probe with the smallest tree (``probe_interval``)."""
         return probe_interval(self.costs.at(batch), self.budgets[1], self.probe_every, self.probe_budget)
 
+    def expected_at(self, n: int) -> float:
+        """E(n): tokens a row is expected to accept from a tree of n nodes."""
+        return self.expected().get(n, 1.0)
+
     def observe(self, expected: Sequence[Sequence[float]] | None, k_hat: Sequence[int], fed: int) -> None:
         """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
         if expected is None or not k_hat:
@@ -283,6 +299,8 @@ class TreePolicy:
         at_fed = sum(row[min(fed, len(row)) - 1] for row in expected) - rows
         self.accepted = self.decay * self.accepted + sum(k_hat) - len(k_hat)
         self.predicted = self.decay * self.predicted + at_fed
+
+    observe_tree = observe
 
 
 # -- the default policy of a model: measured costs, the heads' prior ------------------------------------------------
@@ -336,6 +354,8 @@ class _Fixed:
 
     def observe(self, *args) -> None:
         pass
+
+    observe_tree = observe
 
 
 def measure_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, k_max: int,

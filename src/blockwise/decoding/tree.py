@@ -193,6 +193,32 @@ class StaticTree(TreeShape):
         return f"static tree, {self.nodes} nodes, depth {self.depth}"
 
 
+class ChainShape(TreeShape):
+    """A block of k tokens as a one-path tree: ŷ1 and the heads' proposals p2..pk, as plain blockwise decoding feeds
+    it (``blockwise.propose``), k chosen per step where a policy gives ``nodes``. What lookup drafts graft onto when
+    decoding with blocks (``blockwise(..., lookup=...)``)."""
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.nodes, self.depth = k, k - 1
+        self._templates: dict[int, Tree] = {}
+
+    def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
+              root: Tensor | None = None, draft: int | None = None) -> Tree:
+        k = self.nodes if nodes is None else nodes
+        root = p1.argmax(-1) if root is None else root
+        tokens = root[:, None] if k == 1 else \
+            torch.cat([root[:, None], session.proposals(hidden, root, k).argmax(-1)], dim=1)
+        if k not in self._templates:
+            self._templates[k] = StaticTree.chain(k)._template
+        one, B = self._templates[k], tokens.shape[0]
+        return Tree(tokens, one.parents.expand(B, -1), one.depth.expand(B, -1), one.visible.expand(B, -1, -1))
+
+    def describe(self) -> str:
+        return f"chain of {self.nodes}"
+
+
 class DynamicTree(TreeShape):
     """Grown at every step from the heads' probabilities (EAGLE-2): from the root, expand the ``top`` nodes of each
     depth with the highest cumulative probability (product of the heads' probabilities along the path) by their
@@ -322,6 +348,10 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
     check_inputs(model, prefixes, max_new_tokens, sources, tree.depth + 1)
     fed = tree.nodes + (lookup.tokens if lookup is not None else 0)  # the most nodes a call feeds
     session, hidden = prefill(model, prefixes, capacity(prefixes, max_new_tokens, fed), sources)
+    copies = None
+    if lookup is not None:
+        from .lookup import LookupRun
+        copies = LookupRun(lookup, prefixes)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1 = session.scores(hidden)
@@ -342,8 +372,10 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         n = policy.choose(hidden.shape[0]) if policy is not None else None
         draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft, to predict all
         t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
-        if lookup is not None:  # the chain that followed the row's last tokens earlier in its own text
-            t = graft(t, [lookup.propose([*prefixes[i], *rows.tokens[i], r]) for i, r in zip(rows.ids, root.tolist())])
+        if copies is not None:  # the chains that followed the rows' last tokens earlier in their own texts
+            texts = [[*prefixes[i], *rows.tokens[i], r] for i, r in zip(rows.ids, root.tolist())]
+            costs = (policy.costs.at(len(texts)), policy.expected_at(t.nodes)) if policy is not None else (None, 1.0)
+            t = copies.extend(t, texts, remaining.tolist(), *costs)
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
@@ -356,9 +388,11 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             k_hat, path = torch.ones_like(remaining), torch.zeros_like(t.tokens)
         else:
             k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
+        own = copies.observe(t, scores, accept, k_hat) if copies is not None else k_hat  # the heads' nodes alone
         if policy is not None:
-            policy.observe(None if t.expected is None else t.expected.tolist(), k_hat.tolist(), t.nodes)
-            stats.count_k(t.nodes)
+            heads = copies.heads if copies is not None else t.nodes
+            policy.observe_tree(None if t.expected is None else t.expected.tolist(), own.tolist(), heads)
+            stats.count_k(heads)
         block = t.tokens.gather(1, path)  # the accepted path's tokens, as a block
         k_hat, finished = clip(k_hat, block, remaining, eos_id)
         if not greedy_step:
