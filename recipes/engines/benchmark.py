@@ -29,7 +29,7 @@ from pathlib import Path
 
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import merge_rows, method_spec, pyplot, spec_fields
+from blockwise.eval.records import lookup_spec, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.lm import decoding_model
@@ -52,8 +52,9 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--weights", default="float32,int8,int4")
-    ap.add_argument("--methods", default="greedy,3,auto",
-                    help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN")
+    ap.add_argument("--methods", default="greedy,3,auto,auto+L6",
+                    help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN; a suffix +LN adds "
+                         "lookup drafts of N copied tokens per call (auto+L6)")
     ap.add_argument("--lookup", type=int, default=3, help="llama.cpp prompt-lookup tokens per draft (0: none)")
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
@@ -71,8 +72,9 @@ def ours(lm, prompts, max_new, eos, method):
             out = greedy(lm, [p], max_new, eos_id=eos)
         else:
             # k = auto: a fresh policy per prompt, as `blockwise generate` has, on the costs measured beforehand
-            k, tree = method_spec(method, lm.num_heads)
-            out = blockwise(lm, [p], max_new, k=k, tree=tree, eos_id=eos)
+            spec, lookup = lookup_spec(method)  # "auto+L6": with a copied chain of 6 tokens per call
+            k, tree = method_spec(spec, lm.num_heads)
+            out = blockwise(lm, [p], max_new, k=k, tree=tree, eos_id=eos, lookup=lookup)
         seconds += time.perf_counter() - t
         rows.append(out.tokens[0])
         stats.append(out.stats)
@@ -155,7 +157,7 @@ def main(argv=None) -> None:
         for w, lm in models.items():  # warm-up, and the auto policy's costs measured outside the timed runs
             greedy(lm, [prompts[0][-8:]], 4, eos_id=eos)
             blockwise(lm, [prompts[0][-8:]], 4, k=2, eos_id=eos)
-            if "auto" in methods:  # measured and cached on disk here (per context length), read back by the runs
+            if any(m.startswith("auto") for m in methods):  # measured and cached on disk here (per context length), read back by the runs
                 for p in prompts:
                     auto_policy(lm, [p], None, args.max_new, None, None, progress=True).costs.prepare(1)
     bar = tqdm(total=args.repeats * len(threads) * (len(weights) * len(methods) + 1), desc="benchmark")
@@ -188,7 +190,7 @@ def main(argv=None) -> None:
         own_greedy = runs.get((system, w, "greedy", t), reps)[0]["tokens"]
         method = ("greedy" if m == "greedy" else f"blockwise {m}" if m.startswith("tree") else f"blockwise k={m}") \
             if system == "blockwise" else m
-        fields = spec_fields(*method_spec(m, 2)) if system == "blockwise" and m != "greedy" else \
+        fields = spec_fields(*method_spec(lookup_spec(m)[0], 2)) if system == "blockwise" and m != "greedy" else \
             {"k": None, "nodes": 1 if system == "blockwise" else None, "tree": "chain", "policy": "fixed"}
         record = {"run": "engines", "system": system, "method": method, "dtype": w, "batch": 1, "threads": t,
                   "tokens_per_s": round(speed, 2), "mean_accepted": round(reps[0]["mean_accepted"], 3),

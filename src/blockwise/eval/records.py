@@ -55,6 +55,15 @@ def method_spec(spec: str, num_heads: int):
     return (spec if spec == "auto" else int(spec)), None
 
 
+def lookup_spec(spec: str):
+    """A method entry with a lookup suffix, "auto+L6" (a chain of 6 copied tokens per call), as (the entry without
+    it, a ``Lookup`` or None)."""
+    from ..decoding.lookup import Lookup
+
+    base, _, tokens = spec.partition("+L")
+    return base, (Lookup(tokens=int(tokens)) if tokens else None)
+
+
 def spec_fields(k, tree) -> dict:
     """The record fields k, nodes, tree and policy of a method from ``method_spec``."""
     auto = k == "auto"
