@@ -272,6 +272,7 @@ MISTAKES = [
     (["generate", "hi", "--heads", "{narrow_heads}"], "heads for another model"),
     (["generate", "hi", "--heads", "{drafter}", "-k", "4"], "-k 4 is more than the"),
     (["generate", "hi", "--temperature", "-1"], "--temperature: must be >= 0"),
+    (["generate", "hi", "--lookup", "-2"], "--lookup: must be >= 0"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "1.5"], "--top-p: must be at most 1"),
     (["generate", "hi", "--temperature", "0.7", "--top-p", "0"], "--top-p: must be > 0"),
     (["generate", "hi", "--top-k", "5"], "give --temperature > 0 too"),
@@ -340,3 +341,13 @@ def test_the_installed_command_reports_without_a_traceback():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith("blockwise generate: error: argument --max-new-tokens")
+
+
+def test_generate_copies_six_tokens_by_default_and_never_when_sampling():
+    from blockwise import cli_generate
+    from blockwise.cli import make_lookup
+
+    assert make_lookup(cli_generate.parse_args([])).tokens == 6
+    assert make_lookup(cli_generate.parse_args(["--lookup", "3"])).tokens == 3
+    assert make_lookup(cli_generate.parse_args(["--lookup", "0"])) is None
+    assert make_lookup(cli_generate.parse_args(["--temperature", "0.7"])) is None

@@ -199,3 +199,12 @@ def test_copied_chains_never_pass_the_last_position():
         deepest.clear()
         assert blockwise(model, [[3]], max_new, k=2, lookup=Lookup(8)).tokens == ref
         assert max(deepest) <= 1 + max_new - 1  # the last position (0-based), never passed
+
+
+def test_cost_of_a_call_past_the_measured_sizes_follows_the_last_slope():
+    from blockwise.decoding.lookup import cost
+
+    ms = {1: 10.0, 2: 11.0, 4: 12.0, 6: 16.0}
+    assert cost(ms, 3) == 12.0 and cost(ms, 6) == 16.0  # the smallest measured size at or above
+    assert cost(ms, 9) == 16.0 + 2.0 * 3  # past 6: the slope of 4 -> 6, 2 ms per node
+    assert cost({1: 10.0, 2: 9.0}, 5) == 9.0  # a falling slope is not extended downwards

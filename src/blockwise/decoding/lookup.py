@@ -58,6 +58,19 @@ class Lookup:
         return f"lookup of {self.tokens} tokens after {self.min_ngram}..{self.ngram}-grams"
 
 
+def cost(ms: dict[int, float], n: int) -> float:
+    """The cost of a call feeding n nodes from measured ones (size -> ms): the smallest measured size at or above n;
+    past the largest, extended along the slope of the two largest (never falling). A policy measures block sizes up
+    to its k_max, and a block with a copied chain grafted on may be longer."""
+    sizes = sorted(ms)
+    above = [m for m in sizes if m >= n]
+    if above:
+        return ms[above[0]]
+    last = sizes[-1]
+    slope = (ms[last] - ms[sizes[-2]]) / (last - sizes[-2]) if len(sizes) > 1 else ms[last] / last
+    return ms[last] + max(slope, 0.0) * (n - last)
+
+
 class LookupRun:
     """One decode's lookup drafts: ``extend`` grafts the rows' chains onto a step's tree (when they pay, given costs),
     ``observe`` learns what they added and returns the k̂ of the heads' nodes alone (what a policy learns from).
@@ -84,24 +97,19 @@ class LookupRun:
         tokens still to produce, the root included: a node never sits past the row's last position, so a chain is
         never deeper than the model's positions allow). ``ms``: measured cost per node count at
         this batch size (a policy's), and ``expected``: the tokens per row the heads' tree is expected to accept; then
-        the chains are cut to the largest measured size and grafted only if their expected gain pays for the larger
-        call. Without ``ms`` every chain is grafted."""
+        the chains are grafted only if their expected gain pays for the larger call (``cost``). Without ``ms`` every
+        chain is grafted."""
         self.heads = tree.nodes
         matches = [self.lookup.match(text) for text in texts]
         chains = [chain[:max(limit - 1, 0)] for (_, chain), limit in zip(matches, left)]
         self.matched = [n if chain else 0 for (n, _), chain in zip(matches, chains)]
-        if ms is not None:
-            room = max(ms) - tree.nodes
-            chains = [chain[:max(room, 0)] for chain in chains]
         grafted = graft(tree, chains)
         if grafted is tree:
             self.matched = [0] * len(chains)
             return tree
         if ms is not None:
-            size = min(n for n in ms if n >= grafted.nodes)
-            base = min((n for n in ms if n >= tree.nodes), default=size)
             gain = sum(self.gain(n) for n in self.matched if n) / len(chains)
-            if gain / expected < ms[size] / ms[base] - 1:
+            if gain / expected < cost(ms, grafted.nodes) / cost(ms, tree.nodes) - 1:
                 self.matched = [0] * len(chains)
                 return tree
         return grafted

@@ -336,11 +336,13 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
                 stream: Callable[[int, list[int]], None] | None = None, policy=None,
                 sampling: Sampling | None = None, lookup=None) -> DecodeOutput:
     """Blockwise decoding with a candidate tree per row and call. With exact acceptance the output equals ``greedy``
-    token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``. ``policy`` (a dynamic tree
-    only: ``policy.TreePolicy``) chooses every step's node budget, 1 (a greedy step) to ``tree.nodes``.
+    token for token; ``StaticTree.chain(k)`` makes the same calls as ``blockwise(k=k)``. ``policy`` chooses every
+    step's node budget, 1 (a greedy step) to ``tree.nodes``: a ``policy.TreePolicy`` for a dynamic tree, a
+    ``policy.Policy`` (block sizes) for a ``ChainShape``.
     ``sampling``: speculative sampling instead, the root drawn from p̃ and the tree judged
     by recursive rejection (``sampling.accept_tree``); ``accept`` does not apply.
-    ``lookup`` (``decoding.lookup.Lookup``): each row's tree also gets a chain copied from its own text (``graft``)."""
+    ``lookup`` (``decoding.lookup.Lookup``): each row's tree also gets a chain copied from its own text (``graft``;
+    with a policy, only where it pays: ``lookup.LookupRun``); the policy learns from the heads' own nodes."""
     if sampling is not None and sampling.typical is not None:
         raise ValueError("typical acceptance is for blocks: leave out the tree, or typical")
     if sampling is not None and lookup is not None:
