@@ -27,14 +27,13 @@ from blockwise.decoding.common import DecodeStats
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit
+from blockwise.eval.timing import cpu_label, git_commit, interleaved
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
 import torch
-from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 
@@ -134,21 +133,9 @@ def main(argv=None) -> None:
             except Exception as error:  # HF prompt lookup refuses batches of more than one row
                 skip.add(i)
                 details["notes"].append(f"{name} T={T} batch {batch}: {type(error).__name__}: {str(error)[:200]}")
-        times = {i: [] for i in range(len(methods)) if i not in skip}
-        outputs, stats = {}, {}
-        bar = tqdm(total=args.repeats * len(times), desc=f"batch {batch}", dynamic_ncols=True)
-        for r in range(args.repeats):
-            order = list(times) if r % 2 == 0 else list(times)[::-1]
-            for i in order:
-                t, rows, st = time.perf_counter(), [], []
-                for g, group in enumerate(groups):
-                    got = methods[i][3](group, args.seed + 1000 * r + g)
-                    rows += got.tokens if hasattr(got, "tokens") else got[0]
-                    st.append(got.stats if hasattr(got, "stats") else None)
-                times[i].append(time.perf_counter() - t)
-                outputs[i], stats[i] = rows, st
-                bar.update(1)
-        bar.close()
+        times, outputs, stats = interleaved(
+            {i: (lambda run: lambda group, r, g: run(group, args.seed + 1000 * r + g))(methods[i][3])
+             for i in range(len(methods)) if i not in skip}, groups, args.repeats, f"batch {batch}")
         tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
         index = {(m[0], m[1]): i for i, m in enumerate(methods)}
         for i, (name, T, fields, run) in enumerate(methods):

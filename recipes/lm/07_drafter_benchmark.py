@@ -26,14 +26,13 @@ from blockwise.decoding.common import DecodeStats, prefill
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit
+from blockwise.eval.timing import cpu_label, git_commit, interleaved
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
 import torch
-from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,21 +114,8 @@ def main(argv=None) -> None:
             auto_policy(lm, groups[0], None, args.max_new).costs.prepare(batch)  # k = auto's costs, measured once
         for m in methods:  # warm-up, untimed
             m[3](groups[0][:1] if batch == 1 else groups[0])
-        times = {i: [] for i in range(len(methods))}
-        outputs, stats = {}, {}
-        bar = tqdm(total=args.repeats * len(methods), desc=f"batch {batch}", dynamic_ncols=True)
-        for r in range(args.repeats):
-            order = list(times) if r % 2 == 0 else list(times)[::-1]
-            for i in order:
-                t, rows, st = time.perf_counter(), [], []
-                for group in groups:
-                    got = methods[i][3](group)
-                    rows += got.tokens if hasattr(got, "tokens") else got[0]
-                    st.append(got.stats if hasattr(got, "stats") else None)
-                times[i].append(time.perf_counter() - t)
-                outputs[i], stats[i] = rows, st
-                bar.update(1)
-        bar.close()
+        times, outputs, stats = interleaved({i: (lambda run: lambda group, r, g: run(group))(m[3])
+                                             for i, m in enumerate(methods)}, groups, args.repeats, f"batch {batch}")
         tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
         for i, (method, drafter, spec, _) in enumerate(methods):
             fields = spec_fields(*method_spec(spec, models[drafter].num_heads)) if spec else \

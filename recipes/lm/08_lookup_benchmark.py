@@ -28,14 +28,13 @@ from blockwise.decoding.lookup import Lookup
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit
+from blockwise.eval.timing import cpu_label, git_commit, interleaved
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 from blockwise.tasks.llama import Llama, NativeLM
 
 import torch
-from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,20 +97,8 @@ def main(argv=None) -> None:
                 auto_policy(lm, groups[0], None, args.max_new, tree=tree).costs.prepare(batch)
         for i in chosen:  # warm-up, untimed
             methods[i][3](groups[0][:1] if batch == 1 else groups[0])
-        times = {i: [] for i in chosen}
-        outputs, stats = {}, {}
-        bar = tqdm(total=args.repeats * len(chosen), desc=f"batch {batch}", dynamic_ncols=True)
-        for r in range(args.repeats):
-            for i in (chosen if r % 2 == 0 else chosen[::-1]):
-                t, rows, st = time.perf_counter(), [], []
-                for group in groups:
-                    got = methods[i][3](group)
-                    rows += got.tokens if hasattr(got, "tokens") else got[0]
-                    st.append(got.stats if hasattr(got, "stats") else None)
-                times[i].append(time.perf_counter() - t)
-                outputs[i], stats[i] = rows, st
-                bar.update(1)
-        bar.close()
+        times, outputs, stats = interleaved({i: (lambda run: lambda group, r, g: run(group))(methods[i][3])
+                                             for i in chosen}, groups, args.repeats, f"batch {batch}")
         tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
         for i in chosen:
             method, drafter, spec, _, _ = methods[i]

@@ -44,16 +44,6 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     if sampling is not None and accept != EXACT:
         raise ValueError("sampling has its own acceptance rule (speculative sampling, or Sampling(typical=...)): "
                          f"leave accept at exact, not {accept.describe()}")
-    if lookup is not None and tree is None:  # a block is a one-path tree, which the copied chains are grafted onto
-        auto = k == "auto" or policy is not None
-        if isinstance(k, str) and not auto:
-            raise ValueError(f"k must be a number of heads or 'auto', got {k!r}")
-        top = policy.k_max if policy is not None else (k_max or model.num_heads) if auto or k is None else k
-        check_inputs(model, prefixes, max_new_tokens, sources, top)
-        if auto and policy is None:
-            policy = default_policy(model, prefixes, sources, top, max_new_tokens, progress, sampling)
-        return tree_decode(model, prefixes, max_new_tokens, ChainShape(top), eos_id, accept, sources, stream,
-                           policy if auto else None, sampling, lookup)
     if tree is not None:
         if k not in (None, "auto", tree.depth + 1):
             raise ValueError(f"a tree sets its own depth ({tree.describe()}): leave k unset, or 'auto' to choose its "
@@ -69,6 +59,9 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     check_inputs(model, prefixes, max_new_tokens, sources, k)
     if auto and policy is None:
         policy = default_policy(model, prefixes, sources, k, max_new_tokens, progress, sampling)
+    if lookup is not None:  # a block is a one-path tree, which the copied chains are grafted onto
+        return tree_decode(model, prefixes, max_new_tokens, ChainShape(k), eos_id, accept, sources, stream,
+                           policy if auto else None, sampling, lookup)
     if sampling is not None:
         return sample_blocks(model, prefixes, max_new_tokens, sampling, k, eos_id, sources, stream,
                              policy if auto else None)

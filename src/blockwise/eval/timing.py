@@ -24,6 +24,30 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
     return statistics.median(times)
 
 
+def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple[dict, dict, dict]:
+    """Time every ``runs[i](group, repeat, g)`` over all ``groups`` (a method's decode of one batch), the methods
+    alternating within each repeat, in reverse order every other repeat (load changes hit all of them alike). Returns
+    seconds per repeat {i: [...]}, the last repeat's output rows {i: [...]} and its stats per group {i: [...]} (the
+    ``DecodeOutput.stats`` of ours, None for others, whose runs return (rows, None))."""
+    from tqdm.auto import tqdm
+
+    times = {i: [] for i in runs}
+    outputs, stats = {}, {}
+    bar = tqdm(total=repeats * len(runs), desc=desc, dynamic_ncols=True)
+    for r in range(repeats):
+        for i in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            start, rows, st = time.perf_counter(), [], []
+            for g, group in enumerate(groups):
+                got = runs[i](group, r, g)
+                rows += got.tokens if hasattr(got, "tokens") else got[0]
+                st.append(got.stats if hasattr(got, "stats") else None)
+            times[i].append(time.perf_counter() - start)
+            outputs[i], stats[i] = rows, st
+            bar.update(1)
+    bar.close()
+    return times, outputs, stats
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
