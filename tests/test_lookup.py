@@ -208,3 +208,23 @@ def test_cost_of_a_call_past_the_measured_sizes_follows_the_last_slope():
     assert cost(ms, 3) == 12.0 and cost(ms, 6) == 16.0  # the smallest measured size at or above
     assert cost(ms, 9) == 16.0 + 2.0 * 3  # past 6: the slope of 4 -> 6, 2 ms per node
     assert cost({1: 10.0, 2: 9.0}, 5) == 9.0  # a falling slope is not extended downwards
+
+
+def test_budget_trims_the_heads_block_beside_a_copy_that_pays():
+    from blockwise.decoding.lookup import LookupRun
+
+    ms = {k: 1 + 0.3 * (k - 1) for k in range(1, 9)}  # a call of k nodes: 1 + 0.3 (k - 1)
+
+    def expected(k):
+        return 1 + 0.5 * (k - 1)  # the heads accept half a token more per node
+
+    run = LookupRun(Lookup(4), [[5, 9, 14]])
+    run.find([[7, 8]], [50])
+    assert run.matched == [0] and run.budget(4, ms, expected) == 4  # no copy: the policy's block
+    run.find([[5, 9, 14, 5, 9]], [50])
+    assert run.chains == [[14, 5, 9]] and run.matched == [2]
+    assert run.budget(4, ms, expected) == 4  # the prior gain (1 token) does not pay 3 more nodes
+    run.sums[2] = [3.0, 1.0]  # copies after bigrams have added 3 tokens
+    assert run.budget(4, ms, expected) == 1  # a greedy step beside the copy: (1 + 3) / c(4) beats 2.5 / c(4)
+    run.find([[5, 9, 14, 5, 9]], [2])
+    assert run.chains == [[14]]  # cut to the row's last position

@@ -72,8 +72,9 @@ def cost(ms: dict[int, float], n: int) -> float:
 
 
 class LookupRun:
-    """One decode's lookup drafts: ``extend`` grafts the rows' chains onto a step's tree (when they pay, given costs),
-    ``observe`` learns what they added and returns the k̂ of the heads' nodes alone (what a policy learns from).
+    """One decode's lookup drafts: ``find`` looks up the rows' chains, ``budget`` trims the heads' block beside them
+    where that is faster, ``extend`` grafts them onto the step's tree (when they pay, given costs), ``observe`` learns
+    what they added and returns the k̂ of the heads' nodes alone (what a policy learns from).
 
     The gain of a chain matched on an n-gram is a running mean of the tokens its path accepted beyond the heads' best
     path (0 when the heads' path was as long), decayed by half every ``half_life`` grafted steps, starting from
@@ -84,6 +85,7 @@ class LookupRun:
         self.lookup, self.prefixes = lookup, prefixes
         self.decay = 0.5 ** (1.0 / half_life)
         self.sums = {n: [prior * weight, weight] for n in range(1, lookup.ngram + 1)}  # n -> [gain sum, weight]
+        self.chains: list[list[int]] = []  # this step's rows' chains (``find``)
         self.matched: list[int] = []  # this step's rows: the n-gram their grafted chain matched (0: none)
         self.heads = 0  # this step's tree's own nodes (the first ones of the grafted tree)
 
@@ -91,26 +93,40 @@ class LookupRun:
         total, weight = self.sums[n]
         return total / weight
 
-    def extend(self, tree: Tree, texts: Sequence[Sequence[int]], left: Sequence[int],
-               ms: dict[int, float] | None = None, expected: float = 1.0) -> Tree:
-        """``tree`` (B rows) with each row's chain after ``texts`` grafted on, at most ``left`` - 1 tokens (a row's
-        tokens still to produce, the root included: a node never sits past the row's last position, so a chain is
-        never deeper than the model's positions allow). ``ms``: measured cost per node count at
+    def find(self, texts: Sequence[Sequence[int]], left: Sequence[int]) -> None:
+        """This step's chains: each row's after its text, at most ``left`` - 1 tokens (a row's tokens still to
+        produce, the root included: a node never sits past the row's last position, so a chain is never deeper than
+        the model's positions allow)."""
+        matches = [self.lookup.match(text) for text in texts]
+        self.chains = [chain[:max(limit - 1, 0)] for (_, chain), limit in zip(matches, left)]
+        self.matched = [n if chain else 0 for (n, _), chain in zip(matches, self.chains)]
+
+    def budget(self, n: int, ms: dict[int, float], expected) -> int:
+        """The heads' block size or node budget to feed beside this step's chains: ``n`` (a policy's choice without
+        them), or a smaller measured one where the copies' expected gain makes that faster (a long copy needs no
+        long block beside it). ``expected(k)``: the tokens per row the heads are expected to accept at k."""
+        if not any(self.matched):
+            return n
+        gain = sum(self.gain(m) for m in self.matched if m) / len(self.matched)
+        extra = max(map(len, self.chains))
+        rates = {k: (expected(k) + gain) / cost(ms, k + extra) for k in ms if k <= n}
+        best = max(rates, key=lambda k: (rates[k], -k))
+        return best if rates[best] > expected(n) / cost(ms, n) else n
+
+    def extend(self, tree: Tree, ms: dict[int, float] | None = None, expected: float = 1.0) -> Tree:
+        """``tree`` (B rows) with this step's chains (``find``) grafted on. ``ms``: measured cost per node count at
         this batch size (a policy's), and ``expected``: the tokens per row the heads' tree is expected to accept; then
         the chains are grafted only if their expected gain pays for the larger call (``cost``). Without ``ms`` every
         chain is grafted."""
         self.heads = tree.nodes
-        matches = [self.lookup.match(text) for text in texts]
-        chains = [chain[:max(limit - 1, 0)] for (_, chain), limit in zip(matches, left)]
-        self.matched = [n if chain else 0 for (n, _), chain in zip(matches, chains)]
-        grafted = graft(tree, chains)
+        grafted = graft(tree, self.chains)
         if grafted is tree:
-            self.matched = [0] * len(chains)
+            self.matched = [0] * len(self.chains)
             return tree
         if ms is not None:
-            gain = sum(self.gain(n) for n in self.matched if n) / len(chains)
+            gain = sum(self.gain(n) for n in self.matched if n) / len(self.chains)
             if gain / expected < cost(ms, grafted.nodes) / cost(ms, tree.nodes) - 1:
-                self.matched = [0] * len(chains)
+                self.matched = [0] * len(self.chains)
                 return tree
         return grafted
 

@@ -372,12 +372,15 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             if rng is not None:
                 rng.keep(kept)
         n = policy.choose(hidden.shape[0]) if policy is not None else None
+        ms = policy.costs.at(hidden.shape[0]) if policy is not None and copies is not None else None
+        if copies is not None:  # the chains that followed the rows' last tokens earlier in their own texts
+            copies.find([[*prefixes[i], *rows.tokens[i], r] for i, r in zip(rows.ids, root.tolist())],
+                        remaining.tolist())
+            n = copies.budget(n, ms, policy.expected_at) if ms is not None else n  # a smaller block beside a copy
         draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft, to predict all
         t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
-        if copies is not None:  # the chains that followed the rows' last tokens earlier in their own texts
-            texts = [[*prefixes[i], *rows.tokens[i], r] for i, r in zip(rows.ids, root.tolist())]
-            costs = (policy.costs.at(len(texts)), policy.expected_at(t.nodes)) if policy is not None else (None, 1.0)
-            t = copies.extend(t, texts, remaining.tolist(), *costs)
+        if copies is not None:
+            t = copies.extend(t, ms, policy.expected_at(t.nodes) if ms is not None else 1.0)
         start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
