@@ -152,7 +152,7 @@ def test_a_graft_that_loses_ancestors_breaks_exactness(monkeypatch):
     assert blockwise(model, [[3], [3, 4]], 60, k=2, lookup=Lookup(4)).tokens != ref
 
 
-# -- k = "auto": chains graft only where they pay ------------------------------------------------------------------------
+# -- k = "auto": chains graft only where they pay ---------------------------------------------------------------------
 def costs(step: float, k_max: int = 8):
     from blockwise.decoding.policy import Costs
 
@@ -218,7 +218,7 @@ def test_budget_trims_the_heads_block_beside_a_copy_that_pays():
     def expected(k):
         return 1 + 0.5 * (k - 1)  # the heads accept half a token more per node
 
-    run = LookupRun(Lookup(4), [[5, 9, 14]])
+    run = LookupRun(Lookup(4))
     run.find([[7, 8]], [50])
     assert run.matched == [0] and run.budget(4, ms, expected) == 4  # no copy: the policy's block
     run.find([[5, 9, 14, 5, 9]], [50])

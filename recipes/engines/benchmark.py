@@ -157,7 +157,8 @@ def main(argv=None) -> None:
         for w, lm in models.items():  # warm-up, and the auto policy's costs measured outside the timed runs
             greedy(lm, [prompts[0][-8:]], 4, eos_id=eos)
             blockwise(lm, [prompts[0][-8:]], 4, k=2, eos_id=eos)
-            if any(m.startswith("auto") for m in methods):  # measured and cached on disk here (per context length), read back by the runs
+            # k = auto's costs, measured and cached on disk here (per context length), read back by the runs
+            if any(m.startswith("auto") for m in methods):
                 for p in prompts:
                     auto_policy(lm, [p], None, args.max_new, None, None, progress=True).costs.prepare(1)
     bar = tqdm(total=args.repeats * len(threads) * (len(weights) * len(methods) + 1), desc="benchmark")

@@ -129,11 +129,11 @@ def add_tree(parser: argparse.ArgumentParser, default: str = "chain", nodes: int
 
 def add_lookup(parser: argparse.ArgumentParser, default: int) -> None:
     parser.add_argument("--lookup", type=at_least(0), default=default, metavar="N",
-                        help=f"also verify, in the same call, up to N tokens copied from the text so far: what followed "
-                             f"the last 3 (2, 1) tokens where they occurred before in the prompt or the answer (prompt "
-                             f"lookup; pays off on code, lists, quotes). Exact like the heads' proposals; with -k auto a "
-                             f"copy is fed only where its measured gain pays for the longer call. 0: off. Greedy "
-                             f"decoding only, not with --temperature (default {default})")
+                        help=f"also verify, in the same call, up to N tokens copied from the text so far: what "
+                             f"followed the last 3 (2, 1) tokens where they occurred before in the prompt or the "
+                             f"answer (prompt lookup; pays off on code, lists, quotes). Exact like the heads' "
+                             f"proposals; with -k auto a copy is fed only where its measured gain pays for the longer "
+                             f"call. 0: off. Greedy decoding only, not with --temperature (default {default})")
 
 
 def make_lookup(args: argparse.Namespace):

@@ -36,8 +36,8 @@ class Lookup:
 
     def __init__(self, tokens: int = 6, ngram: int = 3, min_ngram: int = 1, window: int = 2048) -> None:
         if tokens < 1 or not 1 <= min_ngram <= ngram or window < 2:
-            raise ValueError(f"lookup needs tokens >= 1 and 1 <= min_ngram <= ngram (got tokens={tokens}, "
-                             f"ngram={ngram}, min_ngram={min_ngram})")
+            raise ValueError(f"lookup needs tokens >= 1, 1 <= min_ngram <= ngram and window >= 2 (got tokens={tokens}, "
+                             f"ngram={ngram}, min_ngram={min_ngram}, window={window})")
         self.tokens, self.ngram, self.min_ngram, self.window = tokens, ngram, min_ngram, window
 
     def propose(self, text: Sequence[int]) -> list[int]:
@@ -80,9 +80,8 @@ class LookupRun:
     path (0 when the heads' path was as long), decayed by half every ``half_life`` grafted steps, starting from
     ``prior`` worth ``weight`` observations: optimistic, so that chains are tried, and dropped once they do not pay."""
 
-    def __init__(self, lookup: Lookup, prefixes: Sequence[Sequence[int]], prior: float = 1.0, weight: float = 2.0,
-                 half_life: float = 8.0) -> None:
-        self.lookup, self.prefixes = lookup, prefixes
+    def __init__(self, lookup: Lookup, prior: float = 1.0, weight: float = 2.0, half_life: float = 8.0) -> None:
+        self.lookup = lookup
         self.decay = 0.5 ** (1.0 / half_life)
         self.sums = {n: [prior * weight, weight] for n in range(1, lookup.ngram + 1)}  # n -> [gain sum, weight]
         self.chains: list[list[int]] = []  # this step's rows' chains (``find``)

@@ -353,7 +353,7 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
     copies = None
     if lookup is not None:
         from .lookup import LookupRun
-        copies = LookupRun(lookup, prefixes)
+        copies = LookupRun(lookup)
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1 = session.scores(hidden)
