@@ -123,15 +123,10 @@ class LM:
         sampling = Sampling(temperature, top_k, top_p, seed) if temperature > 0 else None
         if tree is None and k != "auto" and k > self.num_heads:
             raise ValueError(f"k={k} is more than the {self.num_heads} heads (p1..p{self.num_heads})")
-        copies = None
-        if lookup:
-            from .decoding.lookup import Lookup
+        from .decoding.lookup import Lookup
 
-            if sampling is not None:
-                raise ValueError("lookup drafts are for greedy decoding: leave lookup at 0 to sample")
-            copies = Lookup(tokens=lookup)
         out = blockwise(self.model, ids, max_new_tokens, k=k, eos_id=self.eos_id, tree=tree, sampling=sampling,
-                        lookup=copies)
+                        lookup=Lookup(tokens=lookup) if lookup else None)  # sampling with lookup: tree_decode refuses
         self.stats = out.stats
         result = [self.tokenizer.decode([t for t in row if t != self.eos_id], skip_special_tokens=True)
                   for row in out.tokens] if as_text else out.tokens

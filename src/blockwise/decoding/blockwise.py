@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .acceptance import EXACT, Acceptance
-from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill, propose
 from .interface import DecodingModel
 from .policy import Policy, default_policy, default_tree_policy
 from .sampling import Sampling, sample_blocks
@@ -111,9 +111,3 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             p1, h, remaining = p1[kept], h[kept], remaining[kept]
     return DecodeOutput(rows.tokens, stats)
 
-
-def propose(session, first: torch.Tensor, hidden: torch.Tensor, k: int) -> torch.Tensor:
-    """The next block ŷ_{j+1..j+k} (B, k): ``first`` = ŷ_{j+1} (B,), p1's argmax, then p2..pk from the heads."""
-    if k == 1:
-        return first[:, None]
-    return torch.cat([first[:, None], session.proposals(hidden, first, k).argmax(-1)], dim=1)

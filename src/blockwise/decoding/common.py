@@ -170,3 +170,10 @@ def clip(k_hat: torch.Tensor, block: torch.Tensor, remaining: torch.Tensor,
         k_hat = torch.where(eos_accepted, first_eos + 1, k_hat)
         finished = finished | eos_accepted
     return k_hat, finished
+
+
+def propose(session: Session, first: Tensor, hidden: Tensor, k: int) -> Tensor:
+    """The next block ŷ_{j+1..j+k} (B, k): ``first`` = ŷ_{j+1} (B,), p1's argmax, then p2..pk from the heads."""
+    if k == 1:
+        return first[:, None]
+    return torch.cat([first[:, None], session.proposals(hidden, first, k).argmax(-1)], dim=1)

@@ -92,6 +92,10 @@ class LookupRun:
         total, weight = self.sums[n]
         return total / weight
 
+    def step_gain(self) -> float:
+        """The tokens per row this step's chains are expected to add (rows without one add none)."""
+        return sum(self.gain(n) for n in self.matched if n) / len(self.matched)
+
     def find(self, texts: Sequence[Sequence[int]], left: Sequence[int]) -> None:
         """This step's chains: each row's after its text, at most ``left`` - 1 tokens (a row's tokens still to
         produce, the root included: a node never sits past the row's last position, so a chain is never deeper than
@@ -106,7 +110,7 @@ class LookupRun:
         long block beside it). ``expected(k)``: the tokens per row the heads are expected to accept at k."""
         if not any(self.matched):
             return n
-        gain = sum(self.gain(m) for m in self.matched if m) / len(self.matched)
+        gain = self.step_gain()
         extra = max(map(len, self.chains))
         rates = {k: (expected(k) + gain) / cost(ms, k + extra) for k in ms if k <= n}
         best = max(rates, key=lambda k: (rates[k], -k))
@@ -123,8 +127,7 @@ class LookupRun:
             self.matched = [0] * len(self.chains)
             return tree
         if ms is not None:
-            gain = sum(self.gain(n) for n in self.matched if n) / len(self.chains)
-            if gain / expected < cost(ms, grafted.nodes) / cost(ms, tree.nodes) - 1:
+            if self.step_gain() / expected < cost(ms, grafted.nodes) / cost(ms, tree.nodes) - 1:
                 self.matched = [0] * len(self.chains)
                 return tree
         return grafted

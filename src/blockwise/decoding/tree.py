@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .acceptance import EXACT, Acceptance
-from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill
+from .common import DecodeOutput, DecodeStats, Rows, capacity, check_inputs, clip, prefill, propose
 from .interface import DecodingModel, Session
 from .sampling import Sampling, accept_tree, draw
 
@@ -195,7 +195,7 @@ class StaticTree(TreeShape):
 
 class ChainShape(TreeShape):
     """A block of k tokens as a one-path tree: ŷ1 and the heads' proposals p2..pk, as plain blockwise decoding feeds
-    it (``blockwise.propose``), k chosen per step where a policy gives ``nodes``. What lookup drafts graft onto when
+    it (``common.propose``), k chosen per step where a policy gives ``nodes``. What lookup drafts graft onto when
     decoding with blocks (``blockwise(..., lookup=...)``)."""
 
     def __init__(self, k: int) -> None:
@@ -207,9 +207,7 @@ class ChainShape(TreeShape):
     def build(self, session: Session, p1: Tensor, hidden: Tensor, nodes: int | None = None,
               root: Tensor | None = None, draft: int | None = None) -> Tree:
         k = self.nodes if nodes is None else nodes
-        root = p1.argmax(-1) if root is None else root
-        tokens = root[:, None] if k == 1 else \
-            torch.cat([root[:, None], session.proposals(hidden, root, k).argmax(-1)], dim=1)
+        tokens = propose(session, p1.argmax(-1) if root is None else root, hidden, k)  # (B, k)
         if k not in self._templates:
             self._templates[k] = StaticTree.chain(k)._template
         one, B = self._templates[k], tokens.shape[0]
