@@ -41,13 +41,14 @@ class Sequences:
         """Right-padded (states (B, T-1, D) float32, tokens (B, T), lengths (B,), prompt lengths (B,))."""
         n = [len(self.tokens[r]) for r in rows]
         T = max(n)
-        D = self.hidden[rows[0]].shape[1]
-        states = torch.zeros(len(rows), T - 1, D)
-        tokens = torch.zeros(len(rows), T, dtype=torch.long)
+        D, device = self.hidden[rows[0]].shape[1], self.hidden[rows[0]].device  # on the device the states are on
+        states = torch.zeros(len(rows), T - 1, D, device=device)
+        tokens = torch.zeros(len(rows), T, dtype=torch.long, device=device)
         for i, r in enumerate(rows):
             states[i, : n[i] - 1] = self.hidden[r].float()
             tokens[i, : n[i]] = self.tokens[r]
-        return states, tokens, torch.tensor(n), torch.tensor([self.prompt[r] for r in rows])
+        return (states, tokens, torch.tensor(n, device=device),
+                torch.tensor([self.prompt[r] for r in rows], device=device))
 
 
 def answers_only(data: Sequences, rows: Sequence[int]):
@@ -105,7 +106,7 @@ def drafter_loss(drafter: FeatureDrafter, classes_w: Tensor, remap: Tensor, stat
     augmentation: the drafter later reads its own, imperfect, states)."""
     inputs = states + noise * (2 * torch.rand_like(states) - 1) if noise else states
     outs = drafter.unrolled(inputs, tokens, depth) if depth else [drafter.sequence(inputs, tokens)]
-    j = torch.arange(tokens.shape[1] - 2)
+    j = torch.arange(tokens.shape[1] - 2, device=tokens.device)
     total, metrics = 0.0, {}
     for d, pred in enumerate(outs):
         pred = pred[:, :-1]  # (B, T-2, D): f̂_{j+1} for j = 0..T-3
@@ -143,24 +144,25 @@ def chain_agreement(drafter: FeatureDrafter, data: Sequences, rows: Sequence[int
     true states before it in the drafter's cache, draft ŷ2..ŷk as decoding does and compare with the true tokens.
     Returns per-depth agreement ("p2".."pk": ŷ_i right, whatever came before) and the expected accepted block size
     E(k') at k' = 1..k (the policy's prior)."""
-    right = torch.zeros(k - 1)
-    runs = torch.zeros(k)  # positions whose first i-1 drafts are all right, i = 1..k
-    count = torch.zeros(k - 1)
+    device = drafter.norm.device  # the data's states are on the same device
+    right = torch.zeros(k - 1, device=device)
+    runs = torch.zeros(k, device=device)  # positions whose first i-1 drafts are all right, i = 1..k
+    count = torch.zeros(k - 1, device=device)
     positions = 0
     for s in range(0, len(rows), batch):
         part = list(rows[s: s + batch])
         states, tokens, lengths, prompt = data.batch(part)
         B, T = tokens.shape
-        state = drafter.open(B, T + k)
+        state = drafter.open(B, T + k, device=device)
         state.features[:, : T - 1] = states.to(state.features.dtype)
         state.tokens[:, :T] = tokens
-        r = torch.arange(B)
+        r = torch.arange(B, device=device)
         for t in range(int((lengths - prompt).max()) - 1):
             accepted = torch.minimum(prompt + t, lengths - 2)  # L: tokens accepted; ŷ1 = x_L
             live = prompt + t <= lengths - 2  # at least one draft has a true token to meet
             logits = state.propose(accepted, tokens[r, accepted], k)  # (B, k-1, V)
             drafts = logits.argmax(-1)
-            offs = accepted[:, None] + 1 + torch.arange(k - 1)  # x_{L+1..L+k-1}
+            offs = accepted[:, None] + 1 + torch.arange(k - 1, device=device)  # x_{L+1..L+k-1}
             has = (offs < lengths[:, None]) & live[:, None]
             truth = tokens.gather(1, offs.clamp(max=T - 1))
             hit = (drafts == truth) & has
@@ -170,7 +172,7 @@ def chain_agreement(drafter: FeatureDrafter, data: Sequences, rows: Sequence[int
             runs += run.sum(0).float()
             positions += int(live.sum())
     agree = (right / count.clamp(min=1)).tolist()
-    expected = (runs / max(positions, 1)).cumsum(0).tolist()
+    expected = (runs / max(positions, 1)).cumsum(0).tolist()  # (on the CPU: .tolist() of any device's tensors)
     return {"top1": {f"p{i + 2}": round(a, 4) for i, a in enumerate(agree)},
             "expected_accepted": {f"k{i + 1}": round(e, 3) for i, e in enumerate(expected)},
             "positions": positions}

@@ -20,9 +20,9 @@ ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.saf
 def save_heads(heads: Heads, path: str | Path, proposal_vocab: Tensor | None = None,
                extra: dict | None = None) -> None:
     """Heads in float16 safetensors, with the token ids p2..pk are scored over (if restricted)."""
-    tensors = {n: t.detach().to(torch.float16).contiguous() for n, t in heads.state_dict().items()}
+    tensors = {n: t.detach().to("cpu", torch.float16).contiguous() for n, t in heads.state_dict().items()}
     if proposal_vocab is not None:
-        tensors["proposal_vocab"] = proposal_vocab.to(torch.int32).contiguous()
+        tensors["proposal_vocab"] = proposal_vocab.to("cpu", torch.int32).contiguous()
     meta = {"format": FORMAT, "heads": json.dumps(dataclasses.asdict(heads.cfg)), "d_model": str(heads.d_model)}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -263,3 +263,74 @@ def chat_ids(tokenizer, text: str) -> list[int]:
     """Token ids of a one-turn chat prompt with the model's chat template, ready for the assistant's answer."""
     ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+# Instructions built from documentation (issue 18's data at scale): manual pages, the Python standard library's
+# docstrings, Debian package descriptions. Each template has a name; HELD_OUT_TEMPLATES are never used for training,
+# so a held-out split made of them shares no template with the training prompts.
+DOC_TEMPLATES = {
+    "man": {
+        "man_explain": "Explain what the Linux command `{name}` does ({summary}). Show two example uses.",
+        "man_script": "Write a short shell script that uses `{name}` and explain each line.",
+        "man_summary": "Summarize this manual page text in plain words:\n\n{desc}",
+        "man_beginner": "I am new to Linux. What is `{name}` for, and when would I use it?",
+        "man_options": "List the most useful options of `{name}` with a one-line explanation each.",
+        "man_compare": "Compare `{name}` and `{other}`: what does each do and when would you choose one?",
+        "man_howto": "How do I {summary_lower} on Linux?",
+        "man_heldout": "Write a cheat sheet for the `{name}` command ({summary}).",
+    },
+    "py": {
+        "py_explain": "Explain what `{name}` does in Python and show a short example.\n\nIts documentation says: {doc}",
+        "py_example": "Write a small Python program that uses `{name}`.",
+        "py_tutorial": "Write a short tutorial on `{name}` for a beginner.",
+        "py_compare": "What is the difference between `{name}` and `{other}` in Python?",
+        "py_test": "Write unit tests with pytest for code that calls `{name}`.",
+        "py_doc": "Rewrite this documentation in simpler words: \"{doc}\"",
+        "py_heldout": "Can you give me a quick overview of `{name}` from Python's standard library, with an example?",
+    },
+    "deb": {
+        "deb_explain": "What is {short_lower}? Explain it to a colleague in a few sentences.",
+        "deb_uses": "Give three situations where this software is useful: {short}.",
+        "deb_summary": "Summarize the following text in a few sentences:\n\n{long}",
+        "deb_review": "Write a short review of a program described as: {short}.",
+        "deb_faq": "Write a short FAQ with three questions and answers about this software: {long}",
+        "deb_heldout": "Write a README introduction for a project described like this: {long}",
+    },
+}
+HELD_OUT_TEMPLATES = ("man_heldout", "py_heldout", "deb_heldout")
+
+
+def build_doc_prompts(man: Sequence[tuple[str, str, str]], py: Sequence[tuple[str, str]],
+                      debian: Sequence[tuple[str, str]], seed: int, per_item: int = 2,
+                      held_out_items: int = 300, exclude: Sequence[str] = ()) -> list[dict]:
+    """Prompts {"kind", "template", "text", "held_out"} from ``man`` (name, summary, description) pages, ``py``
+    (name, docstring) entries and ``debian`` (short, long) descriptions: every item with ``per_item`` training
+    templates of its source, and ``held_out_items`` items per source with the held-out template instead. Deterministic
+    in ``seed``; the training prompts first, in a shuffled order, then the held-out ones."""
+    rng = random.Random(seed)
+    banned = {t.strip().lower() for t in exclude}
+    train, held = [], []
+    def lower(s: str) -> str:  # "Tool to …" -> "tool to …", but "HTTP …" stays
+        return s[0].lower() + s[1:] if s[1:2].islower() else s
+
+    sources = {"man": [dict(name=n, summary=s, desc=d or s, summary_lower=lower(s)) for n, s, d in man],
+               "py": [dict(name=n, doc=d) for n, d in py],
+               "deb": [dict(short=s, long=(lng or s)[:600], short_lower=lower(s)) for s, lng in debian
+                       if len(s) > 10]}
+    for source, items in sources.items():
+        names = [it.get("name") for it in items]
+        templates = [t for t in DOC_TEMPLATES[source] if t not in HELD_OUT_TEMPLATES]
+        held_t = next(t for t in DOC_TEMPLATES[source] if t in HELD_OUT_TEMPLATES)
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        for i, idx in enumerate(order):
+            item = dict(items[idx], other=rng.choice(names) if names[0] else "")
+            chosen = [held_t] if i < held_out_items else rng.sample(templates, min(per_item, len(templates)))
+            for t in chosen:
+                text = DOC_TEMPLATES[source][t].format(**item)
+                if text.lower() in banned:
+                    continue
+                (held if t == held_t else train).append({"kind": source, "template": t, "text": text,
+                                                         "held_out": t == held_t})
+    rng.shuffle(train)
+    return train + held
