@@ -1,6 +1,6 @@
 """The feature-level drafter against the shipped chained heads, in one run on the benchmark prompts (issue 18):
 Hugging Face greedy ``generate`` (the speedup baseline), our greedy, and blockwise decoding with each drafter at
-k = 3, 4 and k = auto and with a dynamic 16-node tree, batch 1 and 8, greedy (exact: every output is compared with our
+k = 3, 4 and k = auto and with a dynamic 16-node tree (each optionally with lookup drafts, "auto+L6"), batch 1 and 8, greedy (exact: every output is compared with our
 greedy's). Also the
 drafter's own cost: the time of one draft of k - 1 tokens (catch-up included) against one verification call.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.common import DecodeStats, prefill
 from blockwise.decoding.policy import auto_policy
-from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
+from blockwise.eval.records import format_k_chosen, lookup_spec, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
 from blockwise.eval.timing import cpu_label, git_commit, interleaved
 from blockwise.tasks.hf import load_smollm2
@@ -68,7 +68,8 @@ def main(argv=None) -> None:
     ap.add_argument("--heads", default=str(ASSET), help="the heads to compare with (default: the shipped ones)")
     ap.add_argument("--out", default="results/lm/drafter")
     ap.add_argument("--max-new", type=int, default=96)
-    ap.add_argument("--methods", default="3,4,auto,tree16", help="block sizes, auto, and dynamic trees treeN")
+    ap.add_argument("--methods", default="3,4,auto,tree16", help="block sizes, auto, and dynamic trees treeN; a "
+                    "suffix +LN adds a lookup draft of N copied tokens per call (auto+L6)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--n1", type=int, default=8, help="prompts at batch 1")
@@ -99,10 +100,11 @@ def main(argv=None) -> None:
                ("greedy", None, None, lambda P: greedy(plain, P, args.max_new, eos_id=eos))]
     for name, lm in models.items():
         for spec in args.methods.split(","):
-            k, tree = method_spec(spec, lm.num_heads)
+            base_spec, lookup = lookup_spec(spec)  # "auto+L6": with a copied chain of 6 tokens per call
+            k, tree = method_spec(base_spec, lm.num_heads)
             methods.append(("tree" if tree is not None else "blockwise", name, spec,
-                            (lambda lm, k, tree: lambda P: blockwise(lm, P, args.max_new, k=k, eos_id=eos,
-                                                                    tree=tree))(lm, k, tree)))
+                            (lambda lm, k, tree, lookup: lambda P: blockwise(
+                                lm, P, args.max_new, k=k, eos_id=eos, tree=tree, lookup=lookup))(lm, k, tree, lookup)))
     cpu = cpu_label()
     records, details = [], {"runs": {}, "k_chosen": {}, "drafter_cost": {}}
     for name, lm in models.items():
@@ -118,8 +120,9 @@ def main(argv=None) -> None:
                                              for i, m in enumerate(methods)}, groups, args.repeats, f"batch {batch}")
         tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
         for i, (method, drafter, spec, _) in enumerate(methods):
-            fields = spec_fields(*method_spec(spec, models[drafter].num_heads)) if spec else \
+            fields = spec_fields(*method_spec(lookup_spec(spec)[0], models[drafter].num_heads)) if spec else \
                 {"k": 1, "nodes": 1, "tree": "chain", "policy": "fixed"}
+            fields["lookup"] = lookup_spec(spec)[1].tokens if spec and lookup_spec(spec)[1] else None
             auto = fields["policy"] == "auto"
             rec = {"method": method, "drafter": drafter, "dtype": args.dtype, "spec": spec, **fields, "batch": batch,
                    "temperature": 0.0, "tokens_per_s": round(tps[i], 2), "speedup": round(tps[i] / tps[0], 3),
