@@ -284,3 +284,21 @@ def test_bfloat16_drafter_packs_its_matrices_and_drafts_each_row_alone_or_batche
     finite = together.isfinite()
     assert torch.equal(finite, plain.isfinite())
     torch.testing.assert_close(together[finite], plain[finite], atol=0.1, rtol=0.05)
+
+
+def test_the_shipped_drafter_is_the_default_and_the_chained_heads_stay_loadable():
+    """generate's default heads for SmolLM2 are the shipped feature-level drafter; 'chain' and 'drafter' name the two
+    shipped files wherever a heads path is taken (the CLI's --heads, ``blockwise.lm.load(heads=…)``)."""
+    from blockwise.cli_generate import SMOLLM2_D_MODEL, checked_heads
+    from blockwise.tasks.lm import heads_io
+
+    assert heads_io.DEFAULT_HEADS == heads_io.heads_file("drafter") == heads_io.DRAFTER_ASSET
+    assert heads_io.heads_file("chain") == heads_io.ASSET
+    drafter, vocab = checked_heads("drafter", "auto", smollm2=True)
+    assert drafter.cfg.kind == "feature" and drafter.d_model == SMOLLM2_D_MODEL and len(vocab) == 4096
+    meta = heads_io.read_meta(heads_io.DRAFTER_ASSET)
+    expected = meta["metrics"]["expected_accepted"]  # k = auto's prior: held-out E[k̂], rising with k
+    assert [expected[f"k{k}"] for k in range(1, 7)] == sorted(expected[f"k{k}"] for k in range(1, 7))
+    assert expected["k4"] > 2.5
+    chain, _ = checked_heads("chain", 4, smollm2=True)
+    assert chain.cfg.kind == "chain" and chain.num_heads == 6

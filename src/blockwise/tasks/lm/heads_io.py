@@ -14,7 +14,10 @@ from ...config import HeadsConfig
 from ...model.heads import Heads, make_heads
 
 FORMAT = "blockwise-lm-heads/1"
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.safetensors"
+ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.safetensors"  # the chained heads
+DRAFTER_ASSET = ASSET.with_name("smollm2-135m-drafter.safetensors")  # the feature-level drafter (issue 18)
+SHIPPED = {"drafter": DRAFTER_ASSET, "chain": ASSET}  # names that --heads accepts for the shipped files
+DEFAULT_HEADS = DRAFTER_ASSET  # what SmolLM2 decodes with when no heads are named
 
 
 def save_heads(heads: Heads, path: str | Path, proposal_vocab: Tensor | None = None,
@@ -30,8 +33,10 @@ def save_heads(heads: Heads, path: str | Path, proposal_vocab: Tensor | None = N
 
 
 def heads_file(path: str | Path) -> Path:
-    """The heads file ``path`` names: the file itself, or ``heads.safetensors`` in a folder of ``blockwise
-    train-heads``."""
+    """The heads file ``path`` names: the file itself, ``heads.safetensors`` in a folder of ``blockwise
+    train-heads``, or a shipped file by its name in ``SHIPPED`` ("drafter", "chain")."""
+    if str(path) in SHIPPED:
+        return SHIPPED[str(path)]
     path = Path(path)
     return path / "heads.safetensors" if path.is_dir() else path
 
