@@ -224,12 +224,12 @@ def main(argv=None) -> None:
     cfg = TrainConfig(steps=steps, lr=args.lr, warmup=200, weight_decay=0.01,
                       save_every=10**9, eval_every=args.save_every, seed=0, bf16=dev == "cuda", time_schedule=True)
     shutil.rmtree(run, ignore_errors=True)
-    train(drafter, loss_fn, dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=0), cfg, run_dir=run,
+    last = train(drafter, loss_fn, dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=0), cfg, run_dir=run,
           time_limit=60 * args.train_minutes, evaluate=evaluate, progress=False)
     drafter.eval()
     log(f"trained; {time.time() - t0:.0f} s so far")
     metrics = {"kind": "feature", "k": args.num_heads, "d_hidden": args.d_hidden, "depth": args.depth,
-               "tokens_per_batch": args.tokens_per_batch, "lr": args.lr, "noise": args.noise, "steps": steps,
+               "tokens_per_batch": args.tokens_per_batch, "lr": args.lr, "noise": args.noise, "steps": last.get("step"),
                "train_answers": len(train_rows), "train_answer_tokens": data.answer_positions(train_rows),
                "held_out_answers": len(held_rows), "proposal_vocab": len(vocab), "device": dev,
                "gpu": torch.cuda.get_device_name() if dev == "cuda" else None}

@@ -8,7 +8,12 @@
 #          pip download gguf==0.19.0 into .whl (recipes/gpu/README: the device tool's wheel recipe)
 #          (move the large tracked models out of the working tree for the two calls: it must stay under 64 MiB)
 #   call 1 (carry .devcarry/gguf.part-aa):  mkdir -p /tmp/stash && cp .devcarry/gguf.part-aa /tmp/stash/
-#   call 2 (carry .devcarry/gguf.part-ab .devcarry/drafter .whl):  GEN=4 TRAIN=3.2 bash recipes/gpu/lease_drafter.sh
+#   call 2 (carry .devcarry/gguf.part-ab .devcarry/drafter .whl):  GEN=3.8 TRAIN=4.5 bash recipes/gpu/lease_drafter.sh
+# As run for the shipped drafter (2026-12-04): call 2 with GEN=3.8 TRAIN=3.2, whose training stopped after 57 s (a
+# step count set from a warm-up probe; fixed since), then a third call on the still-warm machine, carrying
+# .devcarry/drafter with call 2's answers.npz and heads.safetensors copied in:
+#   python3 recipes/gpu/drafter.py --gguf /tmp/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --answers \
+#     .devcarry/drafter/answers.npz --init .devcarry/drafter/heads1.safetensors --train-minutes 4.3 --save-every 400
 # What comes back ($OUT): answers.npz, heads.safetensors, metrics.json, log.jsonl, train_config.json, run.log.
 set -u
 OUT=${OUT:-/tmp/lease-out}

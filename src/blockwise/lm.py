@@ -134,10 +134,10 @@ class LM:
 
 
 def load(model=None, heads: str | Path | None = None, tokenizer=None, weights: str = "float32") -> LM:
-    """An ``LM``: ``model`` is None (SmolLM2-135M-Instruct; ``heads`` default to the shipped drafter, "chain" names the shipped chained heads), a local Hugging Face
-    folder or GGUF file (its tokenizer loads with it), or a loaded ``transformers`` causal LM (pass its
-    ``tokenizer`` to generate from text). ``heads``: a heads folder or file from ``train_heads``; None: greedy only
-    (k = 1) for a model of your own."""
+    """An ``LM``: ``model`` is None (SmolLM2-135M-Instruct; ``heads`` default to the shipped drafter, "chain" names
+    the shipped chained heads), a local Hugging Face folder or GGUF file (its tokenizer loads with it), or a loaded
+    ``transformers`` causal LM (pass its ``tokenizer`` to generate from text). ``heads``: a heads folder or file from
+    ``train_heads``; None: greedy only (k = 1) for a model of your own."""
     from .tasks.hf import load_causal_lm, model_name
     from .tasks.lm.heads_io import DEFAULT_HEADS
 

@@ -55,7 +55,7 @@ def man_pages(root: str | Path = "/usr/share/man", sections: tuple[str, ...] = (
             desc = []
             starts = [i for i, ln in enumerate(lines) if ln.upper().startswith((".SH DESCRIPTION", '.SH "DESCRIPTION"'))]
             for ln in lines[starts[0] + 1:] if starts else []:
-                if ln.startswith(".SH") or (desc and ln.startswith((".PP", ".P ", ".TP", ".IP", ".LP")) and desc):
+                if ln.startswith(".SH") or (desc and ln.startswith((".PP", ".P ", ".TP", ".IP", ".LP"))):
                     break
                 if (t := _roff_text(ln)):
                     desc.append(t)

@@ -172,7 +172,7 @@ def chain_agreement(drafter: FeatureDrafter, data: Sequences, rows: Sequence[int
             runs += run.sum(0).float()
             positions += int(live.sum())
     agree = (right / count.clamp(min=1)).tolist()
-    expected = (runs / max(positions, 1)).cumsum(0).tolist()  # (on the CPU: .tolist() of any device's tensors)
+    expected = (runs / max(positions, 1)).cumsum(0).tolist()
     return {"top1": {f"p{i + 2}": round(a, 4) for i, a in enumerate(agree)},
             "expected_accepted": {f"k{i + 1}": round(e, 3) for i, e in enumerate(expected)},
             "positions": positions}
