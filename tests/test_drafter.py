@@ -302,3 +302,24 @@ def test_the_shipped_drafter_is_the_default_and_the_chained_heads_stay_loadable(
     assert expected["k4"] > 2.5
     chain, _ = checked_heads("chain", 4, smollm2=True)
     assert chain.cfg.kind == "chain" and chain.num_heads == 6
+
+
+def test_split_rows_and_proposal_classes():
+    """The npz layout (rows end to end + lengths) splits back exactly; the proposal classes are the most frequent
+    answer tokens (prompt tokens not counted), sorted, with a remap that inverts them and their projection rows."""
+    import numpy as np
+
+    from blockwise.tasks.lm import drafter as dt
+
+    rows = [[5, 6, 7], [], [1], [9, 9]]
+    ids = np.array([t for r in rows for t in r], dtype=np.uint16)
+    assert dt.split_rows(ids, np.array([len(r) for r in rows])) == rows
+    # prompts of length 2; answers: [3, 3, 4] and [4, 3, 8]; token 7 appears in a prompt only
+    data = dt.Sequences([torch.tensor([7, 7, 3, 3, 4]), torch.tensor([7, 1, 4, 3, 8])], [None, None], [2, 2])
+    weight = torch.arange(10 * 2, dtype=torch.float32).view(10, 2)
+    vocab, remap, classes_w, coverage = dt.proposal_classes(weight, data, [0, 1], size=2)
+    assert vocab.tolist() == [3, 4] and coverage == pytest.approx(5 / 6)  # float32 counts
+    assert remap.tolist() == [-1, -1, -1, 0, 1, -1, -1, -1, -1, -1]
+    assert torch.equal(classes_w, weight[[3, 4]])
+    vocab, _, _, coverage = dt.proposal_classes(weight, data, [0, 1], size=100)  # no more classes than tokens seen
+    assert vocab.tolist() == [3, 4, 8] and coverage == 1.0

@@ -140,8 +140,7 @@ def main(argv=None) -> None:
         f" eos {eos}")
 
     z = np.load(args.prompts)
-    ids, lengths, held_flags = z["ids"].astype(np.int64), z["lengths"], z["held_out"]  # (each read decompresses)
-    prompts = [ids[e - n: e].tolist() for e, n in zip(np.cumsum(lengths), lengths)]
+    prompts, held_flags = dt.split_rows(z["ids"], z["lengths"]), z["held_out"]  # (each z[...] decompresses)
     n_rows = args.max_rows or len(prompts)
     held = [i for i in range(n_rows) if held_flags[i]][: args.held_out]
     train_order = [i for i in range(n_rows) if not held_flags[i]]
@@ -151,8 +150,7 @@ def main(argv=None) -> None:
                                                                             key=lambda i: len(prompts[i]))]
     if args.answers:  # an earlier run's answers: no generation
         a = np.load(args.answers)
-        a_ids, a_len = a["ids"].astype(np.int64), a["lengths"]
-        answers = {int(r): a_ids[e - n: e].tolist() for r, e, n in zip(a["rows"], np.cumsum(a_len), a_len)}
+        answers = dict(zip(a["rows"].tolist(), dt.split_rows(a["ids"], a["lengths"])))
     else:
         answers = generate(hf, prompts, held + train_order, len(held), args.batch, args.max_new, eos,
                            60 * args.gen_minutes, dev)
@@ -176,18 +174,13 @@ def main(argv=None) -> None:
     held_rows = list(range(len(train_rows_src), len(seqs)))
     log(f"states of {len(seqs)} sequences ({sum(len(s) for s in seqs)} positions); {time.time() - t0:.0f} s so far")
 
-    V, D = weight.shape
-    counts = torch.bincount(torch.cat([data.tokens[r][data.prompt[r]:] for r in train_rows]), minlength=V)
-    vocab = counts.topk(min(args.proposal_vocab, int((counts > 0).sum()))).indices.sort().values
-    remap = torch.full((V,), -1, dtype=torch.long, device=dev)
-    remap[vocab] = torch.arange(len(vocab), device=dev)
-    classes_w = weight[vocab].contiguous()
+    vocab, remap, classes_w, coverage = dt.proposal_classes(weight, data, train_rows, args.proposal_vocab)
     rms = float(torch.cat([data.hidden[r].float() for r in train_rows[:200]]).pow(2).mean().sqrt())
-    drafter = make_heads(D, HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind="feature")).to(dev)
+    drafter = make_heads(weight.shape[1], HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind="feature")).to(dev)
     drafter.bind(embed, dt.restricted_projection(weight, vocab))
     if args.init:
         drafter.load_state_dict(heads_io.load_heads(args.init)[0].state_dict())
-    log(f"proposal vocabulary {len(vocab)} ({float(counts[vocab].sum() / counts.sum()):.1%} of targets), "
+    log(f"proposal vocabulary {len(vocab)} ({coverage:.1%} of targets), "
         f"state RMS {rms:.3f}")
 
     sizes = [len(t) for t in data.tokens]
@@ -212,16 +205,7 @@ def main(argv=None) -> None:
         save({"partial": True, **m})
         return {f"held_out_{k}": round(v, 4) for k, v in m.items() if k.startswith("top1")}
 
-    probe = dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=1)
-    t = time.time()
-    for _ in range(3):
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
-            loss_fn(next(probe)).backward()
-    drafter.zero_grad(set_to_none=True)
-    per_step = (time.time() - t) / 3
-    steps = 10**6  # the time limit ends the run, and the cosine with it (time_schedule)
-    log(f"{per_step:.3f} s/step (probe, with warm-up)")
-    cfg = TrainConfig(steps=steps, lr=args.lr, warmup=200, weight_decay=0.01,
+    cfg = TrainConfig(steps=10**6, lr=args.lr,  # the time limit ends the run, and the cosine with it warmup=200, weight_decay=0.01,
                       save_every=10**9, eval_every=args.save_every, seed=0, bf16=dev == "cuda", time_schedule=True)
     shutil.rmtree(run, ignore_errors=True)
     last = train(drafter, loss_fn, dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=0), cfg, run_dir=run,

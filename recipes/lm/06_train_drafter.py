@@ -81,15 +81,9 @@ def main(argv=None) -> None:
     weight = hf.get_output_embeddings().weight.detach().clone()  # (V, D), frozen
     embed = torch.nn.Embedding.from_pretrained(hf.get_input_embeddings().weight.detach().clone())
     del hf
-    V, D = weight.shape
-    answers = torch.cat([data.tokens[r][data.prompt[r]:] for r in train_rows])
-    counts = torch.bincount(answers, minlength=V)
-    vocab = counts.topk(min(args.proposal_vocab, int((counts > 0).sum()))).indices.sort().values
-    print(f"proposal vocabulary: the {len(vocab)} most frequent answer tokens "
-          f"({counts[vocab].sum() / counts.sum():.1%} of training targets)")
-    remap = torch.full((V,), -1, dtype=torch.long)
-    remap[vocab] = torch.arange(len(vocab))
-    classes_w = weight[vocab].contiguous()
+    D = weight.shape[1]
+    vocab, remap, classes_w, coverage = dt.proposal_classes(weight, data, train_rows, args.proposal_vocab)
+    print(f"proposal vocabulary: the {len(vocab)} most frequent answer tokens ({coverage:.1%} of training targets)")
     rms = float(torch.cat([data.hidden[r].float() for r in train_rows[:200]]).pow(2).mean().sqrt())
 
     drafter = make_heads(D, HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind="feature"))

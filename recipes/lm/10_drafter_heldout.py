@@ -37,12 +37,10 @@ def main(argv=None) -> None:
     from blockwise.tasks.lm import heads_io, training
 
     z, a = np.load(args.prompts), np.load(args.answers)
-    ids, lengths, held = z["ids"].astype(np.int64), z["lengths"], z["held_out"]
-    a_ids, a_len = a["ids"].astype(np.int64), a["lengths"]
-    answers = {int(r): a_ids[e - n: e].tolist() for r, e, n in zip(a["rows"], np.cumsum(a_len), a_len)}
-    starts = np.cumsum(lengths) - lengths
+    prompts, held = dt.split_rows(z["ids"], z["lengths"]), z["held_out"]
+    answers = dict(zip(a["rows"].tolist(), dt.split_rows(a["ids"], a["lengths"])))
     rows = [r for r in sorted(answers) if held[r]][: args.rows]
-    seqs = [ids[starts[r]: starts[r] + lengths[r]].tolist() + answers[r] for r in rows]
+    seqs = [prompts[r] + answers[r] for r in rows]
     _, hf = load_smollm2()
     weight = hf.get_output_embeddings().weight.detach().clone()
     embed = torch.nn.Embedding.from_pretrained(hf.get_input_embeddings().weight.detach().clone())
@@ -55,7 +53,7 @@ def main(argv=None) -> None:
             width = max(len(q) for q in part)
             h = model.base(torch.tensor([q + [0] * (width - len(q)) for q in part]))  # right-padded: causal
             hidden += [h[i, : len(q) - 1].to(torch.float16) for i, q in enumerate(part)]
-    data = dt.Sequences([torch.tensor(q) for q in seqs], hidden, [int(lengths[r]) for r in rows])
+    data = dt.Sequences([torch.tensor(q) for q in seqs], hidden, [len(prompts[r]) for r in rows])
     print(f"{len(rows)} held-out answers, {data.answer_positions()} answer tokens, states from our {args.dtype} model")
     results = {"rows": len(rows), "answer_tokens": data.answer_positions(), "dtype": args.dtype, "drafters": {}}
     for path in args.drafters:
@@ -66,7 +64,7 @@ def main(argv=None) -> None:
         else:
             heads.bind(embed)
             m = training.agreement(heads, weight, dt.answers_only(data, range(len(rows))),
-                                   torch.arange(data.answer_positions()), proposal_vocab=vocab)  # every position
+                                   torch.arange(data.answer_positions()), proposal_vocab=vocab)
         results["drafters"][path] = {"kind": heads.cfg.kind, **m}
         print(path, json.dumps(m))
     if args.out:

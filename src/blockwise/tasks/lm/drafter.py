@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -72,6 +73,25 @@ def load_sequences(paths: Sequence[Path]) -> Sequences:
         hidden += list(torch.split(t["hidden"], [n - 1 for n in lengths]))
         prompt += t["prompt_lengths"].long().tolist()
     return Sequences(tokens, hidden, prompt)
+
+
+def split_rows(ids, lengths) -> list[list[int]]:
+    """Rows stored end to end (``ids``) with their ``lengths`` (numpy arrays, as the drafter's npz files keep them)
+    back as lists of token ids."""
+    ends = np.cumsum(lengths)
+    return [ids[e - n: e].astype(np.int64).tolist() for e, n in zip(ends, lengths)]
+
+
+def proposal_classes(weight: Tensor, data: Sequences, rows: Sequence[int], size: int):
+    """The softmax classes of drafter training: the ``size`` most frequent answer tokens of ``rows`` (sorted ids),
+    ``remap`` (V,) token -> class (-1: none), their output-projection rows (V', D), and the share of answer tokens
+    they cover. On ``weight``'s device."""
+    V = weight.shape[0]
+    counts = torch.bincount(torch.cat([data.tokens[r][data.prompt[r]:] for r in rows]), minlength=V)
+    vocab = counts.topk(min(size, int((counts > 0).sum()))).indices.sort().values.to(weight.device)
+    remap = torch.full((V,), -1, dtype=torch.long, device=weight.device)
+    remap[vocab] = torch.arange(len(vocab), device=weight.device)
+    return vocab, remap, weight[vocab].contiguous(), float(counts[vocab].sum() / counts.sum())
 
 
 def row_batches(rows: Sequence[int], sizes: Sequence[int], budget: int, seed: int) -> Iterator[list[int]]:
