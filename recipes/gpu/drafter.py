@@ -11,7 +11,8 @@ Writes under --out: answers.npz (every answer's token ids: the data, ~2 bytes a 
 
     python recipes/gpu/drafter.py --pack data/lm/drafter_v3/prompts.jsonl .devcarry/drafter/prompts.npz   # here
     python recipes/gpu/drafter.py --prompts .devcarry/drafter/prompts.npz --gguf FILE --out $OUT          # there
-CPU smoke test (a minute): --device cpu --gen-minutes 0.3 --train-minutes 0.3 --batch 8 --max-rows 48 --held-out 8
+CPU smoke test (a minute; the file's first 384 rows are held out, so --max-rows must reach past them):
+    --device cpu --gen-minutes 0.1 --train-minutes 0.2 --batch 8 --max-rows 420 --held-out 4 --max-new 16 --tokens-per-batch 1024
 """
 
 from __future__ import annotations
