@@ -6,7 +6,7 @@ cut), batch 1 and 8; greedy rows (ours and HF's) as the baselines the summary's 
 Methods alternate within each repeat; the median over repeats of each method's tokens/s is reported. Sampled outputs
 are not compared token by token (another draw is another sequence); their exactness is the statistical tests'
 business (tests/test_sampling.py). Writes results/lm/sampling/{summary.json, details.json, benchmark.md,
-tokens_per_s.png} and puts its rows into results/lm/summary.json (run "sampling", replacing that run's rows of the
+tokens_per_s.png} and puts its rows into results/lm/summary.json (run "sampling" or --run, replacing that run's rows of the
 same cpu). Nothing else may run meanwhile (2 cores).
 
     python recipes/lm/04_sampling.py                 # ~25 minutes on a 2-core CPU
@@ -30,7 +30,7 @@ from blockwise.eval.reference import hf_generate
 from blockwise.eval.timing import cpu_label, git_commit, interleaved
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
-from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.heads_io import DEFAULT_HEADS, heads_file, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
 import torch
@@ -55,7 +55,8 @@ def hf_sample(hf, prompts, max_new, eos, pad, temperature, seed, lookup=None):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", default=str(HERE / "prompts.json"))
-    ap.add_argument("--heads", default=str(ASSET))
+    ap.add_argument("--heads", default=str(DEFAULT_HEADS),
+                    help="heads file, or a shipped one by name: drafter (default), chain")
     ap.add_argument("--out", default="results/lm/sampling")
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--temperatures", default="0.7,1.0")
@@ -69,6 +70,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lookup", type=int, default=10, help="HF prompt-lookup sampling's tokens (0: skip it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default="sampling", help="the run's name in results/lm/summary.json (rows of the same "
+                    "run and cpu are replaced)")
     ap.add_argument("--no-merge", action="store_true", help="do not put the rows into results/lm/summary.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -85,7 +88,7 @@ def main(argv=None) -> None:
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    drafter = f"heads: {Path(args.heads).name} ({heads.cfg.kind}, num_heads={heads.num_heads})"
+    drafter = f"heads: {heads_file(args.heads).name} ({heads.cfg.kind}, num_heads={heads.num_heads})"
 
     def ours(spec, temperature):
         """(name, fields, run) of one of our methods; temperature 0: greedy (spec None) or nothing else."""
@@ -173,11 +176,11 @@ def main(argv=None) -> None:
                                          for i, m in enumerate(methods) if i in outputs}
     details.update(commit=git_commit(), minutes=round((time.time() - started) / 60, 1), args=vars(args), cpu=cpu,
                    torch=torch.__version__, load_average_at_end=os.getloadavg())
-    records = [r | {"run": "sampling"} for r in records]
+    records = [r | {"run": args.run} for r in records]
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1) + "\n")
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
     if not args.no_merge:
-        merge_rows("results/lm/summary.json", records, "sampling", cpu)
+        merge_rows("results/lm/summary.json", records, args.run, cpu)
     write_report(records, details, out_dir)
     print((out_dir / "benchmark.md").read_text())
 
