@@ -192,6 +192,51 @@ def test_speculative_sampling_with_a_drafter(base):
     assert chi2 < 3 * int(keep.sum()) + 10, chi2  # loose: a broken draft/accept rule is far off
 
 
+def test_tree_speculative_sampling_with_a_drafter(base, monkeypatch):
+    """A dynamic tree drafted by the drafter, judged by recursive rejection: with top-k 1 the output is greedy's; a
+    row's draws are its own (batch or alone); the first two tokens after a prompt follow plain sampling's joint
+    distribution (two-sample chi-square over 600 seeded rows each), and a rule that keeps a tree's first child
+    whenever its token has any mass fails that check."""
+    import blockwise.decoding.sampling as sampling_module
+    from blockwise.decoding.sampling import Sampling, sample
+    from blockwise.decoding.tree import DynamicTree
+    from blockwise.tasks.llama import NativeLM
+
+    lm = NativeLM(base, drafter(scale=0.5))
+    tree = DynamicTree(8, 3, top=2)
+    ref = greedy(lm, LLAMA_PROMPTS, 16, eos_id=LLAMA_EOS).tokens
+    out = blockwise(lm, LLAMA_PROMPTS, 16, eos_id=LLAMA_EOS, tree=tree, sampling=Sampling(1.0, top_k=1, seed=0))
+    assert out.tokens == ref
+    a = blockwise(lm, LLAMA_PROMPTS, 16, tree=tree, sampling=Sampling(1.0, seed=(5, 6, 7, 8))).tokens
+    b = blockwise(lm, LLAMA_PROMPTS[1:2], 16, tree=tree, sampling=Sampling(1.0, seed=(6,))).tokens
+    assert a[1] == b[0] and a != ref
+
+    n, T = 600, 0.5
+    prompts = [LLAMA_PROMPTS[0]] * n
+    plain = sample(lm, prompts, 2, Sampling(T, seed=tuple(range(n, 2 * n)))).tokens
+
+    def chi2_against_plain() -> tuple[float, float]:
+        """(statistic, bound): the two-sample chi-square of the first two tokens, and a bound it exceeds only when
+        the distributions differ (mean + 4 sd of a chi-square with as many cells)."""
+        spec = blockwise(lm, prompts, 2, tree=tree, sampling=Sampling(T, seed=tuple(range(n)))).tokens
+        pairs = sorted({tuple(r[:2]) for r in spec + plain})
+        count = torch.zeros(2, len(pairs))
+        for i, rows in enumerate((spec, plain)):
+            for r in rows:
+                count[i, pairs.index(tuple(r[:2]))] += 1
+        expected = count.sum(0, keepdim=True) / 2
+        keep = expected[0] >= 5
+        cells = int(keep.sum())
+        stat = float(((count[:, keep] - expected[:, keep]) ** 2 / expected[:, keep]).sum())
+        return stat, cells + 4 * (2 * cells) ** 0.5 + 10
+
+    stat, bound = chi2_against_plain()
+    assert stat < bound, (stat, bound)
+    monkeypatch.setattr(sampling_module, "accept_draft", lambda p, q, u: p > 0)  # broken: keeps any child with mass
+    stat, bound = chi2_against_plain()
+    assert stat > bound, (stat, bound)
+
+
 def test_tree_drafts_equal_recomputation_and_tree_decoding_is_exact(base):
     """A dynamic tree drafted by the feature drafter: every node's children are what drafting that node's path from
     scratch proposes (the node's entry sees the true entries, its ancestors and itself, never a sibling's branch); and

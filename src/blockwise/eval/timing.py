@@ -26,24 +26,29 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
 
 def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple[dict, dict, dict]:
     """Time every ``runs[i](group, repeat, g)`` over all ``groups`` (a method's decode of one batch), the methods
-    alternating within each repeat, in reverse order every other repeat (load changes hit all of them alike). Returns
-    seconds per repeat {i: [...]}, the last repeat's output rows {i: [...]} and its stats per group {i: [...]} (the
+    alternating on every group, in reverse order every other group: a slow spell of the machine (seconds long on a
+    shared host) hits all methods alike instead of the one running then. Returns seconds per repeat {i: [...]} (the sum
+    over groups), the last repeat's output rows {i: [...]} and its stats per group {i: [...]} (the
     ``DecodeOutput.stats`` of ours, None for others, whose runs return (rows, None))."""
     from tqdm.auto import tqdm
 
     times = {i: [] for i in runs}
     outputs, stats = {}, {}
-    bar = tqdm(total=repeats * len(runs), desc=desc, dynamic_ncols=True)
+    bar = tqdm(total=repeats * len(groups), desc=desc, dynamic_ncols=True)
     for r in range(repeats):
-        for i in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            start, rows, st = time.perf_counter(), [], []
-            for g, group in enumerate(groups):
+        spent = {i: 0.0 for i in runs}
+        rows, st = {i: [] for i in runs}, {i: [] for i in runs}
+        for g, group in enumerate(groups):
+            for i in (list(runs) if (r + g) % 2 == 0 else list(runs)[::-1]):
+                start = time.perf_counter()
                 got = runs[i](group, r, g)
-                rows += got.tokens if hasattr(got, "tokens") else got[0]
-                st.append(got.stats if hasattr(got, "stats") else None)
-            times[i].append(time.perf_counter() - start)
-            outputs[i], stats[i] = rows, st
+                spent[i] += time.perf_counter() - start
+                rows[i] += got.tokens if hasattr(got, "tokens") else got[0]
+                st[i].append(got.stats if hasattr(got, "stats") else None)
             bar.update(1)
+        for i in runs:
+            times[i].append(spent[i])
+        outputs, stats = rows, st
     bar.close()
     return times, outputs, stats
 
