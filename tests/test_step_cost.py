@@ -29,23 +29,30 @@ def test_step_cost_times_every_t_and_rolls_the_session_back():
 
 def test_interleaved_timing_alternates_methods_on_every_group():
     """The benchmark loop runs every method on a group before the next group, in reverse order every other group, and
-    sums each method's time over the groups of a repeat; the outputs and stats are the last repeat's."""
+    sums each method's time and tokens over the groups of a repeat; the outputs and stats are the last repeat's. Rates
+    are each repeat's tokens over its own seconds (sampled lengths differ between repeats)."""
     from types import SimpleNamespace
 
-    from blockwise.eval.timing import interleaved
+    from blockwise.eval.timing import interleaved, paired_ratio, rates
 
     calls = []
 
     def method(name):
         def run(group, r, g):
             calls.append((r, g, name))
-            return SimpleNamespace(tokens=[[name, r, g]], stats=f"{name}{r}{g}") if name != "theirs" else ([[r, g]], None)
+            if name == "theirs":
+                return [[r, g]], None
+            return SimpleNamespace(tokens=[[name, r, g]], stats=f"{name}{r}{g}")
         return run
 
     runs = {"a": method("a"), "b": method("b"), "theirs": method("theirs")}
-    times, outputs, stats = interleaved(runs, ["g0", "g1", "g2"], repeats=2)
+    times, outputs, stats, counts = interleaved(runs, ["g0", "g1", "g2"], repeats=2)
     assert calls[:6] == [(0, 0, "a"), (0, 0, "b"), (0, 0, "theirs"), (0, 1, "theirs"), (0, 1, "b"), (0, 1, "a")]
     assert calls[9:12] == [(1, 0, "theirs"), (1, 0, "b"), (1, 0, "a")]
     assert len(calls) == 18 and all(len(t) == 2 and min(t) >= 0 for t in times.values())
     assert outputs["a"] == [["a", 1, 0], ["a", 1, 1], ["a", 1, 2]] and outputs["theirs"] == [[1, 0], [1, 1], [1, 2]]
     assert stats["b"] == ["b10", "b11", "b12"] and stats["theirs"] == [None] * 3
+    assert counts["a"] == [9, 9] and counts["theirs"] == [6, 6]  # tokens per repeat: 3 rows of 3 / of 2
+    rate = rates({"a": [2.0, 4.0], "b": [1.0, 1.0]}, {"a": [10, 10], "b": [4, 6]})
+    assert rate == {"a": [5.0, 2.5], "b": [4.0, 6.0]}
+    assert paired_ratio(rate["a"], rate["b"]) == (5.0 / 4.0 + 2.5 / 6.0) / 2  # the median of 2: their mean

@@ -3,11 +3,13 @@ its prompt-lookup sampling, batch 1 only), our plain sampling, and our speculati
 a dynamic 16-node tree; Medusa's lossy typical acceptance for reference), at temperatures 0.7 and 1.0 (no top-k/top-p
 cut), batch 1 and 8; greedy rows (ours and HF's) as the baselines the summary's speedup fields are defined against.
 
-Methods alternate within each repeat; the median over repeats of each method's tokens/s is reported. Sampled outputs
-are not compared token by token (another draw is another sequence); their exactness is the statistical tests'
-business (tests/test_sampling.py). Writes results/lm/sampling/{summary.json, details.json, benchmark.md,
-tokens_per_s.png} and puts its rows into results/lm/summary.json (run "sampling" or --run, replacing that run's rows of the
-same cpu). Nothing else may run meanwhile (2 cores).
+Methods alternate on every prompt group (``eval.timing.interleaved``). Sampled outputs are not compared token by token
+(another draw is another sequence); their exactness is the statistical tests' business (tests/test_sampling.py). Another
+draw also has another length, so a rate is each repeat's tokens over its own seconds; tokens/s is the median over
+repeats, a speedup the median of the repeats' paired ratios (``eval.timing.paired_ratio``). Writes
+results/lm/sampling/{summary.json, details.json, benchmark.md, tokens_per_s.png} and puts its rows into
+results/lm/summary.json (run "sampling", or --run; replacing that run's rows of the same cpu). Nothing else may run
+meanwhile (2 cores).
 
     python recipes/lm/04_sampling.py                 # ~25 minutes on a 2-core CPU
     python recipes/lm/04_sampling.py --n1 1 --n8 8 --max-new 8 --repeats 1 --out /tmp/sampling --no-merge   # smoke
@@ -27,7 +29,7 @@ from blockwise.decoding.common import DecodeStats
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit, interleaved
+from blockwise.eval.timing import cpu_label, git_commit, interleaved, paired_ratio, rates
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 from blockwise.tasks.lm.heads_io import DEFAULT_HEADS, heads_file, load_heads
@@ -136,10 +138,11 @@ def main(argv=None) -> None:
             except Exception as error:  # HF prompt lookup refuses batches of more than one row
                 skip.add(i)
                 details["notes"].append(f"{name} T={T} batch {batch}: {type(error).__name__}: {str(error)[:200]}")
-        times, outputs, stats = interleaved(
+        times, outputs, stats, counts = interleaved(
             {i: (lambda run: lambda group, r, g: run(group, args.seed + 1000 * r + g))(methods[i][3])
              for i in range(len(methods)) if i not in skip}, groups, args.repeats, f"batch {batch}")
-        tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
+        rate = rates(times, counts)  # tokens/s per repeat: sampled lengths differ between repeats
+        tps = {i: statistics.median(rate[i]) for i in rate}
         index = {(m[0], m[1]): i for i, m in enumerate(methods)}
         for i, (name, T, fields, run) in enumerate(methods):
             rec = {"method": name, "drafter": drafter if name in ("blockwise", "tree", "typical") else
@@ -150,7 +153,8 @@ def main(argv=None) -> None:
                    "mean_accepted": None, "identical": None, "same_as_greedy": None, "n": n, "cpu": cpu,
                    "threads": args.threads, "spec": fields.get("spec"), "lossy": name == "typical"}
             if i in tps:
-                rel = {key: round(tps[i] / tps[index[ref]], 3) if ref in index and index[ref] in tps else None
+                rel = {key: round(paired_ratio(rate[i], rate[index[ref]]), 3)
+                       if ref in index and index[ref] in rate else None
                        for key, ref in (("speedup", ("hf_greedy", 0.0)), ("speedup_vs_greedy", ("greedy", 0.0)),
                                         ("speedup_vs_sample", ("sample", T)),
                                         ("speedup_vs_hf_sample", ("hf_sample", T)))}
@@ -169,7 +173,7 @@ def main(argv=None) -> None:
                             total.merge(s)
                         details["k_chosen"][f"{name}_T{T}_b{batch}"] = format_k_chosen(total.k_chosen)
                 details["runs"][f"{name}_{fields.get('spec')}_T{T}_b{batch}"] = {
-                    "seconds": [round(t, 3) for t in times[i]], "tokens": sum(len(r) for r in outputs[i])}
+                    "seconds": [round(t, 3) for t in times[i]], "tokens": counts[i]}
             records.append(rec)
         if batch == 1:
             details["sample_outputs"] = {f"{m[0]} {m[2].get('spec') or ''} T={m[1]}": tokenizer.decode(outputs[i][0])

@@ -1,12 +1,13 @@
 """The feature-level drafter against the shipped chained heads, in one run on the benchmark prompts (issue 18):
 Hugging Face greedy ``generate`` (the speedup baseline), our greedy, and blockwise decoding with each drafter at
-k = 3, 4 and k = auto and with a dynamic 16-node tree (each optionally with lookup drafts, "auto+L6"), batch 1 and 8, greedy (exact: every output is compared with our
-greedy's). Also the
-drafter's own cost: the time of one draft of k - 1 tokens (catch-up included) against one verification call.
+k = 3, 4 and k = auto and with a dynamic 16-node tree (each optionally with lookup drafts, "auto+L6"), batch 1 and 8,
+greedy (exact: every output is compared with our greedy's). Also the drafter's own cost: the time of one draft of
+k - 1 tokens (catch-up included) against one verification call.
 
-Methods alternate within each repeat; the median over repeats of each method's tokens/s is reported. Writes
-results/lm/drafter/{summary.json, details.json, benchmark.md, tokens_per_s.png} and puts its rows into
-results/lm/summary.json (run "drafter", replacing that run's rows of the same cpu). Nothing else may run meanwhile.
+Methods alternate on every prompt group; tokens/s is the median over repeats, a speedup the median of the repeats'
+paired ratios (``eval.timing``). Writes results/lm/drafter/{summary.json, details.json, benchmark.md, tokens_per_s.png}
+and puts its rows into results/lm/summary.json (run "drafter", replacing that run's rows of the same cpu). Nothing else
+may run meanwhile.
 
     python recipes/lm/07_drafter_benchmark.py --drafter runs/lm/drafter/heads.safetensors
     python recipes/lm/07_drafter_benchmark.py --n1 1 --n8 8 --max-new 8 --repeats 1 --out /tmp/d --no-merge  # smoke
@@ -26,7 +27,7 @@ from blockwise.decoding.common import DecodeStats, prefill
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, lookup_spec, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit, interleaved
+from blockwise.eval.timing import cpu_label, git_commit, interleaved, paired_ratio, rates
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
@@ -116,17 +117,19 @@ def main(argv=None) -> None:
             auto_policy(lm, groups[0], None, args.max_new).costs.prepare(batch)  # k = auto's costs, measured once
         for m in methods:  # warm-up, untimed
             m[3](groups[0][:1] if batch == 1 else groups[0])
-        times, outputs, stats = interleaved({i: (lambda run: lambda group, r, g: run(group))(m[3])
+        times, outputs, stats, counts = interleaved({i: (lambda run: lambda group, r, g: run(group))(m[3])
                                              for i, m in enumerate(methods)}, groups, args.repeats, f"batch {batch}")
-        tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
+        rate = rates(times, counts)  # tokens/s per repeat
+        tps = {i: statistics.median(rate[i]) for i in rate}
         for i, (method, drafter, spec, _) in enumerate(methods):
             fields = spec_fields(*method_spec(lookup_spec(spec)[0], models[drafter].num_heads)) if spec else \
                 {"k": 1, "nodes": 1, "tree": "chain", "policy": "fixed"}
             fields["lookup"] = lookup_spec(spec)[1].tokens if spec and lookup_spec(spec)[1] else None
             auto = fields["policy"] == "auto"
             rec = {"method": method, "drafter": drafter, "dtype": args.dtype, "spec": spec, **fields, "batch": batch,
-                   "temperature": 0.0, "tokens_per_s": round(tps[i], 2), "speedup": round(tps[i] / tps[0], 3),
-                   "speedup_vs_greedy": round(tps[i] / tps[1], 3), "mean_accepted": None,
+                   "temperature": 0.0, "tokens_per_s": round(tps[i], 2),
+                   "speedup": round(paired_ratio(rate[i], rate[0]), 3),
+                   "speedup_vs_greedy": round(paired_ratio(rate[i], rate[1]), 3), "mean_accepted": None,
                    "identical": sum(a == b for a, b in zip(outputs[i], outputs[0])),
                    "same_as_greedy": sum(a == b for a, b in zip(outputs[i], outputs[1])), "n": n, "cpu": cpu,
                    "threads": args.threads}
@@ -141,7 +144,7 @@ def main(argv=None) -> None:
                 if auto:
                     details["k_chosen"][f"{drafter} b{batch}"] = format_k_chosen(total.k_chosen)
             details["runs"][f"{method} {drafter} {spec} b{batch}"] = {
-                "seconds": [round(t, 3) for t in times[i]], "tokens": sum(len(r) for r in outputs[i])}
+                "seconds": [round(t, 3) for t in times[i]], "tokens": counts[i]}
             records.append(rec)
     details.update(commit=git_commit(), minutes=round((time.time() - started) / 60, 1), args=vars(args), cpu=cpu,
                    torch=torch.__version__, load_average_at_end=os.getloadavg())

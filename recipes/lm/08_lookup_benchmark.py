@@ -4,10 +4,10 @@ decoding with the shipped chained heads at each ``--methods`` entry, without and
 ``--lookup`` tokens grafted onto every call's block or tree. Greedy (exact): every output is compared with our
 greedy's and with HF's.
 
-Methods alternate within each repeat (reversed every other repeat); the median over repeats of each method's tokens/s
-is reported. Writes {out}/{summary.json, details.json, benchmark.md, tokens_per_s.png} and puts its rows into
-results/lm/summary.json (run "lookup", replacing that run's rows of the same cpu and weights). Nothing else may run
-meanwhile.
+Methods alternate on every prompt group; tokens/s is the median over repeats, a speedup the median of the repeats'
+paired ratios (``eval.timing``). Writes {out}/{summary.json, details.json, benchmark.md, tokens_per_s.png} and puts its
+rows into results/lm/summary.json (run "lookup", replacing that run's rows of the same cpu and weights). Nothing else
+may run meanwhile.
 
     python recipes/lm/08_lookup_benchmark.py --weights bfloat16 --threads 1 --out results/lm/lookup/avx512_bf16
     python recipes/lm/08_lookup_benchmark.py --n1 1 --n8 8 --max-new 8 --repeats 1 --out /tmp/l --no-merge  # smoke
@@ -28,7 +28,7 @@ from blockwise.decoding.lookup import Lookup
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import format_k_chosen, merge_rows, method_spec, pyplot, spec_fields
 from blockwise.eval.reference import hf_generate
-from blockwise.eval.timing import cpu_label, git_commit, interleaved
+from blockwise.eval.timing import cpu_label, git_commit, interleaved, paired_ratio, rates
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.lm.heads_io import ASSET, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
@@ -97,17 +97,19 @@ def main(argv=None) -> None:
                 auto_policy(lm, groups[0], None, args.max_new, tree=tree).costs.prepare(batch)
         for i in chosen:  # warm-up, untimed
             methods[i][3](groups[0][:1] if batch == 1 else groups[0])
-        times, outputs, stats = interleaved({i: (lambda run: lambda group, r, g: run(group))(methods[i][3])
+        times, outputs, stats, counts = interleaved({i: (lambda run: lambda group, r, g: run(group))(methods[i][3])
                                              for i in chosen}, groups, args.repeats, f"batch {batch}")
-        tps = {i: sum(len(r) for r in outputs[i]) / statistics.median(times[i]) for i in times}
+        rate = rates(times, counts)  # tokens/s per repeat
+        tps = {i: statistics.median(rate[i]) for i in rate}
         for i in chosen:
             method, drafter, spec, _, _ = methods[i]
             fields = spec_fields(*method_spec(spec, lm.num_heads)) if spec else \
                 {"k": 1, "nodes": 1, "tree": "chain", "policy": "fixed"}
             rec = {"method": method, "drafter": drafter, "dtype": args.weights, "spec": spec, **fields,
                    "lookup": args.lookup if drafter in ("chain+lookup", "prompt lookup") else None, "batch": batch,
-                   "temperature": 0.0, "tokens_per_s": round(tps[i], 2), "speedup": round(tps[i] / tps[0], 3),
-                   "speedup_vs_greedy": round(tps[i] / tps[2], 3), "mean_accepted": None,
+                   "temperature": 0.0, "tokens_per_s": round(tps[i], 2),
+                   "speedup": round(paired_ratio(rate[i], rate[0]), 3),
+                   "speedup_vs_greedy": round(paired_ratio(rate[i], rate[2]), 3), "mean_accepted": None,
                    "identical": sum(a == b for a, b in zip(outputs[i], outputs[0])),
                    "same_as_greedy": sum(a == b for a, b in zip(outputs[i], outputs[2])), "n": n, "cpu": cpu,
                    "threads": args.threads}
@@ -124,7 +126,7 @@ def main(argv=None) -> None:
                 if fields["policy"] == "auto":
                     details["k_chosen"][f"{drafter} {spec} b{batch}"] = format_k_chosen(total.k_chosen)
             details["runs"][f"{method} {drafter} {spec} b{batch}"] = {
-                "seconds": [round(t, 3) for t in times[i]], "tokens": sum(len(r) for r in outputs[i])}
+                "seconds": [round(t, 3) for t in times[i]], "tokens": counts[i]}
             records.append(rec)
     details.update(commit=git_commit(), minutes=round((time.time() - started) / 60, 1), args=vars(args), cpu=cpu,
                    torch=torch.__version__, load_average_at_end=os.getloadavg())

@@ -28,11 +28,12 @@ def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple
     """Time every ``runs[i](group, repeat, g)`` over all ``groups`` (a method's decode of one batch), the methods
     alternating on every group, in reverse order every other group: a slow spell of the machine (seconds long on a
     shared host) hits all methods alike instead of the one running then. Returns seconds per repeat {i: [...]} (the sum
-    over groups), the last repeat's output rows {i: [...]} and its stats per group {i: [...]} (the
-    ``DecodeOutput.stats`` of ours, None for others, whose runs return (rows, None))."""
+    over groups), the last repeat's output rows {i: [...]}, its stats per group {i: [...]} (the ``DecodeOutput.stats``
+    of ours, None for others, whose runs return (rows, None)) and the tokens produced per repeat {i: [...]} (sampled
+    runs draw other lengths in other repeats: a rate is a repeat's tokens over its own seconds, ``rates``)."""
     from tqdm.auto import tqdm
 
-    times = {i: [] for i in runs}
+    times, counts = {i: [] for i in runs}, {i: [] for i in runs}
     outputs, stats = {}, {}
     bar = tqdm(total=repeats * len(groups), desc=desc, dynamic_ncols=True)
     for r in range(repeats):
@@ -48,9 +49,21 @@ def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple
             bar.update(1)
         for i in runs:
             times[i].append(spent[i])
+            counts[i].append(sum(len(row) for row in rows[i]))
         outputs, stats = rows, st
     bar.close()
-    return times, outputs, stats
+    return times, outputs, stats, counts
+
+
+def rates(times: dict, counts: dict) -> dict:
+    """Tokens per second of every repeat {i: [...]}, each repeat's tokens over its own seconds."""
+    return {i: [c / t for c, t in zip(counts[i], times[i])] for i in times}
+
+
+def paired_ratio(rate: list[float], ref: list[float]) -> float:
+    """The median over repeats of a method's rate over the reference's in the same repeat: the machine's drift
+    between repeats (30% over one run here) cancels, where a ratio of medians keeps it."""
+    return statistics.median(a / b for a, b in zip(rate, ref))
 
 
 def git_commit() -> str | None:
