@@ -24,7 +24,7 @@ def median_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> f
     return statistics.median(times)
 
 
-def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple[dict, dict, dict]:
+def interleaved(runs: dict, groups: list, repeats: int, desc: str = "") -> tuple[dict, dict, dict, dict]:
     """Time every ``runs[i](group, repeat, g)`` over all ``groups`` (a method's decode of one batch), the methods
     alternating on every group, in reverse order every other group: a slow spell of the machine (seconds long on a
     shared host) hits all methods alike instead of the one running then. Returns seconds per repeat {i: [...]} (the sum
