@@ -9,7 +9,7 @@ paired ratios (``eval.timing``). Writes results/lm/drafter/{summary.json, detail
 and puts its rows into results/lm/summary.json (run "drafter", replacing that run's rows of the same cpu). Nothing else
 may run meanwhile.
 
-    python recipes/lm/07_drafter_benchmark.py --drafter runs/lm/drafter/heads.safetensors
+    python recipes/lm/07_drafter_benchmark.py --drafter runs/lm/drafter/heads.safetensors   # default: the shipped one
     python recipes/lm/07_drafter_benchmark.py --n1 1 --n8 8 --max-new 8 --repeats 1 --out /tmp/d --no-merge  # smoke
 """
 
@@ -30,7 +30,7 @@ from blockwise.eval.reference import hf_generate
 from blockwise.eval.timing import cpu_label, git_commit, interleaved, paired_ratio, rates
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import Llama, NativeLM
-from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.heads_io import ASSET, heads_file, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
 import torch
@@ -65,7 +65,7 @@ def drafter_cost(lm, prompt: list[int], k: int, repeats: int = 20) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", default=str(HERE / "prompts.json"))
-    ap.add_argument("--drafter", default="runs/lm/drafter/heads.safetensors", help="the feature-level drafter's file")
+    ap.add_argument("--drafter", default="drafter", help="the feature-level drafter's file (default: the shipped one)")
     ap.add_argument("--heads", default=str(ASSET), help="the heads to compare with (default: the shipped ones)")
     ap.add_argument("--out", default="results/lm/drafter")
     ap.add_argument("--max-new", type=int, default=96)
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     models = {}
     for path in (args.heads, args.drafter):
         heads, vocab = load_heads(path)
-        models[f"{heads.cfg.kind}: {Path(path).name}"] = NativeLM(base, heads.to(dt), proposal_vocab=vocab)
+        models[f"{heads.cfg.kind}: {heads_file(path).name}"] = NativeLM(base, heads.to(dt), proposal_vocab=vocab)
     plain = next(iter(models.values()))
     texts = json.loads(Path(args.prompts).read_text())
     all_ids = [chat_ids(tokenizer, p["text"]) for p in texts]
