@@ -12,7 +12,8 @@ Writes under --out: answers.npz (every answer's token ids: the data, ~2 bytes a 
     python recipes/gpu/drafter.py --pack data/lm/drafter_v3/prompts.jsonl .devcarry/drafter/prompts.npz   # here
     python recipes/gpu/drafter.py --prompts .devcarry/drafter/prompts.npz --gguf FILE --out $OUT          # there
 CPU smoke test (a minute; the file's first 384 rows are held out, so --max-rows must reach past them):
-    --device cpu --gen-minutes 0.1 --train-minutes 0.2 --batch 8 --max-rows 420 --held-out 4 --max-new 16 --tokens-per-batch 1024
+    --device cpu --gen-minutes 0.1 --train-minutes 0.2 --batch 8 --max-rows 420 --held-out 4 --max-new 16 \
+    --tokens-per-batch 1024
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def main(argv=None) -> None:
     hf = hf.to(dev, dtype).eval()
     eos = hf.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
-    log(f"model loaded in {time.time() - t0:.0f} s on {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else 'cpu'}),"
-        f" eos {eos}")
+    card = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    log(f"model loaded in {time.time() - t0:.0f} s on {dev} ({card}), eos {eos}")
 
     z = np.load(args.prompts)
     prompts, held_flags = dt.split_rows(z["ids"], z["lengths"]), z["held_out"]  # (each z[...] decompresses)
@@ -177,7 +178,8 @@ def main(argv=None) -> None:
 
     vocab, remap, classes_w, coverage = dt.proposal_classes(weight, data, train_rows, args.proposal_vocab)
     rms = float(torch.cat([data.hidden[r].float() for r in train_rows[:200]]).pow(2).mean().sqrt())
-    drafter = make_heads(weight.shape[1], HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden, kind="feature")).to(dev)
+    drafter = make_heads(weight.shape[1], HeadsConfig(num_heads=args.num_heads, d_hidden=args.d_hidden,
+                                                      kind="feature")).to(dev)
     drafter.bind(embed, dt.restricted_projection(weight, vocab))
     if args.init:
         drafter.load_state_dict(heads_io.load_heads(args.init)[0].state_dict())
@@ -206,11 +208,12 @@ def main(argv=None) -> None:
         save({"partial": True, **m})
         return {f"held_out_{k}": round(v, 4) for k, v in m.items() if k.startswith("top1")}
 
-    cfg = TrainConfig(steps=10**6, lr=args.lr,  # the time limit ends the run, and the cosine with it warmup=200, weight_decay=0.01,
-                      save_every=10**9, eval_every=args.save_every, seed=0, bf16=dev == "cuda", time_schedule=True)
+    # steps: the time limit ends the run, and the cosine schedule with it
+    cfg = TrainConfig(steps=10**6, lr=args.lr, warmup=200, weight_decay=0.01, save_every=10**9,
+                      eval_every=args.save_every, seed=0, bf16=dev == "cuda", time_schedule=True)
     shutil.rmtree(run, ignore_errors=True)
     last = train(drafter, loss_fn, dt.row_batches(train_rows, sizes, args.tokens_per_batch, seed=0), cfg, run_dir=run,
-          time_limit=60 * args.train_minutes, evaluate=evaluate, progress=False)
+                 time_limit=60 * args.train_minutes, evaluate=evaluate, progress=False)
     drafter.eval()
     log(f"trained; {time.time() - t0:.0f} s so far")
     metrics = {"kind": "feature", "k": args.num_heads, "d_hidden": args.d_hidden, "depth": args.depth,

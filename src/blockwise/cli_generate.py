@@ -61,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--heads", default=None, metavar="PATH",
                     help="heads folder or file from `blockwise train-heads`, or a shipped one for SmolLM2 by name: "
                          "'drafter' (default: a one-layer drafter that reads the sequence, 1.9-2.2 tokens per call at "
-                         "k = 4 on the benchmark prompts) or 'chain' (the earlier chained heads, 1.6-1.75). With --model and no "
-                         "--heads: greedy only, k = 1. Heads made for another model are refused")
+                         "k = 4 on the benchmark prompts) or 'chain' (the earlier chained heads, 1.6-1.75). With "
+                         "--model and no --heads: greedy only, k = 1. Heads made for another model are refused")
     add_tree(ap, TREE_DEFAULT)
     add_lookup(ap, LOOKUP_DEFAULT)
     add_threads(ap, None, "CPU threads (default: 1 where the CPU has native bf16 instructions, else 2 if it has two "

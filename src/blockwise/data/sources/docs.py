@@ -53,7 +53,8 @@ def man_pages(root: str | Path = "/usr/share/man", sections: tuple[str, ...] = (
                 continue
             name, summary = m.group(1).split(",")[0].strip(), m.group(2).strip().rstrip(".")
             desc = []
-            starts = [i for i, ln in enumerate(lines) if ln.upper().startswith((".SH DESCRIPTION", '.SH "DESCRIPTION"'))]
+            starts = [i for i, ln in enumerate(lines)
+                      if ln.upper().startswith((".SH DESCRIPTION", '.SH "DESCRIPTION"'))]
             for ln in lines[starts[0] + 1:] if starts else []:
                 if ln.startswith(".SH") or (desc and ln.startswith((".PP", ".P ", ".TP", ".IP", ".LP"))):
                     break

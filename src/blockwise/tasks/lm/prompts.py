@@ -310,6 +310,7 @@ def build_doc_prompts(man: Sequence[tuple[str, str, str]], py: Sequence[tuple[st
     rng = random.Random(seed)
     banned = {t.strip().lower() for t in exclude}
     train, held = [], []
+
     def lower(s: str) -> str:  # "Tool to …" -> "tool to …", but "HTTP …" stays
         return s[0].lower() + s[1:] if s[1:2].islower() else s
 
@@ -318,13 +319,13 @@ def build_doc_prompts(man: Sequence[tuple[str, str, str]], py: Sequence[tuple[st
                "deb": [dict(short=s, long=(lng or s)[:600], short_lower=lower(s)) for s, lng in debian
                        if len(s) > 10]}
     for source, items in sources.items():
-        names = [it.get("name") for it in items]
+        names = [it["name"] for it in items if "name" in it]  # {other}: another item's name (none for Debian's)
         templates = [t for t in DOC_TEMPLATES[source] if t not in HELD_OUT_TEMPLATES]
         held_t = next(t for t in DOC_TEMPLATES[source] if t in HELD_OUT_TEMPLATES)
         order = list(range(len(items)))
         rng.shuffle(order)
         for i, idx in enumerate(order):
-            item = dict(items[idx], other=rng.choice(names) if names[0] else "")
+            item = dict(items[idx], other=rng.choice(names) if names else "")
             chosen = [held_t] if i < held_out_items else rng.sample(templates, min(per_item, len(templates)))
             for t in chosen:
                 text = DOC_TEMPLATES[source][t].format(**item)
