@@ -121,6 +121,20 @@ def test_translate_compare_times_a_short_batch_as_the_median_of_five_runs(tiny_t
     assert "# greedy 0.30s, blockwise 0.15s" in out and "speedup 2.00x" in out, out
 
 
+def test_translate_keeps_one_block_size_policy_for_the_whole_input(tiny_translator, capsys, monkeypatch):
+    """k = auto learns what the model accepts as it decodes: batch after batch of one input (and the --compare
+    warm-up) go on with the same policy instead of starting again from the prior."""
+    from blockwise.tasks import translation
+
+    passed, real = [], translation.translate
+    monkeypatch.setattr(translation, "translate", lambda *a, **kw: passed.append(kw.get("policy")) or real(*a, **kw))
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--batch-size", "1", "hello world",
+                              "good morning", "the house"], "", capsys, monkeypatch)
+    assert code == 0 and len(out.splitlines()) == 3, out
+    assert passed[0] is None and passed[1] is not None and all(p is passed[1] for p in passed[2:]), passed
+    assert len(passed) == 3
+
+
 def test_translate_compare_alternates_which_runs_first(tiny_translator, capsys, monkeypatch):
     """Batch by batch, greedy and blockwise take turns running first (the first run of a batch meets colder caches);
     every batch still prints both outputs in input order and its verdict."""

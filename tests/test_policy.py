@@ -229,3 +229,48 @@ def test_step_costs_are_the_least_of_two_sweeps_in_opposite_orders(monkeypatch):
     ms = pol._time_steps(decode, [1, 2, 3], [[1, 2]], None, batch=1, ahead=0, repeats=5, progress=None)
     assert visits == [1, 2, 3, 3, 2, 1]
     assert ms == pytest.approx({1: 1.0, 2: 2.0, 3: 3.0})
+
+
+def test_expected_block_sizes_from_an_exact_decodes_histogram():
+    """A row that accepted k̂ at block size K accepts min(k̂, k) at k: E(k) from the histogram of one decode at K."""
+    from blockwise.decoding.policy import expected_from_block_sizes
+
+    # k̂ = 1 twice, 2 once, 3 once
+    assert expected_from_block_sizes([0, 2, 1, 1], 3) == pytest.approx([1.0, 1.5, 1.75])
+    with pytest.raises(ValueError, match="no blocks"):
+        expected_from_block_sizes([0, 0], 3)
+
+
+def test_a_checkpoint_carries_its_held_out_prior_to_the_policy(tmp_path, monkeypatch, trained_encdec):
+    """A translation checkpoint stores held-out E(k) (recipes/mt/06_prior.py); loaded, it is k = auto's prior. With it
+    a model whose second proposal is right a third of the time stays greedy where a 2-token call costs 1.42 steps;
+    with the cautious default (a half) it would feed blocks."""
+    from blockwise.decoding.policy import default_policy
+    from blockwise.model import BlockwiseModel
+    from blockwise.model.blockwise_model import record_expected
+
+    monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
+    path = tmp_path / "model.safetensors"
+    trained_encdec.save(path)
+    assert BlockwiseModel.load(path).heads.expected_accepted is None  # nothing measured: the default prior
+    expected = [1.0, 1.348, 1.437, 1.453]
+    record_expected(path, expected)
+    model = BlockwiseModel.load(path)
+    assert model.heads.expected_accepted == pytest.approx(expected)
+    assert torch_equal_state(model, trained_encdec)  # the tensors are untouched
+    model.save(tmp_path / "again.safetensors")  # and a saved model keeps it
+    assert BlockwiseModel.load(tmp_path / "again.safetensors").heads.expected_accepted == pytest.approx(expected)
+    with pytest.raises(ValueError, match="4 heads"):
+        record_expected(path, expected[:3])
+    policy = default_policy(model, [[1]], [[5, 6, 3]], 4)  # costs are measured when first needed: not here
+    assert policy.estimate.prior == pytest.approx(prior_from_expected(expected))
+    costs = Costs({8: {1: 3.40, 2: 4.82, 3: 5.41, 4: 5.76}})  # the shipped model's, batch 8, measured here
+    assert Policy(costs, policy.estimate.prior, 4).best(8) == 1
+    assert Policy(costs, [], 4).best(8) == 2  # the default prior: blocks tried
+
+
+def torch_equal_state(a, b) -> bool:
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[n].half(), sb[n].half()) for n in sa)

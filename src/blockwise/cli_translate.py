@@ -143,6 +143,7 @@ class Translator:
         self.limit = model.cfg.max_positions // 2 - 1  # source tokens the model reads; translate() cuts the rest
         self.sampling = sampling_from(args)
         self.compared = 0  # batches compared so far
+        self.policy = None  # k = auto: the block-size policy, kept from batch to batch (and the warm-up)
         if self.sampling is not None and args.accept != "exact":
             raise UserError("--accept top2/top3 is for greedy decoding: sampling keeps the model's distribution "
                             "exactly (leave out --accept, or --temperature)")
@@ -194,12 +195,15 @@ class Translator:
         from .tasks.translation import translate
 
         pieces = [part for line in lines for part in line]
-        kw = {"k": self.k, "accept": self.accept, "tree": self.tree} if method == "blockwise" else {}
+        kw = {"k": self.k, "accept": self.accept, "tree": self.tree, "policy": self.policy} \
+            if method == "blockwise" else {}
         if self.sampling is not None:
             seeds = [(self.args.seed * 1_000_003 + first + n) * 1_009 + j
                      for n, line in enumerate(lines) for j in range(len(line))]
             kw["sampling"] = replace(self.sampling, seed=tuple(seeds))
         result = translate(self.model, self.corpus, pieces, method, batch_size=self.args.batch_size, **kw)
+        if method == "blockwise":  # k = auto: one policy for the whole input, what it learned carries over
+            self.policy = result.policy
         hyps = iter(result.hypotheses)
         return [" ".join(next(hyps) for _ in line) for line in lines], result
 

@@ -51,6 +51,15 @@ def prior_from_expected(expected: Sequence[float]) -> list[float]:
     return [min(max(steps[i] / steps[i - 1], 0.0), 1.0) if steps[i - 1] > 0 else 0.0 for i in range(1, len(steps))]
 
 
+def expected_from_block_sizes(block_sizes: Sequence[int], k: int) -> list[float]:
+    """E(1..k) from a histogram of accepted block sizes of an exact decode at block size k (``DecodeStats.
+    block_sizes``): a row that accepted k̂ at k would have accepted min(k̂, j) at block size j."""
+    total = sum(block_sizes)
+    if total == 0:
+        raise ValueError("no blocks were accepted: decode something first")
+    return [sum(n * min(size, j) for size, n in enumerate(block_sizes)) / total for j in range(1, k + 1)]
+
+
 class AcceptanceEstimate:
     """Running estimates of a_2..a_K: decayed counts plus a prior worth ``weight`` observations. Plain Python floats:
     this runs at every iteration, where a dozen tiny tensor operations would cost more than a small model's step."""

@@ -98,9 +98,13 @@ class BlockwiseModel(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        """Float16 safetensors; the metadata holds the configuration and, where measured, the heads' held-out
+        expected accepted block sizes (``metrics``: the block-size policy's prior, ``record_expected``)."""
         tensors = {name: t.detach().to(dtype).contiguous() for name, t in self.state_dict().items()}
         meta = {"format": FORMAT, "model": json.dumps(dataclasses.asdict(self.cfg)),
                 "heads": json.dumps(dataclasses.asdict(self.heads_cfg))}
+        if self.heads.expected_accepted:
+            meta["metrics"] = json.dumps(expected_metrics(self.heads.expected_accepted))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path), metadata=meta)
 
@@ -119,7 +123,32 @@ class BlockwiseModel(nn.Module):
         state = load_file(str(path))
         check_state(model, state, path)
         model.load_state_dict({name: t.to(dtype) for name, t in state.items()})
+        expected = json.loads(meta.get("metrics", "{}")).get("expected_accepted", {})
+        if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior (decoding/policy.py)
+            model.heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
         return model.to(dtype=dtype, device=device).eval()
+
+
+def expected_metrics(expected: Sequence[float]) -> dict:
+    """The metadata form of held-out expected accepted block sizes E(1..K) (as heads files write them)."""
+    return {"expected_accepted": {f"k{i + 1}": round(float(e), 3) for i, e in enumerate(expected)}}
+
+
+def record_expected(path: str | Path, expected: Sequence[float]) -> None:
+    """Store held-out E(1..K) in checkpoint ``path``'s metadata, in place (tensors untouched)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a blockwise checkpoint (metadata format={meta.get('format')!r})")
+    heads = HeadsConfig.from_dict(json.loads(meta["heads"]))
+    if len(expected) != heads.num_heads:
+        raise ValueError(f"{path} has {heads.num_heads} heads, got E(k) for k = 1..{len(expected)}")
+    meta["metrics"] = json.dumps(expected_metrics(expected))
+    save_file(tensors, str(path), metadata=meta)
 
 
 def save_heads_only(path: str | Path, out: str | Path) -> None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..batching import pad
 from ..decoding import EXACT, Acceptance, Sampling, beam_search, blockwise, greedy, sample
 from ..decoding.common import DecodeStats
-from ..decoding.policy import auto_policy
+from ..decoding.policy import Policy, TreePolicy, auto_policy, expected_from_block_sizes
 from ..decoding.tree import TreeShape
 from ..model import BlockwiseModel
 
@@ -130,18 +130,21 @@ class Translation:
     token_ids: list[list[int]]
     stats: DecodeStats
     seconds: float
+    policy: Policy | TreePolicy | None = None  # the k = "auto" policy it decoded with (pass it on: it has learned)
 
 
 @torch.no_grad()
 def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy",
               k: int | str = 1, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
-              progress: bool = False, tree: TreeShape | None = None, sampling: Sampling | None = None) -> Translation:
+              progress: bool = False, tree: TreeShape | None = None, sampling: Sampling | None = None,
+              policy: Policy | TreePolicy | None = None) -> Translation:
     """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. With k="auto" the
     block size (with a dynamic ``tree``: its node budget) is chosen per step (decoding/policy.py); ``seconds`` leaves
     out the one-time cost measurement. ``sampling``: sample instead of greedy (plain sampling for "greedy",
     speculative sampling for "blockwise"); sentence i draws from the stream of seed (seed, i), or seed[i] when
     ``sampling.seed`` gives one per sentence, whatever batch it lands in (the length limit is still the batch's:
-    twice its longest source + 10, so a sentence's output can depend on its batch through that cut)."""
+    twice its longest source + 10, so a sentence's output can depend on its batch through that cut). ``policy``: the
+    k = "auto" policy of an earlier call (``Translation.policy``), to go on from what it learned."""
     from tqdm.auto import tqdm
 
     sources = [s + [EOS] for s in corpus.encode(sentences)]
@@ -150,7 +153,9 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     stats = DecodeStats()
-    start, policy = time.perf_counter(), None
+    policy = policy if method == "blockwise" and k == "auto" else None
+    start = time.perf_counter()
+    measured = policy.costs.measure_seconds if policy is not None else 0.0
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc=method):
         rows = order[b:b + batch_size]
         src = [sources[i] for i in rows]
@@ -176,8 +181,18 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
         for i, tokens in zip(rows, result.tokens):
             out[i] = tokens
         stats.merge(result.stats)
-    seconds = time.perf_counter() - start - (policy.costs.measure_seconds if policy else 0.0)
-    return Translation([corpus.decode(t) for t in out], out, stats, seconds)
+    seconds = time.perf_counter() - start - (policy.costs.measure_seconds - measured if policy else 0.0)
+    return Translation([corpus.decode(t) for t in out], out, stats, seconds, policy if k == "auto" else None)
+
+
+def held_out_expected(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], batch_size: int = 32,
+                      progress: bool = False) -> list[float]:
+    """E(1..num_heads): the expected accepted block size at each k on ``sentences`` (held out), from one exact
+    blockwise decode with every head (``expected_from_block_sizes``). Stored in a checkpoint
+    (``model.blockwise_model.record_expected``), it is the block-size policy's prior."""
+    result = translate(model, corpus, sentences, "blockwise", k=model.num_heads, batch_size=batch_size,
+                       progress=progress)
+    return expected_from_block_sizes(result.stats.block_sizes, model.num_heads)
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
