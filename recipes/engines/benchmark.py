@@ -34,7 +34,7 @@ from blockwise.eval.timing import cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.lm import decoding_model
 from blockwise.tasks.llama import Llama
-from blockwise.tasks.lm.heads_io import ASSET, load_heads
+from blockwise.tasks.lm.heads_io import DEFAULT_HEADS, SHIPPED, heads_file, load_heads
 from blockwise.tasks.lm.prompts import chat_ids
 
 import torch
@@ -55,6 +55,8 @@ def parse_args(argv=None):
     ap.add_argument("--methods", default="greedy,3,auto,auto+L6",
                     help="ours: greedy, fixed k, auto, treeN (a dynamic N-node tree), treeautoN; a suffix +LN adds "
                          "lookup drafts of N copied tokens per call (auto+L6)")
+    ap.add_argument("--heads", default="drafter", help="proposal heads: a shipped name (" + ", ".join(SHIPPED) +
+                    f"; default drafter, {DEFAULT_HEADS.name}) or a heads file")
     ap.add_argument("--lookup", type=int, default=3, help="llama.cpp prompt-lookup tokens per draft (0: none)")
     ap.add_argument("--ppl-windows", type=int, default=4, help="held-out windows of 256 tokens for perplexity")
     ap.add_argument("--out", default=str(ROOT / "results" / "engines"))
@@ -137,7 +139,7 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     tokenizer, hf = load_smollm2()
-    heads, vocab = load_heads(ASSET)
+    heads, vocab = load_heads(heads_file(args.heads))
     eos = tokenizer.eos_token_id
     prompts = [chat_ids(tokenizer, p["text"]) for p in json.load(open(ROOT / "recipes/lm/prompts.json"))]
     prompts = prompts[:args.prompts]
@@ -194,6 +196,7 @@ def main(argv=None) -> None:
         fields = spec_fields(*method_spec(lookup_spec(m)[0], 2)) if system == "blockwise" and m != "greedy" else \
             {"k": None, "nodes": 1 if system == "blockwise" else None, "tree": "chain", "policy": "fixed"}
         record = {"run": "engines", "system": system, "method": method, "dtype": w, "batch": 1, "threads": t,
+                  "heads": heads_file(args.heads).name if system == "blockwise" and m != "greedy" else None,
                   "tokens_per_s": round(speed, 2), "mean_accepted": round(reps[0]["mean_accepted"], 3),
                   "n": len(reps[0]["tokens"]), "cpu": cpu,
                   "same_as_greedy": sum(a == b for a, b in zip(reps[0]["tokens"], own_greedy)),
