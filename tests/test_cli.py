@@ -365,3 +365,19 @@ def test_generate_copies_six_tokens_by_default_and_never_when_sampling():
     assert make_lookup(cli_generate.parse_args(["--lookup", "3"])).tokens == 3
     assert make_lookup(cli_generate.parse_args(["--lookup", "0"])) is None
     assert make_lookup(cli_generate.parse_args(["--temperature", "0.7"])) is None
+
+
+def test_translate_dynamic_tree_takes_its_width(tiny_translator, capsys, monkeypatch):
+    """--branch T sets the guesses tried after each expanded node of a dynamic tree; the output stays greedy's."""
+    from blockwise import cli_translate
+    from blockwise.eval.records import method_spec
+
+    made = []
+    real = cli_translate.make_tree
+    monkeypatch.setattr(cli_translate, "make_tree", lambda args, n: made.append(real(args, n)) or made[-1])
+    code, out, err = run_cli(["translate", "--model", str(tiny_translator), "--compare", "--tree", "dynamic", "-k", "3",
+                              "--nodes", "8", "--branch", "2", "hello world"], "", capsys, monkeypatch)
+    assert code == 0 and "identical: True" in out, out + err
+    assert (made[0].nodes, made[0].depth, made[0].top) == (8, 2, 2)
+    _, tree = method_spec("tree64x8", 10)  # the recipes' spelling of the same
+    assert (tree.nodes, tree.depth, tree.top) == (64, 9, 8) and method_spec("tree16", 10)[1].top == 4

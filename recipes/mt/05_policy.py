@@ -1,6 +1,7 @@
 """k = auto against greedy and fixed k on the translation test sentences, in one run (issue 16).
 
-The shipped English-German model (src/blockwise/assets/mt_both.safetensors), exact acceptance, the first ``--n`` test
+The shipped English-German model (src/blockwise/assets/mt_both.safetensors; or --model, optionally with another
+model's heads, --heads: e.g. the frozen-base Distillation regime's, issue 17), exact acceptance, the first ``--n`` test
 sentences, batch sizes ``--batches``; methods interleaved within each repeat, medians of ``--repeats``. Speedup is
 over our greedy decoding in the same run, batch and dtype; ``identical`` counts outputs equal to greedy's. The cost
 measurement of k = auto happens in the warm-up (once per machine; cached) and is never timed.
@@ -10,6 +11,8 @@ Writes ``results/mt/policy/<cpu tag>/`` (summary.json, table.md) and puts the sa
 
     python recipes/mt/05_policy.py --test data/mt/test.en --n 200
     ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/mt/05_policy.py ...
+    python recipes/mt/05_policy.py --model models/mt/baseline.safetensors --heads \
+        models/mt_self/distillation.heads.safetensors --regime distillation --ks 6,tree16,tree64x8 --run trees-frozen
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from blockwise.decoding.policy import auto_policy  # before torch: importing blo
 from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows, method_spec, spec_fields
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model import BlockwiseModel
+from blockwise.model.blockwise_model import join_heads
 from blockwise.tasks.translation import BOS, EOS, Corpus, bleu, translate
 
 import torch
@@ -38,7 +43,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--ks", default="2,4,8,10,auto", help="methods: block sizes, auto, treeN (a dynamic tree of N "
-                    "nodes), treeautoN (its node budget chosen per step, up to N)")
+                    "nodes; treeNxT: T guesses per expanded node, default 4), treeautoN (its node budget chosen per "
+                    "step, up to N)")
+    ap.add_argument("--model", default=str(ASSETS / "mt_both.safetensors"),
+                    help="translation checkpoint (default: the shipped Both model); its sentencepiece model beside it, "
+                         "else the shipped one")
+    ap.add_argument("--heads", default=None, help="a heads-only file (recipes/mt/03_heads.py) put onto --model's base "
+                    "instead of its heads: e.g. --model models/mt/baseline.safetensors --heads "
+                    "models/mt_self/distillation.heads.safetensors (the frozen-base Distillation regime)")
+    ap.add_argument("--regime", default="both (shipped)", help="the regime named in the rows")
     ap.add_argument("--run", default=RUN, help="the tag of this run's rows in results/mt/summary.json")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -47,8 +60,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
-    model = BlockwiseModel.load(ASSETS / "mt_both.safetensors", dtype=getattr(torch, args.dtype))
-    corpus = Corpus.from_spm(ASSETS / "mt_both.spm.model")
+    model_path = Path(args.model)
+    if args.heads:  # the base's weights with these heads, as one checkpoint (join_heads: the heads' metadata)
+        joined = Path(tempfile.mkdtemp()) / "model.safetensors"
+        join_heads(model_path, args.heads, joined)
+        model_path = joined
+    model = BlockwiseModel.load(model_path, dtype=getattr(torch, args.dtype))
+    spm = Path(args.model).with_suffix(".spm.model")
+    corpus = Corpus.from_spm(spm if spm.exists() else ASSETS / "mt_both.spm.model")
     test = Path(args.test)
     sentences = test.read_text(encoding="utf-8").splitlines()[: args.n]
     refs_path = test.with_suffix(".de")
@@ -79,7 +98,7 @@ def main() -> None:
             s = statistics.median(times[(method, spec)])
             if auto:
                 chosen[f"batch {batch}" + (" (tree nodes)" if tree else "")] = out.stats.k_chosen
-            records.append({"regime": "both (shipped)", "accept": "exact", "batch": batch,
+            records.append({"regime": args.regime, "spec": spec, "accept": "exact", "batch": batch,
                             "bleu": bleu(out.hypotheses, refs) if refs else None,
                             "mean_accepted": round(out.stats.mean_accepted, 3), "speedup": round(greedy_s / s, 3),
                             "speedup_vs_greedy": round(greedy_s / s, 3),
@@ -93,6 +112,8 @@ def main() -> None:
             "threads": args.threads, "args": vars(args), "k_chosen": chosen}
     (out_dir / "summary.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     lines = [f"# Translation: blockwise (blocks, trees, auto) vs greedy ({cpu}, {args.dtype}, run {args.run})", "",
+             f"Model: {args.model}" + (f" with the heads of {args.heads}" if args.heads else "") +
+             f" ({args.regime}).", "",
              f"Commit {meta['commit']}, {meta['minutes']} min, {args.threads} thread(s), the first {len(sentences)} "
              f"test sentences, medians of {args.repeats} interleaved repeats. `vs greedy`: our greedy's time / this "
              "method's, same run and batch.", "",
@@ -102,7 +123,7 @@ def main() -> None:
         bl = "–" if r["bleu"] is None else f"{r['bleu']:.2f}"
         k = "auto" if r["policy"] == "auto" and r["tree"] == "chain" else r["k"] or "–"
         nodes = "auto" if r["policy"] == "auto" and r["tree"] != "chain" else r["nodes"]
-        lines.append(f"| {r['batch']} | {r['decoder']} | {k} | {r['tree']} | {nodes} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
+        lines.append(f"| {r['batch']} | {r['decoder']} {r['spec'] if r['tree'] != 'chain' else ''} | {k} | {r['tree']} | {nodes} | {r['seconds']:.2f} | {r['speedup_vs_greedy']:.2f} | "
                      f"{r['mean_accepted']:.2f} | {r['identical']}/{r['n']} | {bl} |")
     lines += ["", "k = auto, iterations at each k: " + "; ".join(
         f"{b}: " + format_k_chosen(c) for b, c in chosen.items())]

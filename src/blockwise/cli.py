@@ -125,6 +125,10 @@ def add_tree(parser: argparse.ArgumentParser, default: str = "chain", nodes: int
     parser.add_argument("--nodes", type=at_least(2), default=nodes, metavar="N",
                         help=f"--tree dynamic: tokens fed per call at most (default {nodes}); with -k auto each "
                              f"step's budget, 1 (greedy) to N, is chosen from this machine's measured cost of a call")
+    parser.add_argument("--branch", type=at_least(1), default=4, metavar="T",
+                        help="--tree dynamic: the guesses tried after each expanded node (its head's T most likely "
+                             "tokens; T nodes expanded per depth). Wider trees accept more per call and cost more "
+                             "to draft (default 4)")
 
 
 def add_lookup(parser: argparse.ArgumentParser, default: int) -> None:
@@ -152,7 +156,7 @@ def make_tree(args: argparse.Namespace, num_heads: int):
     from .decoding.tree import DynamicTree
 
     k = num_heads if args.k == "auto" else args.k
-    return DynamicTree(args.nodes, k - 1, top=4)
+    return DynamicTree(args.nodes, k - 1, top=getattr(args, "branch", 4))
 
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:

@@ -44,14 +44,16 @@ def merge_rows(summary: str | Path, records: list[dict], run: str, cpu: str) -> 
 
 def method_spec(spec: str, num_heads: int):
     """A recipe's method entry as (k, tree): "3" (a block of 3), "auto" (k chosen per step), "tree16" (a dynamic tree
-    of 16 nodes over every head), "treeauto64" (its node budget chosen per step, up to 64)."""
+    of 16 nodes over every head, 4 guesses per expanded node), "tree64x8" (64 nodes, 8 guesses per expanded node),
+    "treeauto64" (its node budget chosen per step, up to 64)."""
     from ..decoding.tree import DynamicTree
 
     spec = spec.strip()
     if spec.startswith("tree"):
-        nodes = spec[len("tree"):]
+        nodes, _, top = spec[len("tree"):].partition("x")
         auto = nodes.startswith("auto")
-        return ("auto" if auto else None), DynamicTree(int(nodes.removeprefix("auto") or 64), num_heads - 1, top=4)
+        return ("auto" if auto else None), DynamicTree(int(nodes.removeprefix("auto") or 64), num_heads - 1,
+                                                       top=int(top or 4))
     return (spec if spec == "auto" else int(spec)), None
 
 
