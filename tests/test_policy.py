@@ -148,15 +148,16 @@ def test_costs_are_measured_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_tree_policy_drafts_for_every_budget_now_and_then():
-    """Most tree steps draft only as deep as their budget (DynamicTree.build); the first, a probe and every
-    ``full_every``-th draft for the largest budget, so that the predictions of the large budgets stay fresh."""
+    """Most tree steps draft only as deep as their budget (DynamicTree.build); the first and every ``full_every``-th
+    draft for the largest budget, so that the predictions of the large budgets stay fresh. A probe drafts shallow: a
+    full draft for a 2-node call cost several greedy steps."""
     policy = TreePolicy(Costs({1: {1: 1.0, 2: 1.0, 4: 1.0, 8: 1.0}}, "key", None), [2, 4, 8], full_every=3)
     assert policy.draft_budget(1) == 1  # a greedy step drafts nothing
     assert policy.draft_budget(2) == 8  # nothing predicted yet
     policy.observe([[1.0, 1.9, 2.5, 2.8, 3.0, 3.1, 3.2, 3.3]], [2], 2)
     assert [policy.draft_budget(n) for n in (2, 4, 2, 2, 4, 1, 2)] == [2, 4, 8, 2, 4, 1, 8]
     policy.probing = True
-    assert policy.draft_budget(2) == 8
+    assert policy.draft_budget(2) == 2  # a probe: its own budget
     # a shallow draft (3 candidates) updates the prediction of budgets 1 and 2 only
     before = policy.curve
     policy.observe([[1.0, 1.2, 1.3]], [1], 2)

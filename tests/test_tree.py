@@ -883,3 +883,39 @@ def test_bf16_attention_with_tree_holes_equals_the_path_alone():
             if not torch.equal(out[:, :, node:node + 1], alone):
                 differing.append((prefix, node))
     assert differing == []
+
+
+class ScriptedBudgets:
+    """A node-budget policy that follows a script (cycled): greedy steps (1) between trees of several sizes."""
+
+    costs = None
+
+    def __init__(self, budgets):
+        self.budgets, self.step = budgets, 0
+
+    def choose(self, batch):
+        self.step += 1
+        return self.budgets[(self.step - 1) % len(self.budgets)]
+
+    def draft_budget(self, n):
+        return n
+
+    def observe_tree(self, expected, k_hat, fed):
+        pass
+
+
+@pytest.mark.parametrize("script", [[1], [1, 1, 8], [2, 1, 5, 1, 1, 16]])
+def test_node_budgets_chosen_per_step_equal_greedy(script):
+    """k = "auto" with a tree: any mix of greedy steps (budget 1, which take a light path) and trees of any budget
+    gives greedy's output, rows ending at their own pace (EOS, length limit)."""
+    model = ScriptedModel(k=4, correct=lambda length: length % 3, eos_id=EOS, eos_at=11, rank=scrambled(5))
+    prefixes = [[3], [3, 4, 5, 6], [3, 4, 5, 6, 7, 8, 9, 10]]
+    ref = greedy(model, prefixes, 14, eos_id=EOS)
+    out = tree_decode(model, prefixes, 14, DynamicTree(16, 3, top=3), eos_id=EOS, policy=ScriptedBudgets(script))
+    assert out.tokens == ref.tokens
+    assert out.stats.k_chosen[1] > 0 and sum(out.stats.k_chosen) == out.stats.iterations
+    real = random_model("tiny", 4, seed=2, head_kind="chain")
+    prefixes = [[5, 6], [7], [8, 9, 10]]
+    ref = greedy(real, prefixes, 20, eos_id=EOS)
+    assert tree_decode(real, prefixes, 20, DynamicTree(16, 3, top=3), eos_id=EOS,
+                       policy=ScriptedBudgets(script)).tokens == ref.tokens

@@ -379,12 +379,21 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
         if copies is not None:
             t = copies.extend(t, ms, policy.expected_at(t.nodes) if ms is not None else 1.0)
-        start = session.lengths.clone()
         greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
+        start = None if greedy_step else session.lengths.clone()
         hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, N, V): p1 at every node
+        if greedy_step and sampling is None:  # a plain greedy step, as light as greedy decoding's own: no row ends
+            # in it (a root that ends its row left with ``end_early``), nothing to judge, move or clip
+            if policy is not None:
+                policy.observe_tree(None, [1] * len(remaining), 1)  # a chain's estimates decay towards their prior
+                stats.count_k(1)
+            rows.take(t.tokens, torch.ones_like(remaining), stats)
+            remaining = remaining - 1
+            p1, hidden = scores[:, 0], hidden[:, 0]
+            continue
         if sampling is not None:
             k_hat, path, root = accept_tree(t, scores, sampling, rng, tree.depth)
         elif greedy_step:
