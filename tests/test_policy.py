@@ -157,7 +157,9 @@ def test_tree_policy_drafts_for_every_budget_now_and_then():
     policy.observe([[1.0, 1.9, 2.5, 2.8, 3.0, 3.1, 3.2, 3.3]], [2], 2)
     assert [policy.draft_budget(n) for n in (2, 4, 2, 2, 4, 1, 2)] == [2, 4, 8, 2, 4, 1, 8]
     policy.probing = True
-    assert policy.draft_budget(2) == 2  # a probe: its own budget
+    assert [policy.draft_budget(2) for _ in range(5)] == [2] * 5  # probes: their own budget, never a full draft
+    policy.probing = False
+    assert [policy.draft_budget(n) for n in (2, 4, 2)] == [2, 4, 8]  # every third tree step, probes not counted
     # a shallow draft (3 candidates) updates the prediction of budgets 1 and 2 only
     before = policy.curve
     policy.observe([[1.0, 1.2, 1.3]], [1], 2)

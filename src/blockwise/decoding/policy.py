@@ -282,12 +282,14 @@ class TreePolicy:
 
     def draft_budget(self, n: int) -> int:
         """The budget a step feeding ``n`` nodes drafts its tree for (``DynamicTree.build``'s ``draft``): ``n``, or the
-        largest budget at the first tree step and every ``full_every``-th tree step. A probe drafts for its own small
-        budget: drafting a wide tree (64 nodes, 8 guesses each: 9 depths of head calls) for a 2-node call made each
-        probe cost several greedy steps (translation, batch 1: auto 0.83x greedy with probes drafting in full, 0.91x
-        without); the larger budgets keep their last prediction, which the probe's outcome rescales (α)."""
+        largest budget at the first tree step and every ``full_every``-th tree step that is not a probe. A probe drafts
+        for its own small budget: drafting a wide tree (64 nodes, 8 guesses each: 9 depths of head calls) for a 2-node
+        call made each probe cost several greedy steps (translation, batch 1, 200 sentences, 50 probes: auto 0.77x
+        greedy); the larger budgets keep their last prediction, which the probe's outcome rescales (α)."""
         if n == 1:
             return 1
+        if self.probing and self.curve is not None:
+            return n
         self.since_full += 1
         if self.curve is None or self.since_full >= self.full_every:
             self.since_full = 0
