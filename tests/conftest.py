@@ -11,6 +11,17 @@ torch.set_num_threads(1)
 # k="auto" caches measured costs: never in the user's cache folder, and never timings taken under a test run
 os.environ["BLOCKWISE_CACHE"] = tempfile.mkdtemp(prefix="blockwise-test-cache-")
 
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts and ends on one thread: the commands set their own (--threads, default 2), and a test after
+    them must not run on what they left (bit-level results can differ with the thread count)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 EOS = 1
 V = 24  # tiny vocabulary: 0 pad, 1 eos, 2 bos, 3.. content
 

@@ -264,14 +264,16 @@ def test_bf16_attention_of_a_query_does_not_depend_on_the_others_fed_or_the_span
     torch.testing.assert_close(block.float(), reference, rtol=0.05, atol=0.05)  # and it is attention
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("H,Hkv,Dh", [(9, 3, 64), (4, 4, 48)])
-def test_float32_attention_of_a_query_is_that_of_the_query_alone_over_its_keys(H, Hkv, Dh):
+def test_float32_attention_of_a_query_is_that_of_the_query_alone_over_its_keys(H, Hkv, Dh, threads):
     """Quantized sessions attend in float32: each query's bits must be those of a lone query over exactly the keys it
     sees (what greedy at batch 1 computes), for ragged rows, aligned rows, a source mask shared by every query, and a
     tree's nodes, which see the prefix and their ancestors only. (The fused kernel alone fails this: other bits for
     other numbers of queries and for masked keys after the visible ones.)"""
     from blockwise.model.invariant import attend, query_keys
 
+    torch.set_num_threads(threads)  # conftest puts it back after the test
     g = torch.Generator().manual_seed(2)
     B, S, T = 3, 120, 5
     q = torch.randn(B, H, T, Dh, generator=g) * 2

@@ -68,8 +68,10 @@ def test_int4_requantizes_its_own_matrix_unchanged():
     assert torch.equal(again.q, first.q)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("bits", BITS)
-def test_a_rows_product_has_the_same_bits_alone_in_a_block_and_in_a_batch(bits):
+def test_a_rows_product_has_the_same_bits_alone_in_a_block_and_in_a_batch(bits, threads):
+    torch.set_num_threads(threads)  # conftest puts back one thread after the test
     q = QuantizedMatrix(random_matrix(64, 128, seed=7), bits)
     x = torch.randn(9, 128, generator=torch.Generator().manual_seed(2))
     full = q(x)
@@ -149,10 +151,13 @@ def hf192():
     return tiny_llama(transformers, torch.float32, hidden=192, intermediate=128, heads=3, kv=1)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("weights", ["int8", "int4"])
-def test_quantized_hidden_states_do_not_depend_on_what_is_fed_beside_them(hf192, weights):
+def test_quantized_hidden_states_do_not_depend_on_what_is_fed_beside_them(hf192, weights, threads):
     """The bits of a token's state are the same fed one at a time (greedy), in blocks (verification) and in a batch
-    beside a row of another length: the condition for blockwise == greedy to hold token for token."""
+    beside a row of another length: the condition for blockwise == greedy to hold token for token. On 2 threads too
+    (the fused attention kernel's float32 sums depend on which thread takes a row there: ``invariant._attend_each``)."""
+    torch.set_num_threads(threads)  # conftest puts back one thread after the test
     base = quantized(hf192, weights)
     tokens = torch.randint(0, 48, (2, 80), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

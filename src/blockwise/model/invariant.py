@@ -81,6 +81,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
       lone token fed to a lone row makes, so a token's bits are those of greedy decoding at batch 1 by construction.
       ``order``: ``query_keys(mask)``, once per call; else computed here. A one-token step of SmolLM2 int4 costs
       ~1.3 ms less than in float64 (below; 2-3 tokens ~0.7 ms less, 4 the same), and the cache half the memory.
+      With more than one thread the kernel's float32 sums depend on which thread takes a row, so there each call
+      sums in float64 (``_attend_each``).
     - float64 keys (the in-house Transformer's, ``Attention.attend``): attention in float64 (an exact product of two
       float32 numbers; sums whose order changes only bits far below float32's, masked holes included) by the fused
       kernel, rounded back to float32: one call per layer, where translating a batch of 8 rows x 4 queries a call per
@@ -146,6 +148,11 @@ def _attend_each(q: Tensor, k: Tensor, v: Tensor, keys: QueryKeys) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
 
     def one(qs: Tensor, ks: Tensor, vs: Tensor) -> Tensor:
+        if torch.get_num_threads() > 1:
+            # with more than one thread the kernel's float32 sums depend on which thread takes a row (seen with 2
+            # threads from 60 keys on: the rows of a batch's second half differed in the last bit from the same rows
+            # alone): there, float64 sums, rounded back (as the in-house Transformer's attention, ``attend``)
+            return F.scaled_dot_product_attention(qs.double(), ks.double(), vs.double(), enable_gqa=gqa).float()
         return F.scaled_dot_product_attention(qs, ks, vs, enable_gqa=gqa)
 
     if keys.full and q.shape[2] == 1:  # one token per row, all rows at the same length (a greedy step): one call
