@@ -396,8 +396,6 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             continue
         if sampling is not None:
             k_hat, path, root = accept_tree(t, scores, sampling, rng, tree.depth)
-        elif greedy_step:
-            k_hat, path = torch.ones_like(remaining), torch.zeros_like(t.tokens)
         else:
             k_hat, path = t.accept(scores, accept)  # (B,), (B, depth + 1) node ids
         own = copies.observe(t, scores, accept, k_hat) if copies is not None else k_hat  # the heads' nodes alone
