@@ -135,11 +135,12 @@ class Translation:
 
 @torch.no_grad()
 def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], method: str = "greedy",
-              k: int | str = 1, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
+              k: int | str | None = None, accept: Acceptance = EXACT, batch_size: int = 32, beam_size: int = 4,
               progress: bool = False, tree: TreeShape | None = None, sampling: Sampling | None = None,
               policy: Policy | TreePolicy | None = None) -> Translation:
-    """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. With k="auto" the
-    block size (with a dynamic ``tree``: its node budget) is chosen per step (decoding/policy.py); ``seconds`` leaves
+    """Translate English sentences in batches of similar length. method: greedy | blockwise | beam. ``k``: blockwise's
+    block size (default: every head; with a ``tree``, the tree's depth), or "auto": the block size (with a dynamic
+    ``tree``: its node budget) chosen per step (decoding/policy.py); greedy and beam ignore it. ``seconds`` leaves
     out the one-time cost measurement. ``sampling``: sample instead of greedy (plain sampling for "greedy",
     speculative sampling for "blockwise"); sentence i draws from the stream of seed (seed, i), or seed[i] when
     ``sampling.seed`` gives one per sentence, whatever batch it lands in (the length limit is still the batch's:
