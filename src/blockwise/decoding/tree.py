@@ -375,13 +375,17 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             copies.find([[*prefixes[i], *rows.tokens[i], r] for i, r in zip(rows.ids, root.tolist())],
                         remaining.tolist())
             n = copies.budget(n, ms, policy.expected_at) if ms is not None else n  # a smaller block beside a copy
-        draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft, to predict all
-        t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
-        if copies is not None:
-            t = copies.extend(t, ms, policy.expected_at(t.nodes) if ms is not None else 1.0)
-        greedy_step = t.nodes == 1  # the root alone: nothing to verify, mask or move
+        if n == 1 and copies is None and sampling is None:  # a greedy step: no tree to build
+            t, tokens = None, root[:, None]
+        else:
+            draft = policy.draft_budget(n) if policy is not None else None  # now and then the whole draft
+            t = tree.build(session, p1, hidden, n, root=root, draft=draft)  # (B, N) nodes, the root first
+            if copies is not None:
+                t = copies.extend(t, ms, policy.expected_at(t.nodes) if ms is not None else 1.0)
+            tokens = t.tokens
+        greedy_step = tokens.shape[1] == 1  # the root alone: nothing to verify, mask or move
         start = None if greedy_step else session.lengths.clone()
-        hidden = session.feed(t.tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
+        hidden = session.feed(tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
         stats.calls += 1
         stats.iterations += 1
         scores = session.scores(hidden)  # (B, N, V): p1 at every node
@@ -390,7 +394,7 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
             if policy is not None:
                 policy.observe_tree(None, [1] * len(remaining), 1)  # a chain's estimates decay towards their prior
                 stats.count_k(1)
-            rows.take(t.tokens, torch.ones_like(remaining), stats)
+            rows.take(tokens, torch.ones_like(remaining), stats)
             remaining = remaining - 1
             p1, hidden = scores[:, 0], hidden[:, 0]
             continue
