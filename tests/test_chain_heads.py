@@ -55,13 +55,13 @@ def test_chained_random_loss_is_one_of_the_head_losses():
 
 
 @pytest.mark.parametrize("head_kind", ["paper", "chain"])
+@torch.no_grad()  # losses compared as numbers: no graph needed
 def test_p1_weight_splits_the_loss_between_p1_and_the_other_heads(head_kind):
     model = random_model("tiny", k=4, seed=2, head_kind=head_kind)
     seq, _ = pattern_batch(3, 12, torch.Generator().manual_seed(1), False)
-    with torch.no_grad():  # losses compared as numbers: no graph needed
-        hidden = model(seq[:, :-1])
-        single = [float(proposal_loss(model, hidden, seq[:, 1:], 4, heads=(i,), pad_id=-100)) for i in range(1, 5)]
-        weighted = float(proposal_loss(model, hidden, seq[:, 1:], 4, pad_id=-100, p1_weight=0.3))
+    hidden = model(seq[:, :-1])
+    single = [float(proposal_loss(model, hidden, seq[:, 1:], 4, heads=(i,), pad_id=-100)) for i in range(1, 5)]
+    weighted = float(proposal_loss(model, hidden, seq[:, 1:], 4, pad_id=-100, p1_weight=0.3))
     assert weighted == pytest.approx(0.3 * single[0] + 0.7 * sum(single[1:]) / 3)
     for seed in range(4):  # random mode: p1 weighted, one of p2..p4 drawn for the rest
         pick = float(proposal_loss(model, hidden, seq[:, 1:], 4, mode="random", pad_id=-100, p1_weight=0.3,
