@@ -170,6 +170,7 @@ def test_model_key_names_what_the_cost_depends_on():
     model = random_model("tiny", k=4, seed=0)
     key = model_key(model, 10, 4)
     assert "dtype=float64" in key and "context=64" in key and "k_max=4" in key
+    assert "host=" in key and "model=" in key and "threads=1" in key  # another machine measures its own costs
     assert model_key(model.float(), 10, 4) != key
     assert model_key(model, 70, 4) != key
 

@@ -18,13 +18,32 @@ def cache_dir() -> Path:
 
 
 def machine() -> str:
-    """What a timing depends on besides the model: thread count, torch, the CPU kernels it dispatches to, and the
-    instruction sets oneDNN and MKL were capped at (``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``)."""
+    """What a timing depends on besides the model: the machine (host name, CPU model, cores), thread count, torch, the
+    CPU kernels it dispatches to, and the instruction sets oneDNN and MKL were capped at (``ONEDNN_MAX_CPU_ISA``,
+    ``MKL_ENABLE_INSTRUCTIONS``). The host matters where a cache folder is shared (a home folder mounted on several
+    machines of a cluster): two CPUs with the same instruction sets ran SmolLM2 at 32 and 19 tokens/s here."""
+    import platform
+
     import torch
 
     isa = f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}"
-    return "|".join([f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
+    return "|".join([f"host={platform.node()}", f"model={cpu_model()}", f"cores={os.cpu_count()}",
+                     f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
                      f"cpu={torch.backends.cpu.get_cpu_capability()}", f"isa={isa}"])
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def shapes(tensors: Iterable) -> str:
