@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from blockwise.decoding.policy import prior_from_expected  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.cli_translate import find_spm
 from blockwise.eval.timing import cpu_label, git_commit
 from blockwise.model import BlockwiseModel
 from blockwise.model.blockwise_model import record_expected
@@ -46,9 +47,7 @@ def main() -> None:
         ap.error(f"no {dev}: build the corpus with recipes/mt/00_setup.sh first")
     torch.set_num_threads(args.threads)
     model_path = Path(args.model)
-    spm = model_path.with_suffix(".spm.model")
-    spm = spm if spm.exists() else model_path.parent / "spm.model"
-    model, corpus = BlockwiseModel.load(model_path), Corpus.from_spm(spm)
+    model, corpus = BlockwiseModel.load(model_path), Corpus.from_spm(find_spm(model_path))
     sentences = [line.strip() for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()][: args.n]
     start = time.perf_counter()
     expected = held_out_expected(model, corpus, sentences, args.batch_size, progress=True)

@@ -156,7 +156,7 @@ def make_tree(args: argparse.Namespace, num_heads: int):
     from .decoding.tree import DynamicTree
 
     k = num_heads if args.k == "auto" else args.k
-    return DynamicTree(args.nodes, k - 1, top=getattr(args, "branch", 4))
+    return DynamicTree(args.nodes, k - 1, top=args.branch)
 
 
 def add_sampling(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ so processes measuring side by side never leave a torn file."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,8 +33,9 @@ def machine() -> str:
                      f"cpu={torch.backends.cpu.get_cpu_capability()}", f"isa={isa}"])
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The CPU's model name (Linux), or the platform's processor string."""
+    """The CPU's model name (Linux), or the platform's processor string (read once)."""
     import platform
 
     try:

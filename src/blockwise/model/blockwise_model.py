@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..batching import lengths_mask, pad
 from ..config import HeadsConfig, ModelConfig
 from .cache import KVCache
-from .heads import make_heads
+from .heads import expected_from_metrics, expected_metrics, make_heads
 from .session import CachedSession
 from .transformer import Transformer
 
@@ -123,15 +123,9 @@ class BlockwiseModel(nn.Module):
         state = load_file(str(path))
         check_state(model, state, path)
         model.load_state_dict({name: t.to(dtype) for name, t in state.items()})
-        expected = json.loads(meta.get("metrics", "{}")).get("expected_accepted", {})
-        if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior (decoding/policy.py)
-            model.heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
+        # held-out E(k), k = 1..num_heads, where measured: the block-size policy's prior (decoding/policy.py)
+        model.heads.expected_accepted = expected_from_metrics(json.loads(meta.get("metrics", "{}")))
         return model.to(dtype=dtype, device=device).eval()
-
-
-def expected_metrics(expected: Sequence[float]) -> dict:
-    """The metadata form of held-out expected accepted block sizes E(1..K) (as heads files write them)."""
-    return {"expected_accepted": {f"k{i + 1}": round(float(e), 3) for i, e in enumerate(expected)}}
 
 
 def record_expected(path: str | Path, expected: Sequence[float]) -> None:

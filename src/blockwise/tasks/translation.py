@@ -183,7 +183,7 @@ def translate(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], m
             out[i] = tokens
         stats.merge(result.stats)
     seconds = time.perf_counter() - start - (policy.costs.measure_seconds - measured if policy else 0.0)
-    return Translation([corpus.decode(t) for t in out], out, stats, seconds, policy if k == "auto" else None)
+    return Translation([corpus.decode(t) for t in out], out, stats, seconds, policy)  # None unless k = "auto"
 
 
 def held_out_expected(model: BlockwiseModel, corpus: Corpus, sentences: Sequence[str], batch_size: int = 32,

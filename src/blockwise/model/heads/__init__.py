@@ -2,7 +2,7 @@
 drafter (see base.py)."""
 
 from ...config import HeadsConfig
-from .base import Heads, IndependentHeads
+from .base import Heads, IndependentHeads, expected_from_metrics, expected_metrics
 from .chain import ChainHeads
 from .drafter import DrafterState, FeatureDrafter
 from .paper import PaperHeads

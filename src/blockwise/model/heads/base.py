@@ -14,7 +14,7 @@ state dict). Every kind answers the same three questions:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,19 @@ from ...config import HeadsConfig
 
 Embed = Callable[[Tensor], Tensor]  # token ids (...) -> input embeddings (..., D)
 Project = Callable[..., Tensor]  # states (..., D) [, invariant=bool] -> logits (..., V)
+
+
+
+def expected_metrics(expected: Sequence[float]) -> dict:
+    """Held-out expected accepted block sizes E(1..K) as files store them (a heads file's or a checkpoint's
+    ``metrics``): {"expected_accepted": {"k1": ..., "kK": ...}}."""
+    return {"expected_accepted": {f"k{i + 1}": round(float(e), 3) for i, e in enumerate(expected)}}
+
+
+def expected_from_metrics(metrics: dict) -> list[float] | None:
+    """E(1..K) from a file's ``metrics`` (``expected_metrics``), or None where it records none."""
+    expected = metrics.get("expected_accepted", {})
+    return [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)] if expected else None
 
 
 class Heads(nn.Module):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ...model.heads import FeatureDrafter
+from ...model.heads import FeatureDrafter, expected_metrics
 
 
 @dataclasses.dataclass
@@ -194,5 +194,5 @@ def chain_agreement(drafter: FeatureDrafter, data: Sequences, rows: Sequence[int
     agree = (right / count.clamp(min=1)).tolist()
     expected = (runs / max(positions, 1)).cumsum(0).tolist()
     return {"top1": {f"p{i + 2}": round(a, 4) for i, a in enumerate(agree)},
-            "expected_accepted": {f"k{i + 1}": round(e, 3) for i, e in enumerate(expected)},
+            **expected_metrics(expected),
             "positions": positions}

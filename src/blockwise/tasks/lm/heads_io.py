@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ...config import HeadsConfig
-from ...model.heads import Heads, make_heads
+from ...model.heads import Heads, expected_from_metrics, make_heads
 
 FORMAT = "blockwise-lm-heads/1"
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "smollm2-135m-heads.safetensors"  # the chained heads
@@ -64,8 +64,6 @@ def load_heads(path: str | Path = ASSET, dtype: torch.dtype = torch.float32) -> 
     state = load_file(str(path))
     vocab = state.pop("proposal_vocab", None)
     heads.load_state_dict({n: t.to(dtype) for n, t in state.items()})
-    expected = meta.get("metrics", {}).get("expected_accepted", {})
-    if expected:  # held-out E(k), k = 1..num_heads: the block-size policy's prior
-        heads.expected_accepted = [float(expected[f"k{i}"]) for i in range(1, len(expected) + 1)]
+    heads.expected_accepted = expected_from_metrics(meta.get("metrics", {}))  # held-out E(k): the policy's prior
     heads.trained_for = meta.get("base")
     return heads.to(dtype).eval(), None if vocab is None else vocab.long()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...model.heads import Heads
+from ...model.heads import Heads, expected_metrics
 from .distill import Distilled
 
 
@@ -74,7 +74,7 @@ def agreement(heads: Heads, lm_head: Tensor, data: Distilled, index: Tensor, bat
     acc = (hits / count.clamp(min=1)).tolist()
     cum = (runs / n_pos).cumsum(0).tolist()  # E[k̂] at k = 1..k
     return {"top1": {f"p{i + 1}": round(a, 4) for i, a in enumerate(acc)},
-            "expected_accepted": {f"k{i + 1}": round(c, 3) for i, c in enumerate(cum)}}
+            **expected_metrics(cum)}
 
 
 # -- the whole training run: what recipes/lm/02_train_heads.py and `blockwise train-heads` share ----------------------
