@@ -27,13 +27,18 @@ def step_hash(h: Tensor, token: Tensor) -> Tensor:
 
 class StochasticModel:
     def __init__(self, vocab_size: int = 4, num_heads: int = 4, chained: bool = True, seed: int = 0,
-                 noise: float = 1.0, max_positions: int = 64) -> None:
+                 noise: float = 1.0, max_positions: int = 64, proposal_vocab: Sequence[int] | None = None) -> None:
         g = torch.Generator().manual_seed(seed)
         self.vocab_size, self.num_heads, self.max_positions, self.chained = vocab_size, num_heads, max_positions, chained
         self.p_table = torch.randn(ROWS, vocab_size, generator=g, dtype=torch.float64) * 1.5
         q = self.p_table + noise * torch.randn(ROWS, vocab_size, generator=g, dtype=torch.float64)
         never = torch.rand(ROWS, vocab_size, generator=g) < 0.2  # tokens a head never proposes
-        never[:, 0] &= ~never[:, 1:].all(1)  # every row proposes something
+        # ``proposal_vocab``: the heads score only these tokens (the session says so, as NativeLM's does)
+        self.proposal_vocab = None if proposal_vocab is None else torch.tensor(proposal_vocab)
+        if self.proposal_vocab is not None:
+            never |= ~torch.isin(torch.arange(vocab_size), self.proposal_vocab)
+        first = int(self.proposal_vocab[0]) if self.proposal_vocab is not None else 0
+        never[:, first] &= ~(never.sum(1) == vocab_size)  # every row proposes something
         self.q_table = q.masked_fill(never, float("-inf"))
 
     def logits_after(self, tokens: Sequence[int]) -> Tensor:
@@ -50,6 +55,7 @@ class StochasticModel:
 class StochasticSession(BufferSession):
     def __init__(self, model: StochasticModel, batch_size: int, capacity: int) -> None:
         self.model = model
+        self.proposal_vocab = model.proposal_vocab
         self.buffer = torch.zeros(batch_size, capacity, dtype=torch.long)
         self.lengths = torch.zeros(batch_size, dtype=torch.long)
 

@@ -166,6 +166,23 @@ def test_tree_keeping_rejected_siblings_is_caught(monkeypatch):
     assert fit(model, s, DECODERS["dynamic tree"](model, s, None).tokens) < 1e-6
 
 
+@pytest.mark.parametrize("chained", [True, False], ids=["chained heads", "independent heads"])
+@pytest.mark.parametrize("decoder", ["block k=3", "dynamic tree"])
+def test_proposals_over_part_of_the_vocabulary(decoder, chained, monkeypatch):
+    """Heads that score only some tokens (``proposal_vocab``, as SmolLM2's): q̃ is warped and drawn over those columns
+    and put back in place for the residual. Still p̃'s distribution; with q̃ put back in the wrong columns, not."""
+    model = StochasticModel(vocab_size=5, chained=chained, seed=1, proposal_vocab=[1, 2, 4])
+    s = Sampling(seed=7)
+    out = DECODERS[decoder](model, s, None)
+    assert fit(model, s, out.tokens) > 1e-3
+    assert out.stats.mean_accepted > 1.2
+    assert {t for row in out.tokens for t in row} == set(range(5))  # the residual gives the tokens never proposed
+    if decoder == "block k=3":  # teeth: the columns matter
+        monkeypatch.setattr(sampling_module.Drafts, "full", lambda self, q, size: q.new_zeros(q.shape[0], size)
+                            .index_copy_(1, self.vocab.flip(0), q))
+        assert fit(model, s, DECODERS[decoder](model, s, None).tokens) < 1e-6
+
+
 def test_seeds_reproduce_and_rows_do_not_depend_on_their_neighbours():
     model = StochasticModel(vocab_size=8, chained=True, seed=4)
     prompts = [[1, 2], [3], [2, 2, 1], [0], [3, 1], [2]]  # rows end (end-of-sequence 0) at different steps

@@ -33,6 +33,9 @@ class Session(Protocol):
     def truncate(self, lengths: Tensor) -> None:
         """Roll each row back to an absolute length (B,)."""
 
+    # Optional: ``proposal_vocab`` (V',) token ids, where p2..pk score only those tokens (every other logit -inf);
+    # samplers and tree builders then work over those columns only. Absent or None: the whole vocabulary.
+
     # Candidate trees (decoding/tree.py) also need:
     reads_proposals: bool  # whether p_i's proposal depends on the token proposed before it
 

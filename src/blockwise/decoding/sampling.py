@@ -123,9 +123,12 @@ def draw(probs: Tensor, u: Tensor) -> Tensor:
     cdf = probs.cumsum(-1)
     token = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
     token = token.clamp(max=probs.shape[-1] - 1)
+    hit = probs.gather(1, token[:, None])[:, 0] > 0
+    if bool(hit.all()):  # (the rest is three passes over the vocabulary: only when needed)
+        return token
     # rounding can land past the last token with mass: take that token
     last = probs.shape[-1] - 1 - (probs > 0).flip(-1).float().argmax(-1)
-    return torch.where(probs.gather(1, token[:, None])[:, 0] > 0, token, last)
+    return torch.where(hit, token, last)
 
 
 # The rules that make speculative sampling exact. Module-level so the tests can swap in broken ones and see their
@@ -180,17 +183,22 @@ def sample(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_toke
 
 
 def draft_block(session: Session, sampling: Sampling, hidden: Tensor, first: Tensor, n: int,
-                u: Tensor) -> tuple[Tensor, Tensor | None]:
+                u: Tensor) -> tuple[Tensor, "Drafts | None"]:
     """The block (B, n): ``first`` (B,), then proposals 2..n drawn from the heads' q̃ with uniforms u (B, n - 1)
-    (their most likely tokens for typical acceptance); and the q̃ they were drawn from (B, n - 1, V)."""
+    (their most likely tokens for typical acceptance); and the q̃ they were drawn from (``Drafts``)."""
     if n == 1:
         return first[:, None], None
-    tokens, qs = [first], []
+    # the tokens the heads score (the session's ``proposal_vocab``; every other one has q̃ = 0): q̃ over those only,
+    # ~10x cheaper to warp and draw from than over SmolLM2's 49k tokens
+    vocab = getattr(session, "proposal_vocab", None)
+    tokens, qs, columns = [first], [], []
 
     def pick(logits: Tensor) -> None:
-        q = sampling.probs(logits)
-        tokens.append(q.argmax(-1) if sampling.typical is not None else draw(q, u[:, len(qs)]))
+        q = sampling.probs(logits if vocab is None else logits[..., vocab])
+        column = q.argmax(-1) if sampling.typical is not None else draw(q, u[:, len(qs)])
+        tokens.append(column if vocab is None else vocab[column])
         qs.append(q)
+        columns.append(column)
 
     if session.reads_proposals:  # each head drafts from the token drawn before it
         state = hidden
@@ -201,30 +209,48 @@ def draft_block(session: Session, sampling: Sampling, hidden: Tensor, first: Ten
         logits = session.proposals(hidden, first, n)  # (B, n - 1, V)
         for i in range(n - 1):
             pick(logits[:, i])
-    return torch.stack(tokens, 1), torch.stack(qs, 1)
+    return torch.stack(tokens, 1), Drafts(torch.stack(qs, 1), torch.stack(columns, 1), vocab)
 
 
-def accept_block(block: Tensor, p: Tensor, q: Tensor | None, u: Tensor, u_next: Tensor,
+@dataclass
+class Drafts:
+    """The distributions a block's proposals were drawn from: q̃ (B, n - 1, V') over ``vocab`` (V' token ids; None:
+    the whole vocabulary), and each proposal's column in it (B, n - 1)."""
+
+    q: Tensor
+    columns: Tensor
+    vocab: Tensor | None
+
+    def drawn(self) -> Tensor:
+        """q̃ at each proposal (B, n - 1)."""
+        return self.q.gather(-1, self.columns[..., None])[..., 0]
+
+    def full(self, q: Tensor, size: int) -> Tensor:
+        """Rows of q̃ (B, V') over the whole vocabulary of ``size`` tokens (B, size)."""
+        return q if self.vocab is None else q.new_zeros(q.shape[0], size).index_copy_(1, self.vocab, q)
+
+
+def accept_block(block: Tensor, p: Tensor, drafts: Drafts | None, u: Tensor, u_next: Tensor,
                  sampling: Sampling) -> tuple[Tensor, Tensor]:
-    """Speculative sampling's verdict on a block (B, n): p̃ (B, n, V) at every fed position, q̃ (B, n - 1, V) the
+    """Speculative sampling's verdict on a block (B, n): p̃ (B, n, V) at every fed position, the ``Drafts`` the
     proposals were drawn from, uniforms u (B, >= n - 1) for the tests. Returns k̂ (B,) and the next token (B,), drawn
     with u_next (B,)."""
     B, n = block.shape
     rows = torch.arange(B, device=block.device)
     if n == 1:
         return torch.ones(B, dtype=torch.long, device=block.device), draw(p[:, 0], u_next)
-    drafted = block[:, 1:, None]  # (B, n - 1, 1)
-    p_tok = p[:, :-1].gather(-1, drafted)[..., 0]  # p̃ before each proposal, at the proposal
+    p_tok = p[:, :-1].gather(-1, block[:, 1:, None])[..., 0]  # p̃ before each proposal, at the proposal
     if sampling.typical is not None:
         ok = p_tok > typical_threshold(p[:, :-1], sampling.typical)
     else:
-        ok = accept_draft(p_tok, q.gather(-1, drafted)[..., 0], u[:, :n - 1])
+        ok = accept_draft(p_tok, drafts.drawn(), u[:, :n - 1])
     k_hat = 1 + ok.long().cumprod(1).sum(1)
     at = p[rows, k_hat - 1]  # (B, V): p̃ after the last accepted token
     if sampling.typical is None:
         rejected = k_hat < n
-        q_at = q[rows, (k_hat - 1).clamp(max=n - 2)]
-        at = torch.where(rejected[:, None], residual(at, q_at), at)
+        if bool(rejected.any()):
+            q_at = drafts.full(drafts.q[rows, (k_hat - 1).clamp(max=n - 2)], at.shape[-1])
+            at = torch.where(rejected[:, None], residual(at, q_at), at)
     return k_hat, draw(at, u_next)
 
 
@@ -251,12 +277,12 @@ def sample_blocks(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_n
         # size - 1 proposals, size - 1 acceptance tests, the next token: as many numbers whatever n is, so that a
         # row's draws do not depend on how long its neighbours still run
         u = rng.uniform(2 * size - 1, hidden.device)
-        block, q = draft_block(session, sampling, hidden, first, n, u[:, :size - 1])  # (B, n)
+        block, drafts = draft_block(session, sampling, hidden, first, n, u[:, :size - 1])  # (B, n)
         start = session.lengths.clone()
         fed = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call
         stats.calls += 1
         stats.iterations += 1
-        k_hat, first = accept_block(block, sampling.probs(session.scores(fed)), q, u[:, size - 1:-1], u[:, -1],
+        k_hat, first = accept_block(block, sampling.probs(session.scores(fed)), drafts, u[:, size - 1:-1], u[:, -1],
                                     sampling)
         if policy is not None:
             policy.observe(k_hat.tolist() if n > 1 else (), n)

@@ -246,13 +246,16 @@ class DynamicTree(TreeShape):
         states, count = hidden[:, None, :], 1
         toks, cum = root, scores[0]  # (B, F): the frontier's tokens and cumulative log-probabilities
         spine = [torch.zeros(B, dtype=torch.long, device=dev)]  # candidate ids of the chain of best tokens
+        # heads that score part of the vocabulary (-inf elsewhere): rank over those columns only
+        vocab = getattr(session, "proposal_vocab", None)
+        vocab = vocab if vocab is not None and len(vocab) >= self.top else None
         # a tree of n nodes is at most n - 1 deep: a small budget drafts only that deep (unless ``draft`` says more)
         for d in range(1, min(self.depth, max(nodes, draft or 0) - 1) + 1):
             F_ = frontier.shape[1]
             state, logits = session.draft(hidden[:, None, :], states, toks, d + 1)  # (B, F or 1, D), (B, F or 1, V)
             state, logits = state.expand(B, F_, -1), logits.expand(B, F_, -1)  # heads that ignore the parent: 1
-            top = logits.float().log_softmax(-1).topk(self.top, dim=-1)  # (B, F, t)
-            tokens.append(top.indices.reshape(B, -1))
+            top = (logits if vocab is None else logits[..., vocab]).float().log_softmax(-1).topk(self.top, dim=-1)
+            tokens.append((top.indices if vocab is None else vocab[top.indices]).reshape(B, -1))  # (B, F * t)
             scores.append((cum[:, :, None] + top.values).reshape(B, -1))
             parents.append(frontier.repeat_interleave(self.top, dim=1))
             child_state = state.repeat_interleave(self.top, dim=1)  # (B, F*t, D): a child drafts from its parent's

@@ -27,6 +27,11 @@ class CachedSession:
     def lengths(self) -> Tensor:
         return self.cache.lengths
 
+    @property
+    def proposal_vocab(self) -> Tensor | None:
+        """The token ids p2..pk are scored over (every other one gets -inf), or None: the whole vocabulary."""
+        return getattr(self.model, "proposal_vocab", None)
+
     @torch.no_grad()
     def feed(self, tokens: Tensor, tree=None) -> Tensor:
         if self.drafter is None:

@@ -224,6 +224,7 @@ class HFSession:
         device = lm.model.get_output_embeddings().weight.device
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.slot_pos = torch.zeros(batch_size, 0, dtype=torch.long, device=device)  # (B, S): logical position or -1
+        self.proposal_vocab = lm.proposal_vocab  # the tokens p2..pk are scored over (None: all)
 
     @torch.no_grad()
     def feed(self, tokens: Tensor, tree=None) -> Tensor:
