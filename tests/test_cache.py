@@ -64,3 +64,55 @@ def test_select_keeps_and_reorders_rows():
 def test_empty_batch_is_a_clear_error():
     with pytest.raises(ValueError, match="empty"):
         KVCache(n_layers=1, batch_size=0, n_heads=1, capacity=8, head_dim=2)
+
+
+def test_bfloat16_spans_are_rounded_up_and_masked():
+    """A bfloat16 cache hands out key spans in steps of SPAN_STEP (fewer shapes for oneDNN to build kernels for): the
+    mask covers the whole span and hides every key past the ones written, for blocks and for trees."""
+    from blockwise.model.cache import SPAN_STEP
+
+    cache = KVCache(1, 2, 1, 200, 4, dtype=torch.bfloat16)
+    cache.truncate(torch.tensor([70, 3]))
+    slots, _, mask = cache.layout(3)
+    assert mask.shape[-1] == 2 * SPAN_STEP
+    assert mask.sum(-1)[:, 0].tolist() == [[71, 72, 73], [4, 5, 6]]
+    k, _ = cache.write(0, slots, torch.ones(2, 1, 3, 4, dtype=torch.bfloat16), torch.ones(2, 1, 3, 4,
+                                                                                        dtype=torch.bfloat16))
+    assert k.shape[2] == 2 * SPAN_STEP
+    cache.truncate(torch.tensor([198, 3]))
+    assert cache.layout(2)[2].shape[-1] == 200  # never past the capacity
+    assert KVCache(1, 1, 1, 200, 4).layout(3)[2].shape[-1] == 3  # float32: exact spans (its kernels sum otherwise)
+
+
+@pytest.mark.skipif(not __import__("blockwise.model.invariant", fromlist=["x"]).cpu_has_bf16(),
+                    reason="CPU without native bfloat16: batch invariance not claimed")
+def test_rounded_spans_keep_every_bit(monkeypatch):
+    """Keys past the written ones are masked out, and their zero weights change no bit: a bfloat16 Llama's hidden
+    states across spans 1..150 (blocks and single tokens) are the same with exact spans as with rounded ones."""
+    import transformers
+
+    from blockwise.model import cache as cache_module
+    from blockwise.tasks.llama import Llama
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = Llama.from_hf(transformers.LlamaForCausalLM(cfg).eval()).cast(torch.bfloat16)
+    tokens = torch.randint(0, 64, (2, 150), generator=torch.Generator().manual_seed(1))
+
+    def states(step: int) -> torch.Tensor:
+        monkeypatch.setattr(cache_module, "SPAN_STEP", step)
+        cache = model.new_cache(2, 160)
+        out, at = [], 0
+        with torch.no_grad():
+            for width in [5, 1, 3, 1, 1, 4] * 10:  # prompt-free: blocks and single tokens, spans crossing 64 and 128
+                if at + width > tokens.shape[1]:
+                    break
+                out.append(model(tokens[:, at:at + width], cache))
+                at += width
+        return torch.cat(out, 1)
+
+    step = cache_module.SPAN_STEP
+    assert step > 1
+    rounded, exact = states(step), states(1)
+    assert torch.equal(exact, rounded)

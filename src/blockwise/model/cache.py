@@ -12,6 +12,16 @@ from torch import Tensor
 
 from .invariant import batch_invariant
 
+# A bfloat16 cache hands out key spans rounded up to a multiple of SPAN_STEP (the keys past the last written slot are
+# masked out). Its attention (``invariant.attend``) is two oneDNN matrix products per layer whose shapes include the
+# span, and oneDNN builds a kernel for every shape it has not seen (~0.3-0.4 ms per product on the AVX-512 CPU here,
+# against ~20 us once built): with the span growing by a token or a block at every call, greedy decoding and every
+# blockwise call paid that for the base's attention and again for each draft step of the feature drafter
+# (``recipes/lm/07_drafter_benchmark.py``: one k = 3 draft 4.8 ms on spans first seen, 2.9 ms on spans seen before).
+# Trailing masked keys change no bit of a query's result (checked for spans 1..700 and up to 24 query rows; the
+# blocks of blockwise decoding relied on it already), so outputs stay as they were.
+SPAN_STEP = 64
+
 
 class KVCache:
     """Self-attention K/V of every decoder layer, shape (L, B, H, T_max, Dh), plus the encoder's cross-attention K/V.
@@ -33,6 +43,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
+        self.span_step = SPAN_STEP if dtype == torch.bfloat16 else 1  # float32 kernels sum masked keys in another order
         self._where: tuple[Tensor, int | None, int] | None = None  # ``write``'s reading of a call's slots
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
@@ -41,6 +52,10 @@ class KVCache:
     @property
     def batch_size(self) -> int:
         return self.lengths.shape[0]
+
+    def span(self, keys: int) -> int:
+        """The key span handed out for ``keys`` keys: rounded up to ``span_step`` (at most the capacity)."""
+        return min(-(-keys // self.span_step) * self.span_step, self.capacity)
 
     def positions(self, n_new: int) -> Tensor:
         """Positions (B, T) that ``n_new`` tokens fed to every row will occupy."""
@@ -58,7 +73,7 @@ class KVCache:
         True where node i sees node j: its ancestors and itself) puts node i at position length + depth[i]; it sees the
         row's cached tokens and, among the fed nodes, its ancestors and itself — never a sibling's branch."""
         slots = self.positions(n_new)
-        span = int(slots[:, -1].max()) + 1
+        span = self.span(int(slots[:, -1].max()) + 1)
         key = torch.arange(span, device=slots.device)
         if tree is None:
             return slots, slots, key[None, None, None, :] <= slots[:, None, :, None]
@@ -74,7 +89,7 @@ class KVCache:
         if self._where is None or self._where[0] is not positions:  # once per call, not per layer
             start = positions[:, 0]
             aligned = bool((start == start[0]).all())  # rows aligned (always at batch 1): a plain slice
-            self._where = (positions, int(start[0]) if aligned else None, int(positions[:, -1].max()) + 1)
+            self._where = (positions, int(start[0]) if aligned else None, self.span(int(positions[:, -1].max()) + 1))
         _, s, span = self._where
         if s is not None:
             self.k[layer, :, :, s:s + k.shape[2]] = k

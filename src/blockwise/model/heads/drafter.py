@@ -242,7 +242,7 @@ class DrafterState:
                                torch.cat([above, torch.eye(F, dtype=torch.bool, device=dev).expand(B, F, F)], 2)], 1)
         slots = self.read[:, None] + M + torch.arange(F, device=dev)  # (B, F)
         positions = (self.read + i - 3)[:, None].expand(B, F)
-        span = int(slots.max()) + 1
+        span = self.cache.span(int(slots.max()) + 1)
         key = torch.arange(span, device=dev)
         entry = key[None, :] - self.read[:, None]  # (B, span): the drafted entry at each slot, if >= 0
         drafted = (entry >= 0) & (entry < M + F)
