@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 from blockwise.decoding.policy import auto_policy  # before torch: importing blockwise sets OMP_WAIT_POLICY
+from blockwise.cli import UserError
+from blockwise.cli_translate import find_spm
 from blockwise.eval.records import cpu_folder, format_k_chosen, merge_rows, method_spec, spec_fields
 from blockwise.eval.timing import cpu_label, git_commit, paired_ratio
 from blockwise.model import BlockwiseModel
@@ -66,8 +68,11 @@ def main() -> None:
         join_heads(model_path, args.heads, joined)
         model_path = joined
     model = BlockwiseModel.load(model_path, dtype=getattr(torch, args.dtype))
-    spm = Path(args.model).with_suffix(".spm.model")
-    corpus = Corpus.from_spm(spm if spm.exists() else ASSETS / "mt_both.spm.model")
+    try:  # the sentencepiece model beside --model, as `blockwise translate` finds it; a base checkpoint may have none
+        spm = find_spm(Path(args.model))
+    except UserError:
+        spm = ASSETS / "mt_both.spm.model"
+    corpus = Corpus.from_spm(spm)
     test = Path(args.test)
     sentences = test.read_text(encoding="utf-8").splitlines()[: args.n]
     refs_path = test.with_suffix(".de")
