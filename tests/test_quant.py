@@ -8,7 +8,7 @@ import torch
 from blockwise.decoding import blockwise, greedy
 from blockwise.decoding.tree import DynamicTree, StaticTree
 from blockwise.model.invariant import cpu_has_bf16
-from blockwise.model.quant import QuantizedMatrix, check_weights, int4_problem
+from blockwise.model.quant import QuantizedMatrix, SplitMatrix, check_weights, int4_problem
 
 from test_tree import LLAMA_EOS, LLAMA_PROMPTS, llama_heads, tiny_llama
 
@@ -90,6 +90,32 @@ def test_bad_quantization_settings_are_refused():
     assert int4_problem(16, 64) is None
     with pytest.raises(ValueError, match="multiple of 16"):
         QuantizedMatrix(torch.zeros(8, 64), 4)
+
+
+def test_channels_apart_are_rounded_on_their_own_grid():
+    """``SplitMatrix``: the input channels ``apart`` and the rest are each rounded on a grid of their own per row, so
+    one outsized channel no longer coarsens the others; the product is still rounded rows times the dequantized matrix,
+    and each row's bits are its own."""
+    w = random_matrix(48, 96, seed=11)
+    apart = torch.tensor([17, 5])
+    split, whole = SplitMatrix(w, apart), QuantizedMatrix(w, 8)
+    x = torch.randn(4, 96, generator=torch.Generator().manual_seed(2))
+    x[:, 5] *= 1000  # an outlier channel, as the final hidden states of SmolLM2 have
+    x[1] *= 0.01
+    rounded = split.rows(x)
+    rest = torch.ones(96, dtype=torch.bool)
+    rest[apart] = False
+    for i in range(4):
+        peak_rest, peak_apart = x[i, rest].abs().max(), x[i, apart].abs().max()
+        assert (rounded[i, rest] - x[i, rest]).abs().max() <= peak_rest / 127.5 * 0.51
+        assert (rounded[i, apart] - x[i, apart]).abs().max() <= peak_apart / 127.5 * 0.51
+        assert torch.equal(split(x[i:i + 1])[0], split(x)[i])  # a row alone = in a block
+    deq = split.dequantize()
+    assert deq.shape == w.shape and torch.equal(deq[:, rest], QuantizedMatrix(w[:, rest], 8).dequantize())
+    y, reference = split(x).double(), rounded.double() @ deq.double().t()
+    assert ((y - reference).abs() <= 1e-5 * reference.abs().amax(-1, keepdim=True)).all()
+    # the other channels keep their precision: on one grid per row the outlier's peak sets their rounding
+    assert (rounded - x)[:, rest].abs().max() < 0.05 * (whole.rows(x) - x)[:, rest].abs().max()
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +215,25 @@ def test_quantized_blockwise_and_trees_equal_its_greedy(hf64, weights, kind):
         assert [blockwise(lm, [p], 30, k=k, eos_id=LLAMA_EOS).tokens[0] for p in LLAMA_PROMPTS] == ref, k
     for tree in (StaticTree([(0,), (1,), (0, 0), (0, 1), (0, 0, 0)]), DynamicTree(8, 3, top=3)):
         assert blockwise(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS, tree=tree).tokens == ref, tree.describe()
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_calibrated_quantized_model_rounds_its_head_apart_and_stays_exact(hf64, weights):
+    """With calibration text the output projection rounds the channels of largest calibration magnitude apart
+    (``SplitMatrix``, int8 and int4 alike): closer to the float model's logits than one grid per row, and blockwise
+    decoding is still its greedy decoding."""
+    from blockwise.tasks.llama import APART, Llama, NativeLM
+
+    calibration = torch.tensor([LLAMA_PROMPTS[1] + LLAMA_PROMPTS[3] + LLAMA_PROMPTS[0]])
+    calibrated = Llama.from_hf(hf64).with_weights(weights, calibration)
+    assert isinstance(calibrated.quantized_head, SplitMatrix) and calibrated.quantized_head.apart.numel() == APART
+    assert isinstance(quantized(hf64, weights).quantized_head, QuantizedMatrix)  # no calibration, one grid
+    lm = NativeLM(calibrated, llama_heads(64, "chain", seed=3, dtype=torch.float32))
+    ref = [greedy(lm, [p], 30, eos_id=LLAMA_EOS).tokens[0] for p in LLAMA_PROMPTS]
+    assert greedy(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS).tokens == ref
+    for k in (2, 4):
+        assert blockwise(lm, LLAMA_PROMPTS, 30, k=k, eos_id=LLAMA_EOS).tokens == ref, k
+    assert blockwise(lm, LLAMA_PROMPTS, 30, eos_id=LLAMA_EOS, tree=DynamicTree(8, 3, top=3)).tokens == ref
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bfloat16: int4 prompts take no bf16 copies there")

@@ -33,7 +33,8 @@ def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tens
                    weights: str = "float32", tokenizer=None):
     """The ``DecodingModel`` of a Hugging Face causal LM with ``heads``: the native Llama where the model is a plain
     Llama (its weights copied, at ``weights`` precision), else the Hugging Face adapter (float32 or bfloat16 only).
-    With the ``tokenizer``, int8 weights are calibrated on the shipped calibration text (``Llama.smooth``)."""
+    With the ``tokenizer``, int8 and int4 weights are calibrated on the shipped calibration text (``Llama.with_weights``:
+    int8 smoothed, the output projection's outsized input channels rounded apart)."""
     from .tasks.hf import HFCausalLM, is_native_llama
     from .tasks.llama import Llama, NativeLM, calibration_ids
 
@@ -41,7 +42,7 @@ def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tens
         heads = make_heads(model.config.hidden_size, HeadsConfig(num_heads=1))
     if is_native_llama(model):
         dtype = torch.bfloat16 if weights == "bfloat16" else torch.float32  # quantized: float32 activations
-        calibration = calibration_ids(tokenizer) if weights == "int8" and tokenizer is not None else None
+        calibration = calibration_ids(tokenizer) if weights in ("int8", "int4") and tokenizer is not None else None
         base = Llama.from_hf(model).with_weights(weights, calibration)
         return NativeLM(base, heads.to(dtype), proposal_vocab=proposal_vocab)
     if weights not in ("float32", "bfloat16"):

@@ -42,6 +42,7 @@ WEIGHTS = ("float32", "bfloat16", "int8", "int4")  # the weight precisions a nat
 BITS = {"int8": 8, "int4": 4}
 INT8_LEVEL = 63  # int8 weights take the levels -63..63 (see above: no 16-bit saturation with 8-bit inputs)
 GROUP = 32  # int4 group size along the input dimension (llama.cpp's Q4_0/Q4_1 blocks are 32 wide)
+APART = 16  # input channels of a quantized output projection rounded on a grid of their own (``SplitMatrix``)
 
 
 class QuantizedMatrix:
@@ -140,13 +141,47 @@ class QuantizedMatrix:
         return ((q - 8) * scale[..., None] + zero[..., None]).view(out, inp)
 
 
+class SplitMatrix:
+    """An int8 matrix (out, in) whose input channels ``apart`` are rounded on a grid of their own: a row's few
+    channels of outsized values (SmolLM2's final hidden states: 10-100x the row's median in a handful of channels)
+    would otherwise set the grid of the whole row and leave the others a few levels. Two int8 matrices, the columns
+    ``apart`` and the rest, each row rounded on its own grid in each (``QuantizedMatrix``), their products summed:
+    every row's bits are still its own. SmolLM2's output projection with the 16 channels of largest calibration
+    peaks apart: held-out perplexity +2.1% over float32 where the whole row on one grid gave +3.3% (int8 layers; int4
+    layers +0.1% where they gave +1.6%), for one more product of 16 columns (~50 us). Same interface as
+    ``QuantizedMatrix`` (``rows``, ``dequantize``)."""
+
+    def __init__(self, w: Tensor, apart: Tensor) -> None:
+        w = w.detach().float()
+        out, inp = w.shape
+        rest = torch.ones(inp, dtype=torch.bool)
+        rest[apart] = False
+        self.apart, self.rest = apart.sort().values, rest.nonzero()[:, 0]
+        self.part, self.main = QuantizedMatrix(w[:, self.apart], 8), QuantizedMatrix(w[:, self.rest], 8)
+        self.bits, self.shape = 8, (out, inp)
+
+    def __call__(self, x: Tensor, prompt: bool = False) -> Tensor:
+        return self.main(x.index_select(-1, self.rest)) + self.part(x.index_select(-1, self.apart))
+
+    def rows(self, x: Tensor) -> Tensor:
+        out = x.new_empty(x.shape, dtype=torch.float32)
+        out[..., self.rest] = self.main.rows(x.index_select(-1, self.rest))
+        out[..., self.apart] = self.part.rows(x.index_select(-1, self.apart))
+        return out
+
+    def dequantize(self) -> Tensor:
+        w = torch.empty(self.shape)
+        w[:, self.rest], w[:, self.apart] = self.main.dequantize(), self.part.dequantize()
+        return w
+
+
 _PIN = torch.tensor([-1.0, 1.0])  # the two fixed inputs of every int8 product
 
 
 def _pinned(x: Tensor) -> tuple[Tensor, Tensor]:
     """Rows x (..., in) divided by their peak magnitude (..., 1), then the two inputs -1, +1 appended: (..., in + 2)."""
     rows = x.float()
-    peak = torch.linalg.vector_norm(rows, float("inf"), -1, keepdim=True).clamp_min(1e-30)
+    peak = rows.abs().amax(-1, keepdim=True).clamp_min(1e-30)  # as vector_norm(inf), 1.5-2.5x faster for 4 rows
     return torch.cat([rows / peak, _PIN.expand(*rows.shape[:-1], 2)], -1), peak
 
 

@@ -25,7 +25,7 @@ from ..model import invariant as inv
 from ..model.cache import KVCache
 from ..model.heads import Heads, make_heads
 from ..model.invariant import batch_invariant, cpu_has_bf16, measure_rows, mm, pack, packed_mm, packed_suits, row_plan
-from ..model.quant import BITS, QuantizedMatrix, check_weights
+from ..model.quant import APART, BITS, QuantizedMatrix, SplitMatrix, check_weights
 from ..model.session import CachedSession
 
 
@@ -160,7 +160,7 @@ class Llama(nn.Module):
         self.packed_head: Tensor | None = None  # oneDNN-packed output projection (``cast``)
         self.row_plans: dict[int, list[int]] = {}  # thread count -> ``row_plan`` of the packed products
         self.weights = "float32"  # the weights' precision: one of model.quant.WEIGHTS (``with_weights``)
-        self.quantized_head: QuantizedMatrix | None = None  # int8 output projection of a quantized model
+        self.quantized_head: QuantizedMatrix | SplitMatrix | None = None  # int8 output projection, quantized models
         self.prompt_copies = False  # int4 layers keep bf16 copies for prompts (``with_weights``)
         # A plain float32 tensor, not a buffer: ``model.to(torch.bfloat16)`` must not round the rotary frequencies.
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float()
@@ -226,7 +226,9 @@ class Llama(nn.Module):
         per output channel, inputs rounded to 8 bits per row; int4: weight-only, in groups of 32 inputs with a scale
         and a zero each, as llama.cpp's Q4_1) and the output projection by an int8 one. With ``calibration`` token ids
         (1, T) an int8 model is first ``smooth``-ed on them (``calibration_ids``: SmolLM2's held-out perplexity +3.5%
-        instead of +6%). The layers' float matrices are dropped; the float output projection stays (the embedding, and
+        instead of +6%), and the output projection of either rounds the ``APART`` input channels of largest magnitude
+        on them on a grid of their own (``SplitMatrix``: int8 +3.3% -> +2.1%, int4 +1.6% -> +0.1%, on 8 x 256
+        tokens of licence text). The layers' float matrices are dropped; the float output projection stays (the embedding, and
         the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with native bf16):
         int4 layers also keep bf16 copies of their dequantized matrices for prompts (``QuantizedMatrix.__call__``)."""
         check_weights(weights)
@@ -235,6 +237,10 @@ class Llama(nn.Module):
         self.cast(torch.float32, packed=False)
         if weights == "int8" and calibration is not None:
             self.smooth(calibration)
+        apart = None  # the output projection's input channels of largest magnitude on the calibration text
+        if calibration is not None:
+            with torch.no_grad():
+                apart = self(calibration)[0].abs().amax(0).topk(min(APART, self.cfg.d_model)).indices
         # int4 on a CPU with native bf16: prompts through bf16 copies of the dequantized matrices (QuantizedMatrix;
         # 2 bytes per weight more, for prompts ~2x faster); elsewhere bf16 products are slower than the int4 kernel's
         self.prompt_copies = weights == "int4" and (cpu_has_bf16() if prompt_copies is None else prompt_copies)
@@ -245,7 +251,8 @@ class Llama(nn.Module):
                                    for name in MATRICES}
                 for name in MATRICES:
                     getattr(layer, name).data = torch.empty(0)
-            self.quantized_head = QuantizedMatrix(self.w_lm_head.t(), 8)
+            head = self.w_lm_head.t()
+            self.quantized_head = QuantizedMatrix(head, 8) if apart is None else SplitMatrix(head, apart)
         self.weights = weights
         return self
 
