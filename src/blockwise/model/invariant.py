@@ -61,6 +61,9 @@ def mm(x: Tensor, w: Tensor, out_in: bool = False, bias: Tensor | None = None, i
     return product(x)
 
 
+WIDE = "wide"  # float32 ``attend``: every query in one call of the fused kernel, summing in float64 (``order``)
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
            order: "KeyOrder | QueryKeys | None" = None) -> Tensor:
     """Attention (B, H, T, Dh) in which each query's result has the same bits whatever else is fed beside it and
@@ -83,13 +86,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
       ~1.3 ms less than in float64 (below; 2-3 tokens ~0.7 ms less, 4 the same), and the cache half the memory.
       With more than one thread the kernel's float32 sums depend on which thread takes a row, so there each call
       sums in float64 (``_attend_each``).
-    - float64 keys (the in-house Transformer's, ``Attention.attend``): attention in float64 (an exact product of two
-      float32 numbers; sums whose order changes only bits far below float32's, masked holes included) by the fused
-      kernel, rounded back to float32: one call per layer, where translating a batch of 8 rows x 4 queries a call per
-      query cost ~20% more.
+    - float64 keys (the in-house Transformer's, ``Attention.attend``), or ``order`` ``WIDE`` (the native Llama's first
+      call of a session, its prompts: query by query, a 45-token prompt of SmolLM2 was 1350 calls of the kernel):
+      attention in float64 (an exact product of two float32 numbers; sums whose order changes only bits far below
+      float32's, masked holes included) by the fused kernel, rounded back to float32: one call per layer, where
+      translating a batch of 8 rows x 4 queries a call per query cost ~20% more.
     """
-    if q.dtype == torch.float32 and k.dtype == torch.float64:
-        return F.scaled_dot_product_attention(q.double(), k, v.double(), attn_mask=mask,
+    if q.dtype == torch.float32 and (k.dtype == torch.float64 or order is WIDE):
+        return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
                                               enable_gqa=q.shape[1] != k.shape[1]).float()
     if q.dtype == torch.float32:
         keys = order if isinstance(order, QueryKeys) else query_keys(mask, q.shape[2], k.shape[2])

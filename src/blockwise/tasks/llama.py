@@ -339,10 +339,14 @@ class Llama(nn.Module):
         cos, sin = self.rotary(positions, x.dtype)
         plan = self.row_plan() if cache is not None else None  # decoding: few rows per call, padded where cheaper
         # which keys each query sees (float32) or the mask's key order (bfloat16): once per call, not per layer
-        order = None if not invariant or mask is None else \
-            inv.query_keys(mask, T, mask.shape[-1]) if x.dtype == torch.float32 else inv.key_order(mask)
-        # a prompt (whole sequences, or a session's first call): int4 layers may take their bf16 copy (QuantizedMatrix)
-        prompt = self.prompt_copies and (cache is None or not bool(cache.lengths.any()))
+        first = cache is None or not bool(cache.lengths.any())  # whole sequences, or a session's first call: prompts
+        order = None if not invariant or mask is None else inv.key_order(mask) if x.dtype != torch.float32 else \
+            inv.WIDE if first else inv.query_keys(mask, T, mask.shape[-1])
+        # float32 (quantized weights): a prompt's queries at once, summed in float64 (``invariant.attend``); decoding's
+        # query by query. Greedy and blockwise decoding both feed the prompt in the first call, so a token's bits
+        # still do not depend on how the tokens after the prompt are fed.
+        # int4 layers may take their bf16 copy for a prompt (QuantizedMatrix)
+        prompt = self.prompt_copies and first
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i, slots, mask, invariant, plan, order, prompt)
         if cache is not None:
