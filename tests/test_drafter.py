@@ -368,3 +368,31 @@ def test_split_rows_and_proposal_classes():
     assert torch.equal(classes_w, weight[[3, 4]])
     vocab, _, _, coverage = dt.proposal_classes(weight, data, [0, 1], size=100)  # no more classes than tokens seen
     assert vocab.tolist() == [3, 4, 8] and coverage == 1.0
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_drafter_of_a_quantized_base_is_quantized_and_decoding_stays_exact(weights):
+    """A quantized base gets a quantized copy of the drafter (its layer's four matrices at the base's bits, int8
+    where int4 does not take a shape; the heads passed in untouched): drafts close to the float drafter's, and
+    chains and trees still give the quantized base's greedy output."""
+    from blockwise.decoding.tree import DynamicTree
+    from blockwise.model.heads import make_heads
+    from blockwise.model.quant import BITS
+    from blockwise.tasks.llama import MATRICES, Llama, NativeLM
+
+    hf = tiny_llama(transformers, torch.float32, hidden=64, intermediate=128, heads=2, kv=1, init=0.1)
+    d = make_heads(64, HeadsConfig(num_heads=4, d_hidden=64, kind="feature"))
+    with torch.no_grad():
+        for p in d.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    lm = NativeLM(Llama.from_hf(hf).with_weights(weights), d)
+    layer = lm.heads.layer
+    assert lm.heads is not d and not d.layer.quantized and set(layer.quantized) == set(MATRICES)
+    assert {q.bits for q in layer.quantized.values()} == {BITS[weights]}
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    for name in MATRICES:
+        exact, got = x @ getattr(d.layer, name).detach(), layer.quantized[name](x)
+        assert not torch.equal(got, exact) and (got - exact).abs().max() < 0.1 * exact.abs().max()
+    ref = greedy(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS).tokens
+    assert blockwise(lm, LLAMA_PROMPTS, 24, k=4, eos_id=LLAMA_EOS).tokens == ref
+    assert blockwise(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS, tree=DynamicTree(8, 3, top=2)).tokens == ref

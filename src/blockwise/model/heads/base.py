@@ -83,6 +83,11 @@ class Heads(nn.Module):
         p = next(self.parameters(), None)
         return copy if p is None else copy.to(dtype=p.dtype, device=p.device).train(self.training)
 
+    def quantized(self, bits: int) -> "Heads":
+        """These heads for a base with int8/int4 weights (``bits``): a kind whose steps cost a good part of a call
+        quantizes a copy of itself (the feature drafter); the others, a few small products, stay as they are."""
+        return self
+
     def embed(self, tokens: Tensor) -> Tensor:
         return self._bound()[0](tokens)
 
