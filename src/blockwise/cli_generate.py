@@ -14,7 +14,9 @@ instructions: there a call that verifies 2-6 tokens costs about what a 1-token c
 which eats the gain); float32 elsewhere. bfloat16's greedy output can differ from float32's after a near-tie;
 ``--weights float32`` decodes token for token as Hugging Face ``generate`` in float32 does. ``--weights int8`` and
 ``int4`` quantize the layers' matrices (activations stay float32): a smaller, slightly different model, whose own
-greedy output blockwise decoding reproduces exactly. With ``--temperature`` > 0 it samples instead, by speculative
+greedy output blockwise decoding reproduces exactly. int4 (llama.cpp's Q4_1 layout, held-out perplexity within 0.1% of
+float32's) is the fastest measured: ~130 tokens/s with blockwise decoding on one thread of an AVX-512 CPU, 1.05x
+llama.cpp's greedy on the same GGUF (README, *Quantized weights*). With ``--temperature`` > 0 it samples instead, by speculative
 sampling: the heads' proposals are drawn from their own distributions and kept with probability min(1, p/q), so the
 output is distributed exactly as plain sampling from the model (``--compare`` then times plain sampling).
 """
