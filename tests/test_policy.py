@@ -131,6 +131,22 @@ def test_probes_cost_at_most_their_budget():
         assert step * len(probes) <= 0.01 * (1000 - len(probes))  # the time probes waste, in greedy steps
 
 
+def test_a_failed_block_is_not_retried_before_the_next_probe():
+    """Heads whose prior promises more than they deliver (the drafter's held-out agreement on prompts unlike its
+    training, SmolLM2 int8 at batch 8): once blocks are seen to fail, greedy steps hold the estimates where they are,
+    so blocks come back only with the probes — had they drifted back to the prior, every few greedy steps would feed
+    a block (8 in 59 steps there, 0.95x greedy)."""
+    policy = Policy(linear_costs(0.6, 4), [0.9, 0.9, 0.9], 4)  # the prior: E(2) = 1.9 for 1.6 greedy steps
+    interval = policy.probe_interval(8)
+    assert policy.best(8) == 2 and 60 <= interval <= 61  # a probe wastes 0.6 greedy steps: one in ~60 keeps it to 1%
+    chosen = []
+    for _ in range(300):
+        chosen.append(policy.choose(8))
+        policy.observe([1] * 8 if chosen[-1] > 1 else (), chosen[-1])  # nothing is ever accepted
+    blocks = [i for i, k in enumerate(chosen) if k > 1]
+    assert blocks[0] == 0 and len(blocks) <= 1 + 300 // interval, blocks
+
+
 def test_costs_are_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
     calls = []

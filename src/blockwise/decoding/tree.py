@@ -395,7 +395,7 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
         if greedy_step and sampling is None:  # a plain greedy step, as light as greedy decoding's own: no row ends
             # in it (a root that ends its row left with ``end_early``), nothing to judge, move or clip
             if policy is not None:
-                policy.observe_tree(None, [1] * len(remaining), 1)  # a chain's estimates decay towards their prior
+                policy.observe_tree(None, [1] * len(remaining), 1)  # nothing observed: estimates fade to their baseline
                 stats.count_k(1)
             rows.take(tokens, torch.ones_like(remaining), stats)
             remaining = remaining - 1
