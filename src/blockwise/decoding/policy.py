@@ -14,13 +14,14 @@ the choice only moves time.
 The a_i start from a prior (the heads' held-out agreement where the heads file stores it, else a cautious default,
 each depth's prior scaled by how the depth before it does against its own) and follow what is accepted while
 decoding: counts of "reached depth i" and "accepted at depth i" decay by half every
-``half_life`` blocks, so a prompt that turns predictable (a list, code, copying) raises k within a few steps, and
-the estimate of a depth no longer observed (because k fell below it) drifts back to a baseline: what this decode
-accepted over a longer span (half-life 32 blocks) with the prior worth 8 observations (drifting back to the prior
-itself, where the heads do worse on this text than held out, fed a block every few greedy steps: SmolLM2 int8 at batch
-8, 8 blocks in 59 steps, 0.95x greedy). At k = 1 nothing is observed at all, so after a run of greedy steps one
-iteration tries k = 2: a prompt that turned predictable is noticed, at a bounded cost (k = 3 where a 3-token call costs clearly less than a 2-token one: such a block is never
-fed, ``Policy.sizes``). The run is ``probe_every`` steps (32), longer where a probe is dear: a probe that accepts
+``half_life`` iterations, so a prompt that turns predictable (a list, code, copying) raises k within a few steps,
+and the estimate of a depth no longer observed (because k fell below it) drifts back to a baseline: what this decode
+accepted over a longer span (counts halved every 32 blocks fed) with the prior worth 8 observations (drifting back
+to the prior itself, where the heads do worse on this text than held out, fed a block every few greedy steps:
+SmolLM2 int8 at batch 8, 8 blocks in 59 steps, 0.95x greedy). At k = 1 nothing is observed at all, so after a run of
+greedy steps one iteration tries k = 2: a prompt that turned predictable is noticed, at a bounded cost (k = 3 where a
+3-token call costs clearly less than a 2-token one: such a block is never fed, ``Policy.sizes``). The run is
+``probe_every`` steps (32), longer where a probe is dear: a probe that accepts
 nothing wastes c(2) - c(1), so the run is at least (c(2) / c(1) - 1) / ``probe_budget`` steps and probing costs at
 most ``probe_budget`` (1%) of greedy's time (translation on an AVX2 CPU, a 2-token call 1.7 greedy steps: every 70
 steps; SmolLM2 there at batch 1, 1.09: every 32).
@@ -110,12 +111,10 @@ class AcceptanceEstimate:
         """One iteration: each row was fed ``fed`` tokens and its rule accepted k̂ of them (before clipping at the
         end of a row). Proposal i (2..fed) was reached where k̂ >= i - 1 and accepted where k̂ >= i. A greedy step
         (``fed`` 1) observes nothing: the short-run counts fade, the longer span's stay."""
-        if fed < 2 or not k_hat:
-            self.reached = [r * self.decay for r in self.reached]
-            self.accepted = [a * self.decay for a in self.accepted]
-            return
         self.reached = [r * self.decay for r in self.reached]
         self.accepted = [a * self.decay for a in self.accepted]
+        if fed < 2 or not k_hat:
+            return
         self.long_reached = [r * self.long_decay for r in self.long_reached]
         self.long_accepted = [a * self.long_decay for a in self.long_accepted]
         for j in k_hat:

@@ -228,8 +228,8 @@ class Llama(nn.Module):
         (1, T) an int8 model is first ``smooth``-ed on them (``calibration_ids``: SmolLM2's held-out perplexity +3.5%
         instead of +6%), and the output projection of either rounds the ``APART`` input channels of largest magnitude
         on them on a grid of their own (``SplitMatrix``: int8 +3.3% -> +2.1%, int4 +1.6% -> +0.1%, on 8 x 256
-        tokens of licence text). The layers' float matrices are dropped; the float output projection stays (the embedding, and
-        the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with native bf16):
+        tokens of licence text). The layers' float matrices are dropped; the float output projection stays (the
+        embedding, and the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with native bf16):
         int4 layers also keep bf16 copies of their dequantized matrices for prompts (``QuantizedMatrix.__call__``)."""
         check_weights(weights)
         if weights not in BITS:
