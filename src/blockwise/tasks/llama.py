@@ -405,9 +405,9 @@ class NativeLM(nn.Module):
                  proposal_vocab: Tensor | None = None) -> None:
         super().__init__()
         self.base = base
+        if heads is not None and base.weights in BITS:  # the drafter's layer quantized too (``Heads.quantized``: a copy)
+            heads = heads.quantized(BITS[base.weights])
         self.heads = heads.for_model() if heads is not None else make_heads(base.cfg.d_model, HeadsConfig(num_heads=1))
-        if base.weights in BITS:  # the drafter's layer on the quantized path too (``Heads.quantized``)
-            self.heads = self.heads.quantized(BITS[base.weights])
         if self.heads.cfg.p1 != "identity":
             raise ValueError("a frozen base decodes as itself only with p1='identity' heads")
         self.heads.bind(base.embed, self.score_proposals)

@@ -74,9 +74,11 @@ class Heads(nn.Module):
         return self
 
     def for_model(self) -> "Heads":
-        """These heads if no model holds them yet, else a copy of them for another model (same weights, unbound)."""
-        if self._base is None:
-            return self
+        """These heads if no model holds them yet, else a copy of them for another model (``copy``)."""
+        return self if self._base is None else self.copy()
+
+    def copy(self) -> "Heads":
+        """A copy of these heads: the same weights, dtype, device, mode and metadata, bound to no model."""
         copy = type(self)(self.d_model, self.cfg)
         copy.load_state_dict(self.state_dict())
         copy.expected_accepted, copy.trained_for = self.expected_accepted, self.trained_for

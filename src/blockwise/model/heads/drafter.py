@@ -149,24 +149,19 @@ class FeatureDrafter(Heads):
         (``model.quant.QuantizedMatrix``), float32 activations: the drafter of a quantized base. Drafts need not be exact, only cheap: SmolLM2 int4 with
         the shipped drafter, k = 3, a draft 4.4 -> 2.0 ms per call, the same tokens per call (1.85)."""
         from ...tasks.llama import MATRICES
-        from ..quant import QuantizedMatrix
+        from ..quant import QuantizedMatrix, int4_problem
 
-        copy = type(self)(self.d_model, self.cfg)
-        copy.load_state_dict(self.state_dict())
-        copy.expected_accepted, copy.trained_for = self.expected_accepted, self.trained_for
-        copy = copy.float().eval()
+        copy = self.copy().float().eval()
         layer = copy.layer
         with torch.no_grad():  # the layer's matrices are (in, out) in float32: quantized as (out, in)
             for name in MATRICES:
                 w = getattr(layer, name).t()
-                try:  # int4 needs shapes its kernel takes (``int4_problem``): int8 otherwise, else the float layer
-                    layer.quantized[name] = QuantizedMatrix(w, bits)
-                except ValueError:
-                    try:
-                        layer.quantized[name] = QuantizedMatrix(w, 8)
-                    except ValueError:
-                        layer.quantized = {}
-                        break
+                fits = bits == 8 or int4_problem(*w.shape) is None  # int8 where int4's kernel refuses the shape
+                try:
+                    layer.quantized[name] = QuantizedMatrix(w, bits if fits else 8)
+                except ValueError:  # no int8 kernels in this build: the float layer
+                    layer.quantized = {}
+                    break
         return copy
 
     # -- the Heads interface -----------------------------------------------------------------------------------------
