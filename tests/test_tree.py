@@ -876,6 +876,11 @@ def test_bf16_attention_with_tree_holes_equals_the_path_alone():
         mask[..., :prefix] = True
         mask[:, 0, :, prefix:prefix + n] = tree.visible[0]
         out = attend(q, k, v, mask)
+        # the values copied per query from other memory layouts: a slice of a longer cache, a transposed one
+        roomy = torch.zeros(B, Hkv, S + 40, Dh, dtype=v.dtype)
+        roomy[:, :, :S] = v
+        assert torch.equal(attend(q, k, roomy[:, :, :S], mask), out)
+        assert torch.equal(attend(q, k, v.transpose(2, 3).contiguous().transpose(2, 3), mask), out)
         for node in range(n):
             keys = torch.cat([torch.arange(prefix), tree.visible[0, node].nonzero().squeeze(1) + prefix])
             alone = attend(q[:, :, node:node + 1], k[:, :, keys], v[:, :, keys],

@@ -179,11 +179,11 @@ class KeyOrder:
     and bf16 pairs shift), so ``attend`` sums in this order. The same for every layer of a call (``key_order``).
 
     lead: the first keys (the cached prefix every query sees) keep their place in every query's order (all S keys: a
-    mask without holes, nothing to reorder); tail (B, 1, T, S - lead): the other keys' slots in each query's order,
-    minus lead; visible (B, 1, T, S): the mask in that order."""
+    mask without holes, nothing to reorder); slots (B, 1, T, S): each query's keys in its order (empty where lead = S);
+    visible (B, 1, T, S): the mask in that order."""
 
     lead: int
-    tail: Tensor
+    slots: Tensor
     visible: Tensor
 
 
@@ -195,21 +195,29 @@ def key_order(mask: Tensor) -> KeyOrder:
     order = torch.sort((~mask).to(torch.uint8), dim=-1, stable=True).indices  # visible keys first
     same = (order == torch.arange(S, device=order.device)).flatten(0, 2).all(0)  # (S,)
     lead = int(same.int().cumprod(0).sum())
-    return KeyOrder(lead, order[..., lead:] - lead, mask.gather(-1, order))
+    return KeyOrder(lead, order, mask.gather(-1, order))
 
 
 def _attend_packed(scores: Tensor, v: Tensor, keys: KeyOrder) -> Tensor:
-    """``attend`` over each query's visible keys packed to the left (``KeyOrder``); only the keys after ``lead`` are
-    gathered, the prefix is copied, which is far cheaper. scores (B, Hkv, T, G, S) float32; returns
-    (B, Hkv, T, G, Dh)."""
+    """``attend`` over each query's visible keys packed to the left (``KeyOrder``): every query's G rows times its own
+    copy of the values in its key order. scores (B, Hkv, T, G, S) float32; returns (B, Hkv, T, G, Dh).
+    The copies are one ``index_select`` of whole value rows (Dh numbers) from the cache's memory where its layout
+    allows (a value row at slot s of (b, h) is row b·B' + h·H' + s of it), 3x faster than gathering number by number
+    (SmolLM2, bf16, a 16-node tree after 80 tokens: 100 vs 280 us a layer)."""
     B, Hkv, T, G, S = scores.shape
-    lead, tail, Dh = keys.lead, keys.tail, v.shape[-1]
-    scores = torch.cat([scores[..., :lead], scores[..., lead:].gather(-1, tail[:, :, :, None, :].expand(
-        B, Hkv, T, G, S - lead))], -1)
+    Dh = v.shape[-1]
+    scores = scores.gather(-1, keys.slots[:, :, :, None, :].expand(B, Hkv, T, G, S))
     scores = scores.masked_fill(~keys.visible[:, :, :, None, :], float("-inf"))
     weights = scores.softmax(-1).to(v.dtype)  # (B, Hkv, T, G, S)
-    packed = torch.cat([v[:, :, None, :lead].expand(B, Hkv, T, lead, Dh), v[:, :, None, lead:].expand(
-        B, Hkv, T, S - lead, Dh).gather(3, tail[..., None].expand(B, Hkv, T, S - lead, Dh))], 3)
+    sb, sh, ss, sd = v.stride()
+    if ss == Dh and sd == 1 and sb % Dh == 0 and sh % Dh == 0:
+        base = (torch.arange(B, device=v.device) * (sb // Dh))[:, None] + torch.arange(Hkv, device=v.device) * (sh // Dh)
+        rows = (base[:, :, None, None] + keys.slots).flatten()  # (B * Hkv * T * S,) value rows
+        flat = v.as_strided((int(rows.max()) + 1, Dh), (Dh, 1))
+        packed = flat.index_select(0, rows).view(B, Hkv, T, S, Dh)
+    else:
+        packed = v[torch.arange(B, device=v.device)[:, None, None, None],
+                   torch.arange(Hkv, device=v.device)[None, :, None, None], keys.slots]
     return weights @ packed  # (B, Hkv, T, G, Dh): per query, G rows over its own packed keys
 
 
