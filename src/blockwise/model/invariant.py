@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -180,11 +180,13 @@ class KeyOrder:
 
     lead: the first keys (the cached prefix every query sees) keep their place in every query's order (all S keys: a
     mask without holes, nothing to reorder); slots (B, 1, T, S): each query's keys in its order (empty where lead = S);
-    visible (B, 1, T, S): the mask in that order."""
+    visible (B, 1, T, S): the mask in that order; ``rows``: ``_attend_packed``'s value rows per value layout, made at
+    the call's first layer."""
 
     lead: int
     slots: Tensor
     visible: Tensor
+    rows: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def key_order(mask: Tensor) -> KeyOrder:
@@ -211,10 +213,13 @@ def _attend_packed(scores: Tensor, v: Tensor, keys: KeyOrder) -> Tensor:
     weights = scores.softmax(-1).to(v.dtype)  # (B, Hkv, T, G, S)
     sb, sh, ss, sd = v.stride()
     if ss == Dh and sd == 1 and sb % Dh == 0 and sh % Dh == 0:
-        base = (torch.arange(B, device=v.device) * (sb // Dh))[:, None] + torch.arange(Hkv, device=v.device) * (sh // Dh)
-        rows = (base[:, :, None, None] + keys.slots).flatten()  # (B * Hkv * T * S,) value rows
-        flat = v.as_strided((int(rows.max()) + 1, Dh), (Dh, 1))
-        packed = flat.index_select(0, rows).view(B, Hkv, T, S, Dh)
+        if (sb, sh, Hkv) not in keys.rows:  # the same for every layer of a call: one cache
+            base = (torch.arange(B, device=v.device) * (sb // Dh))[:, None] + torch.arange(Hkv, device=v.device) * (
+                sh // Dh)
+            rows = (base[:, :, None, None] + keys.slots).flatten()  # (B * Hkv * T * S,) value rows
+            keys.rows[sb, sh, Hkv] = rows, int(rows.max()) + 1
+        rows, size = keys.rows[sb, sh, Hkv]
+        packed = v.as_strided((size, Dh), (Dh, 1)).index_select(0, rows).view(B, Hkv, T, S, Dh)
     else:
         packed = v[torch.arange(B, device=v.device)[:, None, None, None],
                    torch.arange(Hkv, device=v.device)[None, :, None, None], keys.slots]
