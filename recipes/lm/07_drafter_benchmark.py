@@ -6,7 +6,7 @@ k - 1 tokens (catch-up included) against one verification call.
 
 Methods alternate on every prompt group; tokens/s is the median over repeats, a speedup the median of the repeats'
 paired ratios (``eval.timing``). Writes results/lm/drafter/{summary.json, details.json, benchmark.md, tokens_per_s.png}
-and puts its rows into results/lm/summary.json (run "drafter", replacing that run's rows of the same cpu). Nothing else
+and puts its rows into results/lm/summary.json (run "drafter" or --run, replacing that run's rows of the same cpu). Nothing else
 may run meanwhile.
 
     python recipes/lm/07_drafter_benchmark.py --drafter runs/lm/drafter/heads.safetensors   # default: the shipped one
@@ -78,6 +78,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-merge", action="store_true", help="do not put the rows into results/lm/summary.json")
+    ap.add_argument("--run", default="drafter", help="the rows' run name in results/lm/summary.json (a merge replaces "
+                    "that run's rows of the same cpu)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
@@ -148,11 +150,11 @@ def main(argv=None) -> None:
             records.append(rec)
     details.update(commit=git_commit(), minutes=round((time.time() - started) / 60, 1), args=vars(args), cpu=cpu,
                    torch=torch.__version__, load_average_at_end=os.getloadavg())
-    records = [r | {"run": "drafter"} for r in records]
+    records = [r | {"run": args.run} for r in records]
     (out_dir / "summary.json").write_text(json.dumps(records, indent=1) + "\n")
     (out_dir / "details.json").write_text(json.dumps(details, indent=1, default=str) + "\n")
     if not args.no_merge:
-        merge_rows("results/lm/summary.json", records, "drafter", cpu)
+        merge_rows("results/lm/summary.json", records, args.run, cpu)
     write_report(records, details, out_dir)
     print((out_dir / "benchmark.md").read_text())
 
