@@ -177,9 +177,55 @@ def test_tree_policy_drafts_for_every_budget_now_and_then():
     policy.probing = False
     assert [policy.draft_budget(n) for n in (2, 4, 2)] == [2, 4, 8]  # every third tree step, probes not counted
     # a shallow draft (3 candidates) updates the prediction of budgets 1 and 2 only
-    before = policy.curve
+    before = list(policy.curve)
     policy.observe([[1.0, 1.2, 1.3]], [1], 2)
     assert policy.curve[2:] == before[2:] and policy.curve[1] < before[1]
+    # so does a draft for budget 2 that holds more candidates (one depth, 4 guesses: 5): the best 4 of a deeper draft
+    # are not those, so they say nothing about budget 4
+    assert policy.draft_budget(2) == 2
+    before = list(policy.curve)
+    policy.observe([[1.0, 1.95, 2.6, 2.9, 3.0]], [2], 2)
+    assert policy.curve[2:] == before[2:] and policy.curve[1] > before[1]
+
+
+def tree_policy_after(steps, budgets=(2, 4, 8)):
+    """A TreePolicy (a tree of 2 / 4 / 8 nodes costs 1.1 / 1.3 / 1.8 greedy steps) fed ``steps``: (the budget fed,
+    the predicted curve of one row, its k̂), a budget of 1 for a greedy step."""
+    policy = TreePolicy(Costs({1: {1: 1.0, 2: 1.1, 4: 1.3, 8: 1.8}}, "key", None), list(budgets))
+    for n, row, k_hat in steps:
+        if n == 1:
+            policy.observe(None, [1], 1)
+        else:
+            policy.draft_budget(n)
+            policy.observe([row], [k_hat], n)
+    return policy
+
+
+def test_tree_policy_estimates_fade_back_after_a_hard_start():
+    """A hard start (the heads promise, nothing is accepted) lowers α; greedy steps then let the short run fade to the
+    longer span's α, which still counts its prior: trees come back by themselves, not only with the probes (SmolLM2
+    with the drafter, one prompt: ten poor steps, then 80 of the next 82 greedy). A long run of failures moves the
+    longer span too, and then greedy steps do not bring trees back."""
+    promise = [1.0, 1.8, 2.4, 2.8, 3.0, 3.1, 3.2, 3.3]
+    start = [(4, promise, 1)] * 6
+    policy = tree_policy_after(start)
+    low = policy.alpha
+    assert low < 0.5
+    policy = tree_policy_after(start + [(1, None, 1)] * 24)
+    assert policy.alpha > 3 * low and policy.best(1) > 1
+    failing = tree_policy_after([(4, promise, 1)] * 200 + [(1, None, 1)] * 24)
+    assert failing.alpha < 0.1 and failing.best(1) == 1
+
+
+def test_tree_policy_takes_a_rare_draft_at_its_word():
+    """A budget drafted for now and then (every ``full_every``-th step, or after a run of greedy steps) takes most of
+    the new draft's prediction, not the share of a step: an early pessimistic draft no longer holds it down for
+    dozens of steps."""
+    gloomy, bright = [1.0, 1.1, 1.15, 1.2, 1.22, 1.24, 1.26, 1.28], [1.0, 1.8, 2.4, 2.8, 3.0, 3.1, 3.2, 3.3]
+    policy = tree_policy_after([(8, gloomy, 1)] + [(1, None, 1)] * 20 + [(8, bright, 3)])
+    assert policy.curve[2] > 0.9 * (bright[3] - 1)  # budget 4: P(4) - 1
+    step_by_step = tree_policy_after([(8, gloomy, 1), (8, bright, 3)])  # drafted for at consecutive steps
+    assert step_by_step.curve[2] < 0.5 * (bright[3] - 1)
 
 
 def test_model_key_names_what_the_cost_depends_on():

@@ -265,25 +265,41 @@ class TreePolicy:
     where P(n) is what the drafted trees predict (1 + the sum of the n - 1 best candidates' cumulative probabilities:
     every step's draft predicts every budget at once, averaged over rows and decayed like ``AcceptanceEstimate``) and
     α calibrates it: accepted tokens beyond the root over predicted ones at the budgets fed (heads are rarely
-    calibrated). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is
+    calibrated), decayed like the curve, plus ``weight`` predicted tokens at a baseline: α over a longer span (sums
+    halved every ``long_half_life`` tree steps) with ``prior_weight`` predicted tokens at 1. Greedy steps let the
+    short-run sums fade, so α drifts back to that baseline, as ``AcceptanceEstimate`` does for blocks: a hard start no
+    longer holds the trees off for the rest of the decode (SmolLM2 with the drafter, a 16-node budget, one prompt:
+    ten steps of 1-2 tokens left α at 0.28 and 80 of the next 82 steps greedy, 1.03 tokens per call where any fixed
+    tree accepted 2.2-2.9). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is
     tried. A step's tree is drafted only as deep as its budget allows (a 2-node tree: one depth), which predicts the
     small budgets only; the first tree step, every probe and every ``full_every``-th tree step draft for the largest
     budget (``draft_budget``), so every budget's prediction stays fresh."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
-                 margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8) -> None:
+                 margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8,
+                 prior_weight: float = 8.0, long_half_life: float = 32.0) -> None:
         self.costs, self.budgets = costs, sorted(set(budgets) | {1})
         self.full_every, self.since_full, self.probing = full_every, 0, False
         self.probe_every, self.margin, self.weight, self.probe_budget = probe_every, margin, weight, probe_budget
-        self.decay = 0.5 ** (1.0 / half_life)
+        self.decay, self.long_decay = 0.5 ** (1.0 / half_life), 0.5 ** (1.0 / long_half_life)
+        self.prior_weight = prior_weight
         self.curve: list[float] | None = None  # P(n) - 1 at each budget
         self.accepted = self.predicted = 0.0  # decayed sums of k̂ - 1 and P(n fed) - 1
+        self.long_accepted = self.long_predicted = 0.0  # the same over the longer span
         self.greedy_steps = 0
+        self.drafted_for = self.budgets[-1]  # the budget the last tree was drafted for (``draft_budget``)
+        self.steps, self.updated = 0, []  # steps observed; the step each budget's prediction was last drafted for
+
+    @property
+    def alpha(self) -> float:
+        """α: the short run's accepted over predicted, with ``weight`` predicted tokens at the longer span's."""
+        baseline = (self.long_accepted + self.prior_weight) / (self.long_predicted + self.prior_weight)
+        return (self.accepted + self.weight * baseline) / (self.predicted + self.weight)
 
     def expected(self) -> dict[int, float]:
         if self.curve is None:
             return {1: 1.0}
-        alpha = (self.accepted + self.weight) / (self.predicted + self.weight)
+        alpha = self.alpha
         return {n: 1.0 + alpha * c for n, c in zip(self.budgets, self.curve)}
 
     def best(self, batch: int) -> int:
@@ -310,6 +326,10 @@ class TreePolicy:
         for its own small budget: drafting a wide tree (64 nodes, 8 guesses each: 9 depths of head calls) for a 2-node
         call made each probe cost several greedy steps (translation, batch 1, 200 sentences, 50 probes: auto 0.77x
         greedy); the larger budgets keep their last prediction, which the probe's outcome rescales (α)."""
+        self.drafted_for = self._draft_budget(n)
+        return self.drafted_for
+
+    def _draft_budget(self, n: int) -> int:
         if n == 1:
             return 1
         if self.probing and self.curve is not None:
@@ -329,19 +349,35 @@ class TreePolicy:
         return self.expected().get(n, 1.0)
 
     def observe(self, expected: Sequence[Sequence[float]] | None, k_hat: Sequence[int], fed: int) -> None:
-        """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step) and accepted k̂."""
+        """One step: each row's predicted curve (``Tree.expected`` rows; None for a greedy step, whose only effect is
+        that the short-run sums fade) and accepted k̂."""
+        self.accepted, self.predicted = self.decay * self.accepted, self.decay * self.predicted
+        self.steps += 1
         if expected is None or not k_hat:
             return
-        rows, drafted = len(expected), min(len(row) for row in expected)
+        # a small budget's tree is drafted shallow (DynamicTree.build: a tree of n nodes is at most n - 1 deep): its
+        # candidates predict the budgets up to the one it was drafted for (larger ones keep their estimate), except
+        # when nothing was estimated yet. Not up to the candidates it has: a one-deep draft with 4 guesses holds 5,
+        # but the best 4 of a deeper draft are a chain and a sibling, not 3 siblings (with the drafter that made
+        # budget 4 look worse than 2, and kept it from being fed: 1.32-1.57 tokens per call where a fixed 4 gave 2.0)
+        rows = len(expected)
+        drafted = min(self.drafted_for, *(len(row) for row in expected))
         curve = [sum(row[min(n, len(row)) - 1] for row in expected) / rows - 1.0 for n in self.budgets]
-        # a small budget's tree is drafted shallow (DynamicTree.build): it predicts the budgets up to what it drafted
-        # (larger ones keep their estimate), except when nothing was estimated yet
-        self.curve = curve if self.curve is None else \
-            [self.decay * a + (1 - self.decay) * b if n <= drafted else a
-             for n, a, b in zip(self.budgets, self.curve, curve)]
+        # each budget's prediction decays with the steps since it was last drafted for, greedy ones included: one
+        # drafted for every 8th step, or last before a run of greedy steps, takes most of a new draft's
+        if self.curve is None:
+            self.curve, self.updated = curve, [self.steps] * len(curve)
+        else:
+            for i, n in enumerate(self.budgets):
+                if n <= drafted:
+                    fresh = 1.0 - self.decay ** (self.steps - self.updated[i])
+                    self.curve[i] += fresh * (curve[i] - self.curve[i])
+                    self.updated[i] = self.steps
         at_fed = sum(row[min(fed, len(row)) - 1] for row in expected) - rows
-        self.accepted = self.decay * self.accepted + sum(k_hat) - len(k_hat)
-        self.predicted = self.decay * self.predicted + at_fed
+        self.accepted += sum(k_hat) - len(k_hat)
+        self.predicted += at_fed
+        self.long_accepted = self.long_decay * self.long_accepted + sum(k_hat) - len(k_hat)
+        self.long_predicted = self.long_decay * self.long_predicted + at_fed
 
     observe_tree = observe
 
