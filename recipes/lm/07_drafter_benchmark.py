@@ -6,8 +6,8 @@ k - 1 tokens (catch-up included) against one verification call.
 
 Methods alternate on every prompt group; tokens/s is the median over repeats, a speedup the median of the repeats'
 paired ratios (``eval.timing``). Writes results/lm/drafter/{summary.json, details.json, benchmark.md, tokens_per_s.png}
-and puts its rows into results/lm/summary.json (run "drafter" or --run, replacing that run's rows of the same cpu). Nothing else
-may run meanwhile.
+and puts its rows into results/lm/summary.json (run "drafter" or --run, replacing that run's rows of the same cpu).
+Nothing else may run meanwhile.
 
     python recipes/lm/07_drafter_benchmark.py --drafter runs/lm/drafter/heads.safetensors   # default: the shipped one
     python recipes/lm/07_drafter_benchmark.py --n1 1 --n8 8 --max-new 8 --repeats 1 --out /tmp/d --no-merge  # smoke

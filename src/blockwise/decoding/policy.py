@@ -270,10 +270,12 @@ class TreePolicy:
     short-run sums fade, so α drifts back to that baseline, as ``AcceptanceEstimate`` does for blocks: a hard start no
     longer holds the trees off for the rest of the decode (SmolLM2 with the drafter, a 16-node budget, one prompt:
     ten steps of 1-2 tokens left α at 0.28 and 80 of the next 82 steps greedy, 1.03 tokens per call where any fixed
-    tree accepted 2.2-2.9). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest tree is
-    tried. A step's tree is drafted only as deep as its budget allows (a 2-node tree: one depth), which predicts the
-    small budgets only; the first tree step, every probe and every ``full_every``-th tree step draft for the largest
-    budget (``draft_budget``), so every budget's prediction stays fresh."""
+    tree accepted 2.2-2.9). A tree must beat greedy by ``margin``; after ``probe_interval`` greedy steps the smallest
+    tree is tried. A step's tree is drafted only as deep as its budget allows (a 2-node tree: one depth), which
+    predicts the budgets up to its own only; the first tree step and every ``full_every``-th tree step draft for the
+    largest budget (``draft_budget``; a probe drafts for its own), so every budget's prediction stays fresh, and a
+    budget's prediction takes a new draft by the steps since its last one (one step's share where it was drafted for
+    at the step before, most of it after a dozen)."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
                  margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8,
