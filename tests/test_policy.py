@@ -188,10 +188,10 @@ def test_tree_policy_drafts_for_every_budget_now_and_then():
     assert policy.curve[2:] == before[2:] and policy.curve[1] > before[1]
 
 
-def tree_policy_after(steps, budgets=(2, 4, 8)):
+def tree_policy_after(steps, budgets=(2, 4, 8), prior=()):
     """A TreePolicy (a tree of 2 / 4 / 8 nodes costs 1.1 / 1.3 / 1.8 greedy steps) fed ``steps``: (the budget fed,
     the predicted curve of one row, its k̂), a budget of 1 for a greedy step."""
-    policy = TreePolicy(Costs({1: {1: 1.0, 2: 1.1, 4: 1.3, 8: 1.8}}, "key", None), list(budgets))
+    policy = TreePolicy(Costs({1: {1: 1.0, 2: 1.1, 4: 1.3, 8: 1.8}}, "key", None), list(budgets), prior=prior)
     for n, row, k_hat in steps:
         if n == 1:
             policy.observe(None, [1], 1)
@@ -226,6 +226,17 @@ def test_tree_policy_takes_a_rare_draft_at_its_word():
     assert policy.curve[2] > 0.9 * (bright[3] - 1)  # budget 4: P(4) - 1
     step_by_step = tree_policy_after([(8, gloomy, 1), (8, bright, 3)])  # drafted for at consecutive steps
     assert step_by_step.curve[2] < 0.5 * (bright[3] - 1)
+
+def test_a_gloomy_first_draft_fades_to_the_heads_prior():
+    """Without drafts (greedy steps) the predictions fade to each budget's longer-span mean, which counts the heads'
+    held-out E(k) as a few drafts: one gloomy first draft (SmolLM2 with the drafter, one prompt: 29 greedy steps
+    until the first probe) no longer keeps the trees off until a probe; without a prior it still does."""
+    gloomy = [1.0, 1.1, 1.15, 1.2, 1.22, 1.24, 1.26, 1.28]
+    held_out = [1.0, 1.77, 2.37, 2.85, 3.26, 3.6]  # E(1..6) of a chain, as the shipped drafter's file stores them
+    steps = [(8, gloomy, 1)] + [(1, None, 1)] * 12
+    assert tree_policy_after(steps[:1], prior=held_out).best(1) == 1  # right after it: greedy
+    assert tree_policy_after(steps, prior=held_out).best(1) > 1  # a dozen greedy steps later: a tree again
+    assert tree_policy_after(steps).best(1) == 1
 
 
 def test_model_key_names_what_the_cost_depends_on():

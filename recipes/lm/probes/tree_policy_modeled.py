@@ -9,6 +9,7 @@ policies are compared on the same costs, free of the host's noise (±10-30% betw
 import argparse
 import collections
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -73,8 +74,10 @@ def main() -> None:
                                     tree=DynamicTree(how, lm.num_heads - 1, top=4))
                     counts = {how: out.stats.calls - 1}
                 else:
+                    prior = {"prior": heads.expected_accepted or ()} if "prior" in inspect.signature(how).parameters \
+                        else {}  # as default_tree_policy makes it (older TreePolicies took no prior)
                     out = blockwise(lm, [p], args.max_new, eos_id=tok.eos_token_id, k="auto", tree=tree,
-                                    policy=how(measured.costs, measured.budgets))
+                                    policy=how(measured.costs, measured.budgets, **prior))
                     counts = {n: c for n, c in enumerate(out.stats.k_chosen) if c}
                 for n, c in counts.items():
                     total += c * ms[n]

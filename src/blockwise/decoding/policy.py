@@ -275,11 +275,14 @@ class TreePolicy:
     predicts the budgets up to its own only; the first tree step and every ``full_every``-th tree step draft for the
     largest budget (``draft_budget``; a probe drafts for its own), so every budget's prediction stays fresh, and a
     budget's prediction takes a new draft by the steps since its last one (one step's share where it was drafted for
-    at the step before, most of it after a dozen)."""
+    at the step before, most of it after a dozen). Greedy steps draft nothing: the predictions fade to each budget's
+    mean over the longer span, counting the heads' held-out E(k) of a chain as ``prior_drafts`` drafts (``prior``:
+    E(1..K), where the heads file stores it), so one gloomy early draft does not keep trees off until a probe."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
                  margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8,
-                 prior_weight: float = 8.0, long_half_life: float = 32.0) -> None:
+                 prior_weight: float = 8.0, long_half_life: float = 32.0, prior: Sequence[float] = (),
+                 prior_drafts: float = 4.0) -> None:
         self.costs, self.budgets = costs, sorted(set(budgets) | {1})
         self.full_every, self.since_full, self.probing = full_every, 0, False
         self.probe_every, self.margin, self.weight, self.probe_budget = probe_every, margin, weight, probe_budget
@@ -291,6 +294,12 @@ class TreePolicy:
         self.greedy_steps = 0
         self.drafted_for = self.budgets[-1]  # the budget the last tree was drafted for (``draft_budget``)
         self.steps, self.updated = 0, []  # steps observed; the step each budget's prediction was last drafted for
+        # what greedy steps let the predictions fade to: each budget's drafted predictions over the longer span, with
+        # ``prior_drafts`` drafts' worth of the heads' held-out E(k) of a chain as long (``prior``: E(1..K)), if any
+        self.prior_curve = [prior[min(n, len(prior)) - 1] - 1.0 for n in self.budgets] if prior else None
+        self.prior_drafts = prior_drafts if prior else 0.0
+        self.long_curve = [0.0] * len(self.budgets)
+        self.long_drafts = [0.0] * len(self.budgets)
 
     @property
     def alpha(self) -> float:
@@ -303,6 +312,12 @@ class TreePolicy:
             return {1: 1.0}
         alpha = self.alpha
         return {n: 1.0 + alpha * c for n, c in zip(self.budgets, self.curve)}
+
+    def baseline(self) -> list[float | None]:
+        """Each budget's prediction over the longer span, with the prior's drafts (None: never drafted, no prior)."""
+        prior = self.prior_curve or [0.0] * len(self.budgets)
+        return [(total + self.prior_drafts * p) / (drafts + self.prior_drafts) if drafts + self.prior_drafts else None
+                for total, drafts, p in zip(self.long_curve, self.long_drafts, prior)]
 
     def best(self, batch: int) -> int:
         ms = self.costs.at(batch)
@@ -356,6 +371,10 @@ class TreePolicy:
         self.accepted, self.predicted = self.decay * self.accepted, self.decay * self.predicted
         self.steps += 1
         if expected is None or not k_hat:
+            if self.curve is not None:  # nothing drafted: the predictions fade to their baseline
+                for i, base in enumerate(self.baseline()):
+                    if base is not None:
+                        self.curve[i] += (1.0 - self.decay) * (base - self.curve[i])
             return
         # a small budget's tree is drafted shallow (DynamicTree.build: a tree of n nodes is at most n - 1 deep): its
         # candidates predict the budgets up to the one it was drafted for (larger ones keep their estimate), except
@@ -368,13 +387,17 @@ class TreePolicy:
         # each budget's prediction decays with the steps since it was last drafted for, greedy ones included: one
         # drafted for every 8th step, or last before a run of greedy steps, takes most of a new draft's
         if self.curve is None:
-            self.curve, self.updated = curve, [self.steps] * len(curve)
+            self.curve, self.updated = list(curve), [self.steps] * len(curve)
         else:
             for i, n in enumerate(self.budgets):
                 if n <= drafted:
                     fresh = 1.0 - self.decay ** (self.steps - self.updated[i])
                     self.curve[i] += fresh * (curve[i] - self.curve[i])
                     self.updated[i] = self.steps
+        for i, n in enumerate(self.budgets):
+            if self.updated[i] == self.steps:  # drafted for now
+                self.long_curve[i] = self.long_decay * self.long_curve[i] + curve[i]
+                self.long_drafts[i] = self.long_decay * self.long_drafts[i] + 1.0
         at_fed = sum(row[min(fed, len(row)) - 1] for row in expected) - rows
         self.accepted += sum(k_hat) - len(k_hat)
         self.predicted += at_fed
@@ -552,7 +575,8 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}|{sampling_key(sampling)}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress, sampling=sampling))
-    return TreePolicy(costs, budgets)
+    expected = getattr(getattr(model, "heads", None), "expected_accepted", None)
+    return TreePolicy(costs, budgets, prior=expected or ())
 
 
 def auto_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, max_new_tokens: int = 0,
