@@ -17,8 +17,9 @@ which eats the gain); float32 elsewhere. bfloat16's greedy output can differ fro
 greedy output blockwise decoding reproduces exactly. int4 (llama.cpp's Q4_1 layout, held-out perplexity within 0.1% of
 float32's) is the fastest measured: ~130 tokens/s with blockwise decoding on one thread of an AVX-512 CPU, 1.05x
 llama.cpp's greedy on the same GGUF (README, *Quantized weights*). With ``--temperature`` > 0 it samples instead, by
-speculative sampling: the heads' proposals are drawn from their own distributions and kept with probability min(1, p/q), so the
-output is distributed exactly as plain sampling from the model (``--compare`` then times plain sampling).
+speculative sampling: the heads' proposals are drawn from their own distributions and kept with probability
+min(1, p/q), so the output is distributed exactly as plain sampling from the model (``--compare`` then times plain
+sampling).
 """
 
 from __future__ import annotations

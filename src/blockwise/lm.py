@@ -33,8 +33,8 @@ def decoding_model(model, heads: Heads | None = None, proposal_vocab: torch.Tens
                    weights: str = "float32", tokenizer=None):
     """The ``DecodingModel`` of a Hugging Face causal LM with ``heads``: the native Llama where the model is a plain
     Llama (its weights copied, at ``weights`` precision), else the Hugging Face adapter (float32 or bfloat16 only).
-    With the ``tokenizer``, int8 and int4 weights are calibrated on the shipped calibration text (``Llama.with_weights``:
-    int8 smoothed, the output projection's outsized input channels rounded apart)."""
+    With the ``tokenizer``, int8 and int4 weights are calibrated on the shipped calibration text
+    (``Llama.with_weights``: int8 smoothed, the output projection's outsized input channels rounded apart)."""
     from .tasks.hf import HFCausalLM, is_native_llama
     from .tasks.llama import Llama, NativeLM, calibration_ids
 

@@ -229,8 +229,9 @@ class Llama(nn.Module):
         instead of +6%), and the output projection of either rounds the ``APART`` input channels of largest magnitude
         on them on a grid of their own (``SplitMatrix``: int8 +3.3% -> +2.1%, int4 +1.6% -> +0.1%, on 8 x 256
         tokens of licence text). The layers' float matrices are dropped; the float output projection stays (the
-        embedding, and the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with native bf16):
-        int4 layers also keep bf16 copies of their dequantized matrices for prompts (``QuantizedMatrix.__call__``)."""
+        embedding, and the heads' proposal vocabulary are cut from it). ``prompt_copies`` (default: int4 on a CPU with
+        native bf16): int4 layers also keep bf16 copies of their dequantized matrices for prompts
+        (``QuantizedMatrix.__call__``)."""
         check_weights(weights)
         if weights not in BITS:
             return self.cast(getattr(torch, weights))
@@ -405,7 +406,7 @@ class NativeLM(nn.Module):
                  proposal_vocab: Tensor | None = None) -> None:
         super().__init__()
         self.base = base
-        if heads is not None and base.weights in BITS:  # the drafter's layer quantized too (``Heads.quantized``: a copy)
+        if heads is not None and base.weights in BITS:  # the drafter's layer quantized too (``Heads.quantized``)
             heads = heads.quantized(BITS[base.weights])
         self.heads = heads.for_model() if heads is not None else make_heads(base.cfg.d_model, HeadsConfig(num_heads=1))
         if self.heads.cfg.p1 != "identity":

@@ -146,8 +146,9 @@ class FeatureDrafter(Heads):
 
     def quantized(self, bits: int) -> "FeatureDrafter":
         """A copy (unbound, for decoding) whose layer's four matrices are int8 or int4
-        (``model.quant.QuantizedMatrix``), float32 activations: the drafter of a quantized base. Drafts need not be exact, only cheap: SmolLM2 int4 with
-        the shipped drafter, k = 3, a draft 4.4 -> 2.0 ms per call, the same tokens per call (1.85)."""
+        (``model.quant.QuantizedMatrix``), float32 activations: the drafter of a quantized base. Drafts need not be
+        exact, only cheap: SmolLM2 int4 with the shipped drafter, k = 3, a draft 4.4 -> 2.0 ms per call, the same
+        tokens per call (1.85)."""
         from ...tasks.llama import MATRICES
         from ..quant import QuantizedMatrix, int4_problem
 
