@@ -116,3 +116,30 @@ def test_rounded_spans_keep_every_bit(monkeypatch):
     assert step > 1
     rounded, exact = states(step), states(1)
     assert torch.equal(exact, rounded)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ragged_writes_and_compaction_move_whole_entries(dtype):
+    """``write`` at each row's own slots and ``compact`` move entries by indexing (not ``scatter_``, slow in bf16):
+    every layer, head and channel of an entry lands where a per-row loop would put it, and nothing else changes."""
+    g = torch.Generator().manual_seed(0)
+    L, B, H, cap, Dh = 2, 3, 2, 12, 4
+    cache = KVCache(L, B, H, cap, Dh, dtype=dtype)
+    cache.k.copy_(torch.randn(cache.k.shape, generator=g))
+    cache.v.copy_(torch.randn(cache.v.shape, generator=g))
+    k_ref, v_ref = cache.k.clone(), cache.v.clone()
+    slots = torch.tensor([[2, 3], [5, 6], [0, 1]])  # rows at their own lengths
+    for layer in range(L):
+        k, v = torch.randn(B, H, 2, Dh, generator=g).to(dtype), torch.randn(B, H, 2, Dh, generator=g).to(dtype)
+        cache.write(layer, slots, k, v)
+        for b in range(B):
+            k_ref[layer, b, :, slots[b]] = k[b]
+            v_ref[layer, b, :, slots[b]] = v[b]
+    assert torch.equal(cache.k, k_ref) and torch.equal(cache.v, v_ref)
+    start, path = torch.tensor([4, 1, 6]), torch.tensor([[0, 2, 3], [0, 1, 2], [0, 3, 5]])  # row 1 keeps its chain
+    cache.compact(start, path, start + 3)
+    for ref in (k_ref, v_ref):
+        for b in range(B):
+            ref[:, b, :, start[b] + torch.arange(3)] = ref[:, b, :, start[b] + path[b]].clone()
+    assert torch.equal(cache.k, k_ref) and torch.equal(cache.v, v_ref)
+    assert cache.lengths.tolist() == [7, 4, 9]

@@ -95,10 +95,10 @@ class KVCache:
         if s is not None:
             self.k[layer, :, :, s:s + k.shape[2]] = k
             self.v[layer, :, :, s:s + v.shape[2]] = v
-        else:
-            index = positions[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-            self.k[layer].scatter_(2, index, k.to(self.k.dtype))
-            self.v[layer].scatter_(2, index, v.to(self.v.dtype))
+        else:  # rows at their own lengths (``by_slot``: not ``scatter_``, see there)
+            rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+            self.by_slot(self.k[layer])[rows, positions] = k.transpose(1, 2).to(self.k.dtype)
+            self.by_slot(self.v[layer])[rows, positions] = v.transpose(1, 2).to(self.v.dtype)
         return self.k[layer, :, :, :span], self.v[layer, :, :, :span]
 
     def advance(self, n_new: int) -> None:
@@ -122,12 +122,21 @@ class KVCache:
         if bool((path == torch.arange(d, device=path.device)).all()):  # every row kept its first d nodes: in place
             self.truncate(lengths)
             return
-        L, B, H, _, Dh = self.k.shape
-        src = (start[:, None] + path)[None, :, None, :, None].expand(L, B, H, d, Dh)
-        dst = (start[:, None] + torch.arange(d, device=path.device))[None, :, None, :, None].expand(L, B, H, d, Dh)
+        rows = torch.arange(path.shape[0], device=path.device)[:, None]
+        src, dst = start[:, None] + path, start[:, None] + torch.arange(d, device=path.device)  # (B, d) slots
         for buf in (self.k, self.v):
-            buf.scatter_(3, dst, buf.gather(3, src))  # gather copies first: sources and destinations may overlap
+            slots = buf.permute(1, 3, 0, 2, 4)  # (B, T_max, L, H, Dh): whole entries by slot (``by_slot``)
+            slots[rows, dst] = slots[rows, src]  # the read copies first: sources and destinations may overlap
         self.truncate(lengths)
+
+    @staticmethod
+    def by_slot(buf: Tensor) -> Tensor:
+        """A view of ``buf`` (B, H, T_max, ...) as (B, T_max, H, ...), so that ``view[rows, slots]`` reads or writes
+        whole entries. Entries are moved by indexing, never by ``scatter_``: on the CPU, PyTorch's ``scatter_`` into a
+        bfloat16 or float16 tensor costs in proportion to the whole tensor, not to what it writes (``write`` at batch 8
+        with rows at their own lengths, SmolLM2 bf16: ~90 us per layer and buffer at 400 slots, 5-6 ms a call, a ragged
+        1-token step 38 ms against 28 aligned; ``compact`` 0.9 ms at batch 1); indexing writes take 5-10 us."""
+        return buf.transpose(1, 2)
 
     def select(self, rows: Tensor) -> None:
         """Keep only ``rows`` (in that order; repeats allowed): drops finished rows, reorders beams."""
