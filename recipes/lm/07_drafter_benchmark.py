@@ -144,7 +144,7 @@ def main(argv=None) -> None:
                     total.merge(s)
                 rec["mean_accepted"] = round(total.mean_accepted, 3)
                 if auto:
-                    details["k_chosen"][f"{drafter} b{batch}"] = format_k_chosen(total.k_chosen)
+                    details["k_chosen"][f"{drafter} {spec} b{batch}"] = format_k_chosen(total.k_chosen)
             details["runs"][f"{method} {drafter} {spec} b{batch}"] = {
                 "seconds": [round(t, 3) for t in times[i]], "tokens": counts[i]}
             records.append(rec)
@@ -178,7 +178,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
         for c in rows:
             lines.append(f"| {name} | {c['k']} | {c['call_ms']} | {c['draft_ms']} | {c['draft_share']:.1%} |")
     if details["k_chosen"]:
-        lines += ["", "k = auto chose: " + "; ".join(f"{key}: {v}" for key, v in details["k_chosen"].items())]
+        lines += ["", "k = auto (block sizes) and treeautoN (node budgets) chose: " +
+                  "; ".join(f"{key}: {v}" for key, v in details["k_chosen"].items())]
     (out_dir / "benchmark.md").write_text("\n".join(lines) + "\n")
     plt = pyplot()
     if plt is None:
