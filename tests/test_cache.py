@@ -143,3 +143,21 @@ def test_ragged_writes_and_compaction_move_whole_entries(dtype):
             ref[:, b, :, start[b] + torch.arange(3)] = ref[:, b, :, start[b] + path[b]].clone()
     assert torch.equal(cache.k, k_ref) and torch.equal(cache.v, v_ref)
     assert cache.lengths.tolist() == [7, 4, 9]
+
+
+@pytest.mark.parametrize("rows", [[2, 0], [1], [3, 3, 0], [0, 1, 2, 3, 1]])
+def test_select_moves_every_kept_rows_entries(rows):
+    """``select`` keeps rows in place (moved to the front of the buffers) or, given more rows than it holds, in new
+    buffers: either way every kept row's entries up to its length are the old row's, in every layer and head."""
+    g = torch.Generator().manual_seed(1)
+    cache = KVCache(2, 4, 2, 10, 3, dtype=torch.bfloat16)
+    cache.k.copy_(torch.randn(cache.k.shape, generator=g))
+    cache.v.copy_(torch.randn(cache.v.shape, generator=g))
+    cache.truncate(torch.tensor([5, 7, 3, 6]))
+    k, v, lengths = cache.k.clone(), cache.v.clone(), cache.lengths.clone()
+    cache.select(torch.tensor(rows))
+    assert cache.batch_size == len(rows) and cache.lengths.tolist() == lengths[rows].tolist()
+    for new, old in enumerate(rows):
+        n = int(lengths[old])
+        assert torch.equal(cache.k[:, new, :, :n], k[:, old, :, :n])
+        assert torch.equal(cache.v[:, new, :, :n], v[:, old, :, :n])

@@ -145,11 +145,22 @@ class KVCache:
         if rows.numel() == 0:
             raise ValueError("select needs at least one row")
         span = int(self.lengths.max())  # nothing past the longest row is ever needed again
-        k = torch.zeros((self.k.shape[0], rows.numel()) + self.k.shape[2:], dtype=self.k.dtype, device=self.k.device)
-        v = torch.zeros_like(k)
-        k[:, :, :, :span] = self.k[:, rows, :, :span]
-        v[:, :, :, :span] = self.v[:, rows, :, :span]
-        self.k, self.v = k, v
+        n = rows.numel()
+        if n <= self.k.shape[1]:
+            # in place: the kept rows move to the front of the buffers (the right side is a copy, so rows may move onto
+            # each other) and the buffers become views of those; their slots past each row's length hold what they
+            # held, as after a rollback. A new zeroed buffer per finished row cost a whole cache: SmolLM2 bf16, 260
+            # slots, 8 -> 7 rows 10 -> 3.8 ms, 32 -> 31 rows 140 -> 18 ms (several greedy steps, every time a row ended).
+            for buf in (self.k, self.v):
+                for layer in buf:  # a layer at a time, whole rows: ~6x faster than one indexing over every layer
+                    layer[:n] = layer.index_select(0, rows)
+            self.k, self.v = self.k[:, :n], self.v[:, :n]
+        else:  # more rows than the buffers hold (repeats)
+            k = torch.zeros((self.k.shape[0], n) + self.k.shape[2:], dtype=self.k.dtype, device=self.k.device)
+            v = torch.zeros_like(k)
+            k[:, :, :, :span] = self.k[:, rows, :, :span]
+            v[:, :, :, :span] = self.v[:, rows, :, :span]
+            self.k, self.v = k, v
         self.lengths = self.lengths[rows]
         if self.cross is not None:
             self.cross = [(ck[rows], cv[rows]) for ck, cv in self.cross]
