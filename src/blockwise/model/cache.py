@@ -45,7 +45,7 @@ class KVCache:
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.capacity = capacity
         self.span_step = SPAN_STEP if dtype == torch.bfloat16 else 1  # float32 kernels sum masked keys in another order
-        self._where: tuple[Tensor, int | None, int] | None = None  # ``write``'s reading of a call's slots
+        self._where: tuple[Tensor, int | None, Tensor, int] | None = None  # ``write``'s reading of a call's slots
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
         self.memory_mask: Tensor | None = None
@@ -90,13 +90,14 @@ class KVCache:
         if self._where is None or self._where[0] is not positions:  # once per call, not per layer
             start = positions[:, 0]
             aligned = bool((start == start[0]).all())  # rows aligned (always at batch 1): a plain slice
-            self._where = (positions, int(start[0]) if aligned else None, self.span(int(positions[:, -1].max()) + 1))
-        _, s, span = self._where
+            rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+            self._where = (positions, int(start[0]) if aligned else None, rows,
+                           self.span(int(positions[:, -1].max()) + 1))
+        _, s, rows, span = self._where
         if s is not None:
             self.k[layer, :, :, s:s + k.shape[2]] = k
             self.v[layer, :, :, s:s + v.shape[2]] = v
         else:  # rows at their own lengths (``by_slot``: not ``scatter_``, see there)
-            rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
             self.by_slot(self.k[layer])[rows, positions] = k.transpose(1, 2).to(self.k.dtype)
             self.by_slot(self.v[layer])[rows, positions] = v.transpose(1, 2).to(self.v.dtype)
         return self.k[layer, :, :, :span], self.v[layer, :, :, :span]
@@ -144,18 +145,19 @@ class KVCache:
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device)
         if rows.numel() == 0:
             raise ValueError("select needs at least one row")
-        span = int(self.lengths.max())  # nothing past the longest row is ever needed again
         n = rows.numel()
         if n <= self.k.shape[1]:
             # in place: the kept rows move to the front of the buffers (the right side is a copy, so rows may move onto
             # each other) and the buffers become views of those; their slots past each row's length hold what they
             # held, as after a rollback. A new zeroed buffer per finished row cost a whole cache: SmolLM2 bf16, 260
-            # slots, 8 -> 7 rows 10 -> 3.8 ms, 32 -> 31 rows 140 -> 18 ms (several greedy steps, every time a row ended).
+            # slots, 8 -> 7 rows 10 -> 3.8 ms, 32 -> 31 rows 140 -> 18 ms (several greedy steps, every time a row
+            # ended).
             for buf in (self.k, self.v):
                 for layer in buf:  # a layer at a time, whole rows: ~6x faster than one indexing over every layer
                     layer[:n] = layer.index_select(0, rows)
             self.k, self.v = self.k[:, :n], self.v[:, :n]
         else:  # more rows than the buffers hold (repeats)
+            span = int(self.lengths.max())  # nothing past the longest row is ever needed again
             k = torch.zeros((self.k.shape[0], n) + self.k.shape[2:], dtype=self.k.dtype, device=self.k.device)
             v = torch.zeros_like(k)
             k[:, :, :, :span] = self.k[:, rows, :, :span]
