@@ -536,10 +536,14 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
     key = model_key(model, longest + max(ahead, 0), k_max) + f"|{sampling_key(sampling)}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_iteration(
         model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress, sampling=sampling))
-    heads = getattr(model, "heads", None)
-    expected = getattr(heads, "expected_accepted", None)
+    expected = held_out_expected(model)
     prior = prior_from_expected(expected) if expected else []
     return Policy(costs, prior, k_max)
+
+
+def held_out_expected(model: DecodingModel) -> list[float] | None:
+    """E(1..K) of the model's heads on held-out text, where the heads file stores it (the policies' prior)."""
+    return getattr(getattr(model, "heads", None), "expected_accepted", None)
 
 
 def measure_tree_iteration(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, batch: int, tree,
@@ -576,8 +580,7 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}|{sampling_key(sampling)}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress, sampling=sampling))
-    expected = getattr(getattr(model, "heads", None), "expected_accepted", None)
-    return TreePolicy(costs, budgets, prior=expected or ())
+    return TreePolicy(costs, budgets, prior=held_out_expected(model) or ())
 
 
 def auto_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, max_new_tokens: int = 0,
