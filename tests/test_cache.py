@@ -84,6 +84,33 @@ def test_bfloat16_spans_are_rounded_up_and_masked():
     assert KVCache(1, 1, 1, 200, 4).layout(3)[2].shape[-1] == 3  # float32: exact spans (its kernels sum otherwise)
 
 
+def test_bf16_cache_grows_with_its_spans_and_hands_out_whole_buffers():
+    """A bfloat16 cache holds only the slots its spans reached, grown a SPAN_STEP at a time: each layer's keys and
+    values over the span are then the whole of that layer's buffer (contiguous: oneDNN's batched product copies them
+    otherwise), and growing keeps every written entry."""
+    from blockwise.model.cache import SPAN_STEP
+
+    g = torch.Generator().manual_seed(0)
+    L, B, H, Dh = 2, 3, 2, 4
+    cache = KVCache(L, B, H, 3 * SPAN_STEP + 5, Dh, dtype=torch.bfloat16)
+    assert cache.held == SPAN_STEP
+    written = {}
+    for n in (SPAN_STEP - 2, 5, SPAN_STEP + 10, 55):  # tokens fed per call: spans 64, 128, 192, then the capacity
+        slots, _, mask = cache.layout(n)
+        for layer in range(L):
+            k, v = (torch.randn(B, H, n, Dh, generator=g).bfloat16() for _ in range(2))
+            keys, values = cache.write(layer, slots, k, v)
+            assert keys.is_contiguous() and values.is_contiguous()
+            assert keys.shape[2] == values.shape[2] == mask.shape[-1] == cache.held
+            for j, s in enumerate(slots[0].tolist()):
+                written[layer, s] = (k[:, :, j], v[:, :, j])
+        cache.advance(n)
+    assert cache.held == 3 * SPAN_STEP + 5  # the capacity, not past it
+    for (layer, s), (k, v) in written.items():
+        assert torch.equal(cache.k[layer, :, :, s], k) and torch.equal(cache.v[layer, :, :, s], v)
+    assert KVCache(L, B, H, 500, Dh).held == 500  # float32: the whole capacity from the start
+
+
 @pytest.mark.skipif(not __import__("blockwise.model.invariant", fromlist=["x"]).cpu_has_bf16(),
                     reason="CPU without native bfloat16: batch invariance not claimed")
 def test_rounded_spans_keep_every_bit(monkeypatch):

@@ -21,6 +21,11 @@ from .invariant import batch_invariant
 # before; SmolLM2 k = 4 in a fresh process 52 -> 69 tokens/s).
 # Trailing masked keys change no bit of a query's result (checked for spans 1..700 and up to 24 query rows; the
 # blocks of blockwise decoding relied on it already), so outputs stay as they were.
+# Such a cache also holds only the slots its spans have reached, grown SPAN_STEP slots at a time (``span``), so that a
+# layer's keys and values over the span are the whole of that layer's buffer: oneDNN's batched product copies every
+# operand whose matrices do not follow one another in memory, and a span cut out of a longer buffer made it copy the
+# layer's keys and values at every call (SmolLM2, 8 rows x 192 keys: 196 -> 74 us a layer; same bits, the copy had
+# the same layout).
 SPAN_STEP = 64
 
 
@@ -39,12 +44,14 @@ class KVCache:
         if batch_size < 1:
             raise ValueError("the batch is empty: a cache needs at least one row")
         self.invariant = batch_invariant(dtype) if invariant is None else invariant
-        shape = (n_layers, batch_size, n_heads, capacity, head_dim)
+        self.capacity = capacity
+        self.span_step = SPAN_STEP if dtype == torch.bfloat16 else 1  # float32 kernels sum masked keys in another order
+        # slots held: a bf16 cache grows with its spans (``span``); others hold the whole capacity from the start
+        held = min(capacity, self.span_step) if self.span_step > 1 else capacity
+        shape = (n_layers, batch_size, n_heads, held, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.capacity = capacity
-        self.span_step = SPAN_STEP if dtype == torch.bfloat16 else 1  # float32 kernels sum masked keys in another order
         self._where: tuple[Tensor, int | None, Tensor, int] | None = None  # ``write``'s reading of a call's slots
         # Encoder-decoder only: per layer (k, v) of the encoder memory, each (B, H, S, Dh), and its padding mask (B, S).
         self.cross: list[tuple[Tensor, Tensor]] | None = None
@@ -54,9 +61,25 @@ class KVCache:
     def batch_size(self) -> int:
         return self.lengths.shape[0]
 
+    @property
+    def held(self) -> int:
+        """Slots the buffers hold now (``span``): the capacity, or for a growing bf16 cache those its spans reached."""
+        return self.k.shape[3]
+
     def span(self, keys: int) -> int:
-        """The key span handed out for ``keys`` keys: rounded up to ``span_step`` (at most the capacity)."""
-        return min(-(-keys // self.span_step) * self.span_step, self.capacity)
+        """The key span handed out for ``keys`` keys: rounded up to ``span_step`` (at most the capacity). A bf16 cache
+        hands out every slot it holds, growing its buffers to the span first (above: a layer's span is then its whole
+        buffer, which oneDNN multiplies without a copy); the keys past the written ones are masked out."""
+        span = min(-(-keys // self.span_step) * self.span_step, self.capacity)
+        if self.span_step == 1:
+            return span
+        if span > self.held:  # grow: the written slots move into buffers holding the span
+            for name in ("k", "v"):
+                old = getattr(self, name)
+                new = old.new_zeros(old.shape[:3] + (span,) + old.shape[4:])
+                new[:, :, :, :old.shape[3]] = old
+                setattr(self, name, new)
+        return self.held
 
     def positions(self, n_new: int) -> Tensor:
         """Positions (B, T) that ``n_new`` tokens fed to every row will occupy."""
