@@ -16,6 +16,11 @@ Builds a fixed, seeded train/dev/test split from text that can be had offline
   messages, optional, capped, train only (the installed set differs between
   machines, so it never feeds dev/test).
 
+* **Debian documentation** (optional, ``--docs``, train only): man pages, LibreOffice/GNOME/GIMP help and the
+  Debian books in English and German, aligned block by block (:mod:`blockwise.data.sources.debian_docs`).
+  ``--extend data/mt --docs --out data/mt_docs`` (``extend``) adds them to a built corpus, keeping its dev/test
+  files and sentencepiece model byte-identical.
+
 Output (``--out DIR``): ``{train,dev,test}.{en,de}`` (one segment per line),
 ``{split}.meta.tsv`` (source, group, kind per line), ``manifest.json`` (counts,
 SHA-256 of every file, inputs and parameters) and a joint sentencepiece model
@@ -43,11 +48,12 @@ from ..sources.gettext_catalogues import GETTEXT_EXCLUDE, LOCALE_DIR, clean_gett
 from .build import FORMAT_VERSION, SOURCES, BuildConfig, build_corpus
 from .clean import CleanConfig, clean_pairs, english_key, normalize_text
 from .cli import main
+from .extend import ExtendConfig, extend_corpus, heldout_key
 from .split import SPLITS, SplitConfig, split_corpus
 from .write import train_sentencepiece, write_splits
 
 __all__ = ["DING_PATH", "FORMAT_VERSION", "GETTEXT_EXCLUDE", "LOCALE_DIR", "SOURCES", "SPLITS", "BuildConfig",
-           "CleanConfig", "CorpusError", "Pair", "SplitConfig", "align_description", "build_corpus", "clean_ding_side",
+           "CleanConfig", "ExtendConfig", "extend_corpus", "heldout_key", "CorpusError", "Pair", "SplitConfig", "align_description", "build_corpus", "clean_ding_side",
            "clean_gettext_message", "clean_pairs", "english_key", "fetch_debian_translations", "is_example_sentence",
            "iter_deb822", "main", "normalize_text", "parse_ding_line", "parse_source_map", "parse_translation_index",
            "read_debian_descriptions", "read_ding", "read_gettext", "read_index_text", "split_corpus",

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..hashing import sha256_file
 from ..pairs import Pair, word_count
 from ..sources.debian import fetch_debian_translations, read_debian_descriptions
+from ..sources.debian_docs import DocsConfig, read_debian_docs
 from ..sources.ding import DING_PATH, read_ding
 from ..sources.gettext_catalogues import LOCALE_DIR, read_gettext
 from .clean import CleanConfig, clean_pairs
@@ -45,6 +46,7 @@ class BuildConfig:
     gettext: bool = True
     locale_dir: Path = LOCALE_DIR
     gettext_max: int = 20000
+    docs: DocsConfig | None = None  # the Debian documentation (train only); None: off, as in the first corpus
     spm: bool = True
     progress: bool = True
     timings: dict[str, float] = field(default_factory=dict)
@@ -86,6 +88,13 @@ def build_corpus(cfg: BuildConfig) -> dict:
         pairs += gt_pairs
         timings["read_gettext"] = time.time() - t
         log.info("gettext: %d pairs in %.1fs", len(gt_pairs), timings["read_gettext"])
+
+    if cfg.docs is not None:
+        t = time.time()
+        docs_pairs, raw["docs"], inputs["docs"] = read_debian_docs(cfg.docs)
+        pairs += docs_pairs
+        timings["read_docs"] = time.time() - t
+        log.info("docs: %d pairs in %.1fs", len(docs_pairs), timings["read_docs"])
 
     t = time.time()
     # gettext last, so a pair that is also in Ding/Debian keeps its better source
@@ -144,6 +153,9 @@ def build_corpus(cfg: BuildConfig) -> dict:
             "gettext": cfg.gettext,
             "gettext_max": cfg.gettext_max,
             "clean": vars(CleanConfig()),
+            # recorded only when on, so a build without it keeps the first corpus's manifest
+            **({"docs_sets": list(cfg.docs.sets), "docs_system_man": cfg.docs.system_man}
+               if cfg.docs is not None else {}),
         },
         "counts": counts,
         "sources_raw": raw,

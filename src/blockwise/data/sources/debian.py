@@ -27,6 +27,17 @@ from ..pairs import CorpusError, Pair
 log = logging.getLogger(__name__)
 
 
+def apt_user_options() -> list[str]:
+    """apt options for downloading into a folder of our own (index files here, ``.deb`` files in the docs source).
+
+    As root, apt drops to the ``_apt`` sandbox user, who cannot write into our folders: download as root instead.
+    Otherwise skip apt's lock files, which only root may take.
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return ["-o", "APT::Sandbox::User=root"]
+    return ["-o", "Debug::NoLocking=1"]
+
+
 def fetch_debian_translations(apt_dir: Path, *, refresh: bool = False) -> Path:
     """Fetch apt's index files (with Translation-en/-de) into ``apt_dir/lists``.
 
@@ -54,11 +65,7 @@ def fetch_debian_translations(apt_dir: Path, *, refresh: bool = False) -> Path:
         "-o", "Dir::Cache::srcpkgcache=",
         "-o", "Acquire::Languages=en,de",
     ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        # root: download as root into our own folder (the _apt sandbox user cannot write there)
-        cmd += ["-o", "APT::Sandbox::User=root"]
-    else:
-        cmd += ["-o", "Debug::NoLocking=1"]
+    cmd += apt_user_options()
     log.info("fetching Debian translation index: %s", " ".join(cmd))
     res = subprocess.run(cmd, capture_output=True, text=True)
     have = all(any(lists.glob(f"*_i18n_Translation-{lang}*")) for lang in ("de", "en"))
