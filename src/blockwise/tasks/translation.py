@@ -114,9 +114,10 @@ def label_smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: 
 @torch.no_grad()
 def dev_loss(model: BlockwiseModel, pairs: list, batch_size: int = 64) -> float:
     total, count = 0.0, 0
+    device = next(model.parameters()).device  # a model training on a GPU is evaluated there
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i:i + batch_size]
-        src, tgt = pad([p[0] for p in chunk], PAD), pad([p[1] for p in chunk], PAD)
+        src, tgt = pad([p[0] for p in chunk], PAD).to(device), pad([p[1] for p in chunk], PAD).to(device)
         logits = model.base.project(model(tgt[:, :-1], src))
         n = int((tgt[:, 1:] != PAD).sum())
         total += float(F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)) * n
