@@ -24,7 +24,7 @@ from ..pairs import CorpusError, Pair, word_count
 from ..sources.debian_docs import DocsConfig, read_debian_docs
 from .build import FORMAT_VERSION
 from .clean import CleanConfig, clean_pairs, english_key, normalize_text
-from .write import train_sentencepiece
+from .write import train_sentencepiece, write_pairs
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,7 @@ def extend_corpus(cfg: ExtendConfig, *, reader=read_debian_docs) -> dict:
             fe.write(e + "\n")
             fd.write(d + "\n")
             fm.write(m + "\n")
-        for p in new:
-            for text in (p.en, p.de):
-                if any(c in text for c in "\t\n\r") or text != text.strip() or not text:
-                    raise ValueError(f"unnormalised segment reached the writer: {text!r}")
-            fe.write(p.en + "\n")
-            fd.write(p.de + "\n")
-            fm.write(f"{p.source}\t{p.group}\t{p.kind}\n")
+        write_pairs(new, fe, fd, fm)
     for x in ("en", "de", "meta.tsv"):
         digests[f"train.{x}"] = sha256_file(out / f"train.{x}")
     timings["write"] = time.time() - t

@@ -12,6 +12,18 @@ from ..pairs import CorpusError, Pair
 from .split import SPLITS
 
 
+def write_pairs(rows, fe, fd, fm) -> None:
+    """Append ``rows`` (``Pair``) to open English, German and metadata files, one segment per line; a segment with a
+    tab, a line break or outer spaces (the cleaning step removes them) is refused."""
+    for p in rows:
+        for text in (p.en, p.de):
+            if any(c in text for c in "\t\n\r") or text != text.strip() or not text:
+                raise ValueError(f"unnormalised segment reached the writer: {text!r}")
+        fe.write(p.en + "\n")
+        fd.write(p.de + "\n")
+        fm.write(f"{p.source}\t{p.group}\t{p.kind}\n")
+
+
 def write_splits(splits: dict[str, list[Pair]], out_dir: Path, *, seed: int = 0) -> dict[str, str]:
     """Write ``{split}.{en,de}`` and ``{split}.meta.tsv`` (lines shuffled with ``seed``).
 
@@ -31,13 +43,7 @@ def write_splits(splits: dict[str, list[Pair]], out_dir: Path, *, seed: int = 0)
         with open(files["en"], "w", encoding="utf-8", newline="\n") as fe, open(
             files["de"], "w", encoding="utf-8", newline="\n"
         ) as fd, open(files["meta"], "w", encoding="utf-8", newline="\n") as fm:
-            for p in rows:
-                for text in (p.en, p.de):
-                    if any(c in text for c in "\t\n\r") or text != text.strip() or not text:
-                        raise ValueError(f"unnormalised segment reached the writer: {text!r}")
-                fe.write(p.en + "\n")
-                fd.write(p.de + "\n")
-                fm.write(f"{p.source}\t{p.group}\t{p.kind}\n")
+            write_pairs(rows, fe, fd, fm)
         for f in files.values():
             digests[f.name] = sha256_file(f)
     return digests
