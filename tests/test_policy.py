@@ -188,6 +188,27 @@ def test_tree_policy_drafts_for_every_budget_now_and_then():
     assert policy.curve[2:] == before[2:] and policy.curve[1] > before[1]
 
 
+def test_tree_policy_full_drafts_only_for_budgets_that_could_matter():
+    """A full draft (every ``full_every``-th tree step) is for the next budget up from the largest that could beat
+    greedy at this batch size with an optimistic prediction: at a batch where large trees cost many greedy steps it
+    stops short of them (drafting them only costs), at a batch where they are cheap it covers every budget, and when
+    predictions rise the drafts widen a budget at a time."""
+    costs = Costs({1: {1: 1.0, 2: 1.1, 4: 1.3, 8: 1.8, 16: 2.4}, 8: {1: 1.0, 2: 1.4, 4: 2.5, 8: 4.1, 16: 6.8}},
+                  "key", None)
+    policy = TreePolicy(costs, [2, 4, 8, 16], full_every=1, optimism=1.5)
+    assert policy.draft_budget(2) == 16  # nothing predicted yet: every budget
+    policy.observe([[1.0, 1.6, 2.0, 2.3, 2.45, 2.55, 2.6, 2.65] + [2.7] * 8], [2], 16)  # E(2..16) 1.43 .. 2.21
+    policy.choose(1)
+    assert policy.draft_budget(2) == 16  # batch 1: even 16 nodes could pay (1 + 1.5 * 1.21 tokens in 2.4 steps)
+    policy.choose(8)
+    assert policy.draft_budget(2) == 4  # batch 8: only 2 nodes could pay (4: 1 + 1.5 * 0.93 tokens in 2.5 steps)
+    assert policy.draft_budget(8) == 8  # never less than the budget fed
+    policy.optimism = 2.0  # as if the predictions had risen: 4 could pay at batch 8 now, so 8 is drafted for too
+    assert policy.draft_budget(2) == 8
+    policy.choose(1)
+    assert policy.widest(1) == 16
+
+
 def tree_policy_after(steps, budgets=(2, 4, 8), prior=()):
     """A TreePolicy (a tree of 2 / 4 / 8 nodes costs 1.1 / 1.3 / 1.8 greedy steps) fed ``steps``: (the budget fed,
     the predicted curve of one row, its k̂), a budget of 1 for a greedy step."""
