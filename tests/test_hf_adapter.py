@@ -392,6 +392,34 @@ def test_packed_rows_run_as_the_cheapest_measured_count(hf_model):
     assert greedy(lm, PROMPTS, 24, eos_id=EOS).tokens == ref
 
 
+def test_a_lone_float32_row_runs_packed_where_measured_cheaper(hf_model):
+    """A lone float32 row goes through MKL's one-row kernel unless the machine's measurement (``measure_rows`` with
+    ``lone``: 1 -> that kernel's time) found the packed kernel on two rows cheaper by the plan's margin; then the row
+    runs packed beside a copy of itself, with the value of the plain product, and greedy decoding keeps the model's
+    output (the float32 model is compared with Hugging Face's float32 greedy elsewhere)."""
+    from blockwise.model.invariant import measure_rows, pack, packed_mm, packed_suits, row_plan
+
+    row, rows = torch.randn(1, 16), torch.randn(3, 16)
+    assert not packed_suits(row) and packed_suits(rows) and packed_suits(row.bfloat16())
+    slower_alone = row_plan({1: 21.2, 2: 17.7, 3: 17.4, 4: 18.0})  # an AVX-512 EPYC, one thread, SmolLM2
+    faster_alone = row_plan({1: 20.7, 2: 21.2, 3: 23.2, 4: 24.5})  # the same CPU as an AVX2 one
+    assert packed_suits(row, slower_alone) and not packed_suits(row, faster_alone)
+    assert packed_suits(rows, faster_alone)
+    w = torch.randn(16, 24)
+    packed = pack(w, out_in=False)
+    assert torch.allclose(packed_mm(row, packed, slower_alone), row @ w, atol=1e-5)
+    times = measure_rows([(packed, 16)], most=3, repeats=1, lone=[(w, False)])
+    assert sorted(times) == [1, 2, 3]
+    native = Llama.from_hf(hf_model).cast(torch.float32)
+    lm = NativeLM(native, make_heads("paper", 3))
+    threads = torch.get_num_threads()
+    native.row_plans[threads] = faster_alone
+    ref = greedy(lm, PROMPTS, 24, eos_id=EOS).tokens
+    native.row_plans[threads] = slower_alone
+    assert greedy(lm, PROMPTS, 24, eos_id=EOS).tokens == ref
+    assert blockwise(lm, PROMPTS, 24, k=3, eos_id=EOS).tokens == ref
+
+
 @pytest.mark.parametrize("adapter", ["hf", "native"])
 def test_sampling_runs_through_both_adapters(hf_model, adapter):
     """Speculative sampling over the HF adapter and the native Llama (blocks and trees): near temperature 0 it is

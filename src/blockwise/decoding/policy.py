@@ -443,8 +443,10 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     # feature drafter of a quantized base quantized too (a k = 3 draft of SmolLM2 int4 4.4 -> 2.0 ms); v9 bf16 tree
     # attention copies whole value rows (a tree8 call of SmolLM2 ~3 ms cheaper); v10 the cache moves entries by indexing,
     # not bf16 ``scatter_`` (ragged bf16 steps at batch 8 ~25% cheaper, tree compaction 0.9 -> 0.06 ms); v11 bf16
-    # caches grow with their spans, so attention no longer copies each layer's keys and values (batch 8 ~10% cheaper)
-    parts = ["v11", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
+    # caches grow with their spans, so attention no longer copies each layer's keys and values (batch 8 ~10% cheaper);
+    # v12 a lone float32 row runs packed beside a copy where MKL's one-row kernel measured slower (greedy steps ~19%
+    # cheaper on an AVX-512 EPYC)
+    parts = ["v12", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
     if isinstance(model, torch.nn.Module):
         params = list(model.parameters())
         heads = getattr(model, "heads", None)

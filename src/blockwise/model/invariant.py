@@ -245,10 +245,15 @@ def pack(w: Tensor, out_in: bool) -> Tensor | None:
         return None
 
 
-def packed_suits(x: Tensor) -> bool:
+def packed_suits(x: Tensor, plan: Sequence[int] | None = None) -> bool:
     """Whether ``packed_mm`` is the faster way to multiply ``x`` (..., in) by a packed weight: always in bfloat16; in
-    float32 for two rows or more (MKL's one-row kernel, a GEMV, is faster for one)."""
-    return x.dtype != torch.float32 or x.numel() > x.shape[-1]
+    float32 for two rows or more, and for a lone row where the ``plan`` (``row_plan``) runs one row as more: where
+    MKL's one-row kernel (a GEMV) measured slower than the packed kernel on two rows. It was faster on the AVX2-only
+    EPYC of the first sessions (50 against 70 ms a SmolLM2 step), slower on an AVX-512 EPYC (the whole step 23.3
+    against 19.2 ms, 2026-12-05): hence measured per machine."""
+    if x.dtype != torch.float32 or x.numel() > x.shape[-1]:
+        return True
+    return plan is not None and len(plan) > 1 and plan[1] > 1
 
 
 def packed_mm(x: Tensor, packed: Tensor, plan: Sequence[int] | None = None) -> Tensor:
@@ -272,7 +277,8 @@ def rows_to_run(m: int, plan: Sequence[int] | None) -> int:
 
 def row_plan(times: dict[int, float], gain: float = 0.1) -> list[int]:
     """plan[m], m = 0..max(times): how many rows to run m rows as, from ``times`` (row count -> ms of the same
-    products).
+    products; 1: one row through MKL's one-row kernel, if measured, so that plan[1] > 1 runs a lone float32 row
+    packed beside a copy of itself where that is cheaper: ``packed_suits``).
     oneDNN's packed float32 kernel picks its register blocking by the number of rows, and some counts cost more than
     larger ones (``measure_rows`` on an AVX-512 EPYC, one thread, SmolLM2's layer products: 2 rows 50 ms, 3-6 rows
     33-36 ms, 7-8 rows 42 ms); a row's bits do not depend on the rows beside it, so m rows may run as the cheapest
@@ -286,19 +292,28 @@ def row_plan(times: dict[int, float], gain: float = 0.1) -> list[int]:
     return plan
 
 
-def measure_rows(weights: Sequence[tuple[Tensor, int]], most: int = 8, repeats: int = 3) -> dict[int, float]:
+def measure_rows(weights: Sequence[tuple[Tensor, int]], most: int = 8, repeats: int = 3,
+                 lone: Sequence[tuple[Tensor, bool]] = ()) -> dict[int, float]:
     """Row count (2..most) -> ms of multiplying that many rows by every packed weight (``pack``, with its input width)
-    in ``weights``: the fastest of ``repeats``, each count's turn interleaved with the others'."""
+    in ``weights``: the fastest of ``repeats``, each count's turn interleaved with the others'. With ``lone`` (the same
+    matrices unpacked, each with its ``out_in`` layout), also 1 -> ms of one row by each through ``mm`` (MKL's
+    one-row kernel in float32), for ``row_plan`` to weigh against the packed kernel on two rows."""
     gen = torch.Generator().manual_seed(0)
     dtype = weights[0][0].dtype
-    inputs = {m: {w: torch.randn(m, w, generator=gen).to(dtype) for w in {w for _, w in weights}}
-              for m in range(2, most + 1)}
+    widths = {w for _, w in weights}
+    inputs = {m: {w: torch.randn(m, w, generator=gen).to(dtype) for w in widths} for m in range(2, most + 1)}
+    if lone:
+        inputs[1] = {w: torch.randn(1, w, generator=gen).to(dtype) for w in widths}
     times: dict[int, float] = {}
     for round_ in range(repeats + 1):  # round 0 warms the kernels up
         for m, xs in inputs.items():
             start = time.perf_counter()
-            for packed, width in weights:
-                packed_mm(xs[width], packed)
+            if m == 1:
+                for w, out_in in lone:
+                    mm(xs[w.shape[int(out_in)]], w, out_in)
+            else:
+                for packed, width in weights:
+                    packed_mm(xs[width], packed)
             if round_:
                 times[m] = min(times.get(m, float("inf")), 1e3 * (time.perf_counter() - start))
     return times

@@ -114,7 +114,7 @@ class Block(nn.Module):
         tokens: 140 vs 80 ms). bfloat16 rows always go through the packed kernel (``invariant.pack``)."""
         if self.quantized:
             return self.quantized[name](x, prompt)  # int8/int4 weights: each row's bits its own (model/quant.py)
-        if name in self.packed and packed_suits(x):
+        if name in self.packed and packed_suits(x, plan):
             return packed_mm(x, self.packed[name], plan)
         return mm(x, getattr(self, name), self.out_in, invariant=invariant)
 
@@ -178,13 +178,16 @@ class Llama(nn.Module):
         threads = torch.get_num_threads()
         if threads not in self.row_plans:
             matrices = [getattr(layer, n) for layer in self.layers for n in MATRICES] + [self.w_lm_head]
-            key = f"rows|{diskcache.machine()}|{self.weights}|shapes={diskcache.shapes(matrices)}"
+            # v2: float32 also times one row through MKL's one-row kernel (``packed_suits``)
+            key = f"rows|v2|{diskcache.machine()}|{self.weights}|shapes={diskcache.shapes(matrices)}"
             times = diskcache.read("rows.json", key)
             if times is None:  # measured once per machine: the packed copies, with their input widths
                 weights = [(layer.packed[name], getattr(layer, name).shape[int(layer.out_in)])  # (packed, input width)
                            for layer in self.layers for name in MATRICES if name in layer.packed]
                 weights.append((self.packed_head, self.cfg.d_model))
-                times = measure_rows(weights)
+                lone = [(getattr(layer, name), layer.out_in) for layer in self.layers for name in MATRICES] + \
+                    [(self.w_lm_head, False)] if self.weights == "float32" else []
+                times = measure_rows(weights, lone=lone)
                 diskcache.write("rows.json", key, times)
             self.row_plans[threads] = row_plan({int(m): float(ms) for m, ms in times.items()})
         return self.row_plans[threads]
@@ -309,8 +312,8 @@ class Llama(nn.Module):
         """Logits (..., V) at final hidden states (..., D)."""
         if self.quantized_head is not None:
             return self.quantized_head(hidden)
-        if self.packed_head is not None and packed_suits(hidden):
-            return packed_mm(hidden, self.packed_head, self.row_plan())  # see Block.product
+        if self.packed_head is not None and packed_suits(hidden, plan := self.row_plan()):
+            return packed_mm(hidden, self.packed_head, plan)  # see Block.product
         if self.out_in and self.cfg.tie_embeddings:
             # oneDNN's bf16 kernel runs ~2.3x faster on the (out, in) layout, which the tied embedding already has
             return mm(hidden, self.embed.weight, out_in=True, invariant=invariant)
@@ -455,8 +458,8 @@ class NativeLM(nn.Module):
             return self.scores(states, invariant)
         if self.q_proposal is not None:
             rest = self.q_proposal(states).float()
-        elif self.packed_proposal is not None and packed_suits(states):
-            rest = packed_mm(states, self.packed_proposal, self.base.row_plan()).float()
+        elif self.packed_proposal is not None and packed_suits(states, plan := self.base.row_plan()):
+            rest = packed_mm(states, self.packed_proposal, plan).float()
         else:
             rest = mm(states, self.w_proposal, self.base.out_in, invariant=invariant).float()  # (..., V')
         full = rest.new_full(rest.shape[:-1] + (self.base.w_lm_head.shape[1],), float("-inf"))
