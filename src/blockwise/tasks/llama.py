@@ -110,8 +110,9 @@ class Block(nn.Module):
                 prompt: bool = False) -> Tensor:
         """``x`` times matrix ``name``. Several float32 rows (a block being verified, a batch) go through the packed
         oneDNN kernel where there is one (as many rows as ``plan`` says: ``Llama.row_plan``); a lone row through MKL's
-        one-row kernel, which is faster for it (measured on SmolLM2, one thread: 50 vs 70 ms per 1-token call; 4
-        tokens: 140 vs 80 ms). bfloat16 rows always go through the packed kernel (``invariant.pack``)."""
+        one-row kernel where that measured faster on this machine (the AVX2-only EPYC of the first sessions, one
+        thread: 50 vs 70 ms per 1-token call), else packed beside a copy of itself (an AVX-512 EPYC: 18.8 vs 23.3 ms;
+        ``invariant.packed_suits``). bfloat16 rows always go through the packed kernel (``invariant.pack``)."""
         if self.quantized:
             return self.quantized[name](x, prompt)  # int8/int4 weights: each row's bits its own (model/quant.py)
         if name in self.packed and packed_suits(x, plan):
