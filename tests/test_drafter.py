@@ -331,6 +331,44 @@ def test_bfloat16_drafter_packs_its_matrices_and_drafts_each_row_alone_or_batche
     torch.testing.assert_close(together[finite], plain[finite], atol=0.1, rtol=0.05)
 
 
+def test_float32_drafter_decodes_with_packed_copies_and_trains_without(monkeypatch):
+    """A float32 session packs the drafter's matrices too (``FeatureDrafter.open``) and its cached steps multiply by
+    them: its drafts stay close to the plain kernels', and decoding stays exact. Training passes (no cache) never read
+    the copies, which hold the weights as they were at ``open``: changing the weights after a decode changes what
+    ``sequence`` computes at once."""
+    from blockwise.model.heads import make_heads
+    from blockwise.tasks.llama import MATRICES, Llama, NativeLM
+
+    hf = tiny_llama(transformers, torch.float32, hidden=192, intermediate=1536, heads=6, kv=2, init=0.1)
+    torch.manual_seed(0)
+    d = make_heads(192, HeadsConfig(num_heads=4, d_hidden=64, kind="feature"))
+    lm = NativeLM(Llama.from_hf(hf).cast(torch.float32), d)
+
+    def drafts():
+        session, hidden = prefill(lm, LLAMA_PROMPTS, 40, None)
+        return session.proposals(hidden, session.scores(hidden).argmax(-1), 4)
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch build has no oneDNN: nothing to pack")
+    packed = drafts()
+    assert set(lm.heads.packed) == {*MATRICES, "fuse"}
+    assert blockwise(lm, LLAMA_PROMPTS, 24, k=4, eos_id=LLAMA_EOS).tokens == \
+        greedy(lm, LLAMA_PROMPTS, 24, eos_id=LLAMA_EOS).tokens
+    features, tokens = torch.randn(2, 5, 192), torch.randint(0, LV, (2, 6))
+    with torch.no_grad():
+        before = lm.heads.sequence(features, tokens)
+        lm.heads.layer.w_down.mul_(2.0)  # a training update after the decode
+        after = lm.heads.sequence(features, tokens)
+        lm.heads.layer.w_down.div_(2.0)
+    assert not torch.allclose(before, after)  # the training pass reads the weights, not the stale packed copies
+    monkeypatch.setattr("blockwise.model.heads.drafter.pack", lambda w, out_in: None)  # no oneDNN: the plain kernels
+    plain = drafts()
+    assert not lm.heads.packed
+    finite = packed.isfinite()
+    assert torch.equal(finite, plain.isfinite())
+    torch.testing.assert_close(packed[finite], plain[finite], atol=1e-3, rtol=1e-3)
+
+
 def test_the_shipped_drafter_is_the_default_and_the_chained_heads_stay_loadable():
     """generate's default heads for SmolLM2 are the shipped feature-level drafter; 'chain' and 'drafter' name the two
     shipped files wherever a heads path is taken (the CLI's --heads, ``blockwise.lm.load(heads=…)``)."""

@@ -445,8 +445,9 @@ def model_key(model: DecodingModel, context: int, k_max: int) -> str:
     # not bf16 ``scatter_`` (ragged bf16 steps at batch 8 ~25% cheaper, tree compaction 0.9 -> 0.06 ms); v11 bf16
     # caches grow with their spans, so attention no longer copies each layer's keys and values (batch 8 ~10% cheaper);
     # v12 a lone float32 row runs packed beside a copy where MKL's one-row kernel measured slower (greedy steps ~19%
-    # cheaper on an AVX-512 EPYC)
-    parts = ["v12", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
+    # cheaper on an AVX-512 EPYC); v13 a float32 feature drafter multiplies by oneDNN-packed copies too (drafts ~25%
+    # cheaper there)
+    parts = ["v13", type(model).__name__, f"heads={model.num_heads}", f"k_max={k_max}"]
     if isinstance(model, torch.nn.Module):
         params = list(model.parameters())
         heads = getattr(model, "heads", None)
