@@ -186,8 +186,8 @@ class Llama(nn.Module):
                 weights = [(layer.packed[name], getattr(layer, name).shape[int(layer.out_in)])  # (packed, input width)
                            for layer in self.layers for name in MATRICES if name in layer.packed]
                 weights.append((self.packed_head, self.cfg.d_model))
-                lone = [(getattr(layer, name), layer.out_in) for layer in self.layers for name in MATRICES] + \
-                    [(self.w_lm_head, False)] if self.weights == "float32" else []
+                lone = ([(getattr(layer, name), layer.out_in) for layer in self.layers for name in MATRICES]
+                        + [(self.w_lm_head, False)]) if self.weights == "float32" else []
                 times = measure_rows(weights, lone=lone)
                 diskcache.write("rows.json", key, times)
             self.row_plans[threads] = row_plan({int(m): float(ms) for m, ms in times.items()})
