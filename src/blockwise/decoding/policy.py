@@ -275,9 +275,10 @@ class TreePolicy:
     predicts the budgets up to its own only; the first tree step and every ``full_every``-th tree step draft for the
     largest budget that could matter at this batch size (``draft_budget``, ``widest``; a probe drafts for its own), so
     those budgets' predictions stay fresh, and a budget's prediction takes a new draft by the steps since its last one
-    (one step's share where it was drafted for at the step before, most of it after a dozen). Greedy steps draft nothing: the predictions fade to each budget's
-    mean over the longer span, counting the heads' held-out E(k) of a chain as ``prior_drafts`` drafts (``prior``:
-    E(1..K), where the heads file stores it), so one gloomy early draft does not keep trees off until a probe."""
+    (one step's share where it was drafted for at the step before, most of it after a dozen). Greedy steps draft
+    nothing: the predictions fade to each budget's mean over the longer span, counting the heads' held-out E(k) of a
+    chain as ``prior_drafts`` drafts (``prior``: E(1..K), where the heads file stores it), so one gloomy early draft
+    does not keep trees off until a probe."""
 
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
                  margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8,
