@@ -52,9 +52,10 @@ from .extend import ExtendConfig, extend_corpus, heldout_key
 from .split import SPLITS, SplitConfig, split_corpus
 from .write import train_sentencepiece, write_splits
 
-__all__ = ["DING_PATH", "FORMAT_VERSION", "GETTEXT_EXCLUDE", "LOCALE_DIR", "SOURCES", "SPLITS", "BuildConfig",
-           "CleanConfig", "ExtendConfig", "extend_corpus", "heldout_key", "CorpusError", "Pair", "SplitConfig", "align_description", "build_corpus", "clean_ding_side",
-           "clean_gettext_message", "clean_pairs", "english_key", "fetch_debian_translations", "is_example_sentence",
-           "iter_deb822", "main", "normalize_text", "parse_ding_line", "parse_source_map", "parse_translation_index",
-           "read_debian_descriptions", "read_ding", "read_gettext", "read_index_text", "split_corpus",
-           "split_description", "split_sentences", "train_sentencepiece", "word_count", "write_splits"]
+__all__ = ["BuildConfig", "CleanConfig", "CorpusError", "DING_PATH", "ExtendConfig", "FORMAT_VERSION",
+           "GETTEXT_EXCLUDE", "LOCALE_DIR", "Pair", "SOURCES", "SPLITS", "SplitConfig", "align_description",
+           "build_corpus", "clean_ding_side", "clean_gettext_message", "clean_pairs", "english_key", "extend_corpus",
+           "fetch_debian_translations", "heldout_key", "is_example_sentence", "iter_deb822", "main", "normalize_text",
+           "parse_ding_line", "parse_source_map", "parse_translation_index", "read_debian_descriptions", "read_ding",
+           "read_gettext", "read_index_text", "split_corpus", "split_description", "split_sentences",
+           "train_sentencepiece", "word_count", "write_splits"]

@@ -149,24 +149,26 @@ def extend_corpus(cfg: ExtendConfig, *, reader=read_debian_docs) -> dict:
     for name in ("spm.model", "spm.vocab"):
         digests[name] = sha256_file(out / name)
 
-    # 5) manifest
-    train_meta = [ln.split("\t") for ln in _read_lines(out / "train.meta.tsv")]
+    # 5) manifest: the counts of what was just written (base lines, then the new pairs), from memory
+    train_meta = [ln.split("\t") for ln in base_train["meta.tsv"]] + [[p.source, p.group, p.kind] for p in new]
+    new_en_words = [word_count(p.en) for p in new]
+    new_de_words = sum(word_count(p.de) for p in new)
+    words_by_kind: collections.Counter = collections.Counter()
+    for p, words in zip(new, new_en_words):
+        words_by_kind[f"{p.source}:{p.kind}"] += words
     train_counts = {
         "pairs": len(train_meta),
         "base_pairs": len(base_train["en"]),
         "new_pairs": len(new),
         "by_source": dict(collections.Counter(m[0] for m in train_meta)),
         "by_kind": dict(collections.Counter(f"{m[0]}:{m[2]}" for m in train_meta)),
-        "en_words": sum(map(word_count, _read_lines(out / "train.en"))),
-        "de_words": sum(map(word_count, _read_lines(out / "train.de"))),
-        "new_en_words": sum(word_count(p.en) for p in new),
-        "new_de_words": sum(word_count(p.de) for p in new),
+        "en_words": sum(map(word_count, base_train["en"])) + sum(new_en_words),
+        "de_words": sum(map(word_count, base_train["de"])) + new_de_words,
+        "new_en_words": sum(new_en_words),
+        "new_de_words": new_de_words,
         "new_by_kind": dict(collections.Counter(f"{p.source}:{p.kind}" for p in new)),
+        "new_en_words_by_kind": dict(words_by_kind),
     }
-    words_by_kind: collections.Counter = collections.Counter()
-    for p in new:
-        words_by_kind[f"{p.source}:{p.kind}"] += word_count(p.en)
-    train_counts["new_en_words_by_kind"] = dict(words_by_kind)
     counts = {"train": train_counts}
     for split in HELD_OUT:
         counts[split] = base_manifest.get("counts", {}).get(split, {"pairs": held_pairs})

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ..hashing import sha256_file
 from ..pairs import CorpusError, Pair
 from .split import SPLITS
 
 
-def write_pairs(rows, fe, fd, fm) -> None:
+def write_pairs(rows: Iterable[Pair], fe: TextIO, fd: TextIO, fm: TextIO) -> None:
     """Append ``rows`` (``Pair``) to open English, German and metadata files, one segment per line; a segment with a
     tab, a line break or outer spaces (the cleaning step removes them) is refused."""
     for p in rows:
