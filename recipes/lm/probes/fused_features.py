@@ -1,0 +1,235 @@
+"""Does the drafter gain from base features of more than one depth (EAGLE-3's fused low/mid/high features)? A CPU A/B
+at equal steps from the shipped drafter's weights (issue 18, "optionally features from more than one base layer").
+
+Both arms continue training the shipped drafter (run 4) on the same answers, the same batches in the same order, with
+the same loss (``tasks.lm.drafter.drafter_loss``, training-time test over 4 draft depths):
+- A ("top"): as shipped, the entry reads [f_j; e(x_{j+1})] (f: the base's final normed state);
+- B ("fused"): the entry also reads the base's residual stream after two earlier layers (``--layers``), each divided by
+  its own RMS (SmolLM2's residual stream has channels 10-100x the rest), through new fuse columns that start at zero,
+  so B starts as exactly A. A drafted entry has no base features: its extra inputs are zeros, as they would be when
+  decoding (training-time test sees that too).
+A's gain over the shipped drafter is what more training on these answers buys; B's gain over A is what the earlier
+layers add. Judged on the 384 held-out answers (templates no training prompt uses) by the teacher-forced agreement at
+each draft depth (``drafter_loss``'s top1_d: draft d right given the chain before it right) and the E[k̂] at k = 5 it
+implies.
+
+    python recipes/lm/probes/fused_features.py prepare --rows 2400       # states, both cores (~10 min)
+    python recipes/lm/probes/fused_features.py train --arm top --steps 300 &   # one core each, together
+    python recipes/lm/probes/fused_features.py train --arm fused --steps 300 &
+    python recipes/lm/probes/fused_features.py judge                      # -> results/lm/drafter/fused_features.json
+
+Data: the GPU run 4's answers (runs/lm/drafter_gpu2/answers.npz) to its prompts (data/lm/drafter_v3/prompts.npz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import blockwise  # noqa: F401  before torch: importing blockwise sets OMP_WAIT_POLICY
+
+import numpy as np
+import torch
+from torch import nn
+
+from blockwise.tasks.lm import drafter as dt
+from blockwise.tasks.lm import heads_io
+
+RUN = Path("runs/lm/fused")
+
+
+class Fuse(nn.Module):
+    """The drafter's ``fuse`` with extra inputs: W [state; e] + b, plus V · extras on the first call of a pass (the
+    true entries, depth 0); later calls (drafted entries) see zeros there."""
+
+    def __init__(self, fuse: nn.Linear, extra: int) -> None:
+        super().__init__()
+        self.base = fuse
+        self.extra = nn.Linear(extra, fuse.out_features, bias=False)
+        nn.init.zeros_(self.extra.weight)
+        self.extras: torch.Tensor | None = None  # (B, T-1, extra), set before each pass
+        self.calls = 0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.base(z)
+        if self.calls == 0 and self.extras is not None:
+            out = out + self.extra(self.extras.to(out.dtype))
+        self.calls += 1
+        return out
+
+
+def prepare(args) -> None:
+    from blockwise.tasks.hf import load_smollm2
+
+    torch.set_num_threads(args.threads)
+    p = np.load("data/lm/drafter_v3/prompts.npz")
+    a = np.load("runs/lm/drafter_gpu2/answers.npz")
+    prompts = dt.split_rows(p["ids"], p["lengths"])
+    answers = dict(zip(a["rows"].tolist(), dt.split_rows(a["ids"], a["lengths"])))
+    held = [r for r in sorted(answers) if p["held_out"][r]][:384]
+    train = [r for r in sorted(answers) if not p["held_out"][r]]
+    g = torch.Generator().manual_seed(0)
+    train = [train[i] for i in torch.randperm(len(train), generator=g)[: args.rows].tolist()]
+    _, hf = load_smollm2()
+    hf = hf.to(torch.bfloat16).eval()
+    layers = [int(x) for x in args.layers.split(",")]
+    out = {"layers": layers, "rows": train + held, "held": len(held), "tokens": [], "prompt": [], "top": [],
+           "extra": []}
+    seqs = [prompts[r] + answers[r] for r in train + held]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    results: dict[int, tuple] = {}
+    t0, done = time.time(), 0
+    with torch.no_grad():
+        i = 0
+        while i < len(order):
+            n = len(seqs[order[i]])
+            batch = order[i: i + max(1, 8192 // n)]
+            T = max(len(seqs[j]) for j in batch)
+            ids = torch.zeros(len(batch), T, dtype=torch.long)
+            for b, j in enumerate(batch):
+                ids[b, : len(seqs[j])] = torch.tensor(seqs[j])  # right padding: causal, the pads come after
+            hs = hf.model(input_ids=ids, output_hidden_states=True).hidden_states
+            for b, j in enumerate(batch):
+                L = len(seqs[j]) - 1
+                ex = [hs[layer][b, :L].float() for layer in layers]
+                ex = torch.cat([x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() for x in ex], -1)
+                results[j] = (hs[-1][b, :L].to(torch.float16), ex.to(torch.float16))
+            i += len(batch)
+            done += sum(len(seqs[j]) for j in batch)
+            print(f"\r{i}/{len(order)} sequences, {done / (time.time() - t0):.0f} positions/s", end="", flush=True)
+    print()
+    rows = train + held
+    out["tokens"] = [torch.tensor(s) for s in seqs]
+    out["prompt"] = [len(prompts[r]) for r in rows]
+    out["top"] = [results[j][0] for j in range(len(seqs))]
+    out["extra"] = [results[j][1] for j in range(len(seqs))]
+    RUN.mkdir(parents=True, exist_ok=True)
+    torch.save(out, RUN / "data.pt")
+    print(f"{len(train)} training + {len(held)} held-out sequences, {sum(len(s) for s in seqs)} positions, "
+          f"{time.time() - t0:.0f} s -> {RUN / 'data.pt'}")
+
+
+def setup(arm: str):
+    from blockwise.tasks.hf import load_smollm2
+
+    data = torch.load(RUN / "data.pt", weights_only=False)
+    _, hf = load_smollm2()
+    weight = hf.get_output_embeddings().weight.detach().clone().float()
+    embed = nn.Embedding.from_pretrained(hf.get_input_embeddings().weight.detach().clone().float())
+    del hf
+    drafter, vocab = heads_io.load_heads(heads_io.DRAFTER_ASSET)
+    drafter = drafter.float()
+    drafter.bind(embed, dt.restricted_projection(weight, vocab))
+    if arm == "fused":
+        drafter.fuse = Fuse(drafter.fuse, data["extra"][0].shape[-1])
+    V = weight.shape[0]
+    remap = torch.full((V,), -1, dtype=torch.long)
+    remap[vocab] = torch.arange(len(vocab))
+    seqs = dt.Sequences(data["tokens"], data["top"], data["prompt"])
+    return data, drafter, weight[vocab].contiguous(), remap, seqs
+
+
+def batch_extras(data, rows, T):
+    ex = torch.zeros(len(rows), T - 1, data["extra"][0].shape[-1])
+    for i, r in enumerate(rows):
+        ex[i, : data["extra"][r].shape[0]] = data["extra"][r].float()
+    return ex
+
+
+def loss(drafter, data, seqs, classes_w, remap, rows, noise, depth=3):
+    states, tokens, lengths, prompt = seqs.batch(rows)
+    if isinstance(drafter.fuse, Fuse):
+        drafter.fuse.extras, drafter.fuse.calls = batch_extras(data, rows, tokens.shape[1]), 0
+    return dt.drafter_loss(drafter, classes_w, remap, states, tokens, lengths, prompt, noise=noise, depth=depth)
+
+
+def train(args) -> None:
+    torch.set_num_threads(args.threads)
+    data, drafter, classes_w, remap, seqs = setup(args.arm)
+    n_train = len(data["rows"]) - data["held"]
+    sizes = [len(t) for t in data["tokens"]]
+    rms = float(torch.cat([data["top"][r].float() for r in range(200)]).pow(2).mean().sqrt())
+    batches = dt.row_batches(list(range(n_train)), sizes, args.tokens_per_batch, seed=0)
+    params = [p for p in drafter.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    out = RUN / args.arm
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "log.jsonl", "w")
+    t0 = time.time()
+    drafter.train()
+    for step in range(args.steps):
+        lr = args.lr * min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value, m = loss(drafter, data, seqs, classes_w, remap, next(batches), args.noise * rms)
+        value.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        log.write(json.dumps({"step": step + 1, "loss": round(value.item(), 4), "lr": lr,
+                              "s": round(time.time() - t0, 1), **{k: round(v, 4) for k, v in m.items()}}) + "\n")
+        log.flush()
+        print(f"\r{args.arm} step {step + 1}/{args.steps} loss {value.item():.3f} "
+              f"{(time.time() - t0) / (step + 1):.1f} s/step", end="", flush=True)
+    print()
+    torch.save(drafter.state_dict(), out / "drafter.pt")
+
+
+@torch.no_grad()
+def judge_one(arm: str, weights: Path | None) -> dict:
+    data, drafter, classes_w, remap, seqs = setup(arm)
+    if weights is not None:
+        drafter.load_state_dict(torch.load(weights))
+    drafter.eval()
+    held = list(range(len(data["rows"]) - data["held"], len(data["rows"])))
+    right, count = torch.zeros(4), torch.zeros(4)
+    for s in range(0, len(held), 32):
+        rows = held[s: s + 32]
+        _, m = loss(drafter, data, seqs, classes_w, remap, rows, 0.0)
+        n = seqs.answer_positions(rows)
+        for d in range(4):
+            right[d] += m[f"top1_{d + 1}"] * n
+            count[d] += n
+    top1 = (right / count).tolist()
+    expected = 1 + sum(math.prod(top1[: d + 1]) for d in range(4))
+    return {"top1_by_depth": [round(x, 4) for x in top1], "expected_accepted_k5": round(expected, 3)}
+
+
+def judge(args) -> None:
+    torch.set_num_threads(args.threads)
+    result = {"shipped (run 4)": judge_one("top", None)}
+    for arm in ("top", "fused"):
+        if (RUN / arm / "drafter.pt").exists():
+            result[arm] = judge_one(arm, RUN / arm / "drafter.pt")
+            log = [json.loads(x) for x in open(RUN / arm / "log.jsonl")]
+            result[arm]["steps"], result[arm]["minutes"] = len(log), round(log[-1]["s"] / 60, 1)
+    data = torch.load(RUN / "data.pt", weights_only=False)
+    result["data"] = {"train_sequences": len(data["rows"]) - data["held"], "held_out": data["held"],
+                      "layers": data["layers"]}
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["prepare", "train", "judge"])
+    ap.add_argument("--rows", type=int, default=2400, help="training answers (a seeded sample of run 4's)")
+    ap.add_argument("--layers", default="4,16", help="hidden_states indices of the earlier features (HF: i = after "
+                    "layer i)")
+    ap.add_argument("--arm", choices=["top", "fused"], default="top")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--noise", type=float, default=0.05)
+    ap.add_argument("--tokens-per-batch", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="results/lm/drafter/fused_features.json")
+    args = ap.parse_args(argv)
+    {"prepare": prepare, "train": train, "judge": judge}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
