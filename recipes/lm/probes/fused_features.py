@@ -13,10 +13,13 @@ layers add. Judged on the 384 held-out answers (templates no training prompt use
 each draft depth (``drafter_loss``'s top1_d: draft d right given the chain before it right) and the E[k̂] at k = 5 it
 implies.
 
-    python recipes/lm/probes/fused_features.py prepare --rows 2400       # states, both cores (~10 min)
-    python recipes/lm/probes/fused_features.py train --arm top --steps 300 &   # one core each, together
-    python recipes/lm/probes/fused_features.py train --arm fused --steps 300 &
-    python recipes/lm/probes/fused_features.py judge                      # -> results/lm/drafter/fused_features.json
+    python recipes/lm/probes/fused_features.py prepare --rows 2400 --threads 2      # states (~5 min)
+    python recipes/lm/probes/fused_features.py train --arm top --steps 500 --threads 2     # ~15 min
+    python recipes/lm/probes/fused_features.py train --arm fused --steps 500 --threads 2   # ~20 min
+    python recipes/lm/probes/fused_features.py judge --threads 2   # -> results/lm/drafter/fused_features.json
+
+A training process holds ~12 GB here: on a 24 GB machine run the arms one after the other (two at once, one core
+each, had one killed for memory).
 
 Data: the GPU run 4's answers (runs/lm/drafter_gpu2/answers.npz) to its prompts (data/lm/drafter_v3/prompts.npz).
 """
