@@ -20,7 +20,7 @@ from blockwise import blockwise  # before torch: importing blockwise sets OMP_WA
 import torch
 
 from blockwise.decoding.common import prefill
-from blockwise.eval.timing import cpu_label, git_commit
+from blockwise.eval.timing import cpu_label, environment, interleaved, median_ms, paired_ratio, rates
 from blockwise.model.quant import QuantizedMatrix
 from blockwise.tasks.hf import load_smollm2
 from blockwise.tasks.llama import MATRICES, Llama, NativeLM
@@ -30,7 +30,8 @@ from blockwise.tasks.lm.prompts import chat_ids
 HERE = Path(__file__).resolve().parents[1]
 
 
-def median_ms(xs) -> float:
+def seconds_to_ms(xs) -> float:
+    """The median of timings in seconds, in ms."""
     return round(1000 * statistics.median(xs), 3)
 
 
@@ -49,20 +50,18 @@ def call_costs(lm, prompt, repeats: int) -> dict:
     from torch.profiler import profile
 
     session, _ = prefill(lm, [prompt], len(prompt) + 64, None)
+    start = session.lengths.clone()
     out = {}
     for T in (1, 2, 4, 8, 16):
         tokens = torch.randint(0, 1000, (1, T))
-        times = []
-        for _ in range(repeats + 2):
-            start = session.lengths.clone()
-            t = time.perf_counter()
+
+        def call() -> None:  # one call, then the cache back to where it was
             session.scores(session.feed(tokens))
-            times.append(time.perf_counter() - t)
             session.truncate(start)
-        out[f"T{T}_ms"] = median_ms(times[2:])
+
+        out[f"T{T}_ms"] = round(median_ms(call, repeats), 3)
         if T in (1, 8):
             with profile() as prof:
-                start = session.lengths.clone()
                 session.feed(tokens)
                 session.truncate(start)
             events = prof.key_averages()
@@ -91,24 +90,21 @@ def draft_states(lm, prompt, repeats: int) -> dict:
             t = time.perf_counter()
             session.proposals(h[:, 1], given, 4)
             res[state].append(time.perf_counter() - t)
-    return {state: median_ms(v) for state, v in res.items()}
+    return {state: seconds_to_ms(v) for state, v in res.items()}
 
 
 def end_to_end(models: dict, prompts, eos, repeats: int) -> dict:
-    """tokens/s and tokens per call of k = 4 with each drafter, alternating on every prompt."""
-    secs, tokens, calls, ref = {n: 0.0 for n in models}, {n: 0 for n in models}, {n: 0 for n in models}, {}
-    for _ in range(repeats):
-        for i, p in enumerate(prompts):
-            for name, lm in models.items():
-                t = time.perf_counter()
-                out = blockwise(lm, [p], 96, k=4, eos_id=eos)
-                secs[name] += time.perf_counter() - t
-                tokens[name] += len(out.tokens[0])
-                calls[name] += out.stats.calls
-                assert ref.setdefault(i, out.tokens[0]) == out.tokens[0], "outputs differ"  # exact whatever drafts
+    """tokens/s and tokens per call of k = 4 with each drafter (``eval.timing.interleaved``: the drafters alternate on
+    every prompt); a speedup is the median of the repeats' paired ratios to the bf16 drafter's rate."""
+    runs = {name: (lambda lm: lambda prompt, r, g: blockwise(lm, [prompt], 96, k=4, eos_id=eos))(lm)
+            for name, lm in models.items()}
+    times, outputs, stats, counts = interleaved(runs, prompts, repeats, desc="k = 4, each drafter")
     first = next(iter(models))
-    return {n: {"tokens_per_s": round(tokens[n] / secs[n], 1), "tokens_per_call": round(tokens[n] / calls[n], 3),
-                "vs_bf16_drafter": round(tokens[n] / secs[n] / (tokens[first] / secs[first]), 3)} for n in models}
+    assert all(outputs[n] == outputs[first] for n in models), "outputs differ"  # exact whatever the drafts
+    rate = rates(times, counts)
+    return {n: {"tokens_per_s": round(statistics.median(rate[n]), 1),
+                "tokens_per_call": round(counts[n][-1] / sum(st.calls for st in stats[n]), 3),
+                "vs_bf16_drafter": round(paired_ratio(rate[n], rate[first]), 3)} for n in models}
 
 
 def main(argv=None) -> None:
@@ -128,10 +124,10 @@ def main(argv=None) -> None:
               "int8 drafter layer": with_quantized_drafter(base, heads, vocab, 8),
               "int4 drafter layer": with_quantized_drafter(base, heads, vocab, 4)}
     plain = models["bf16 drafter"]
-    result = {"cpu": cpu_label(), "commit": git_commit(), "torch": torch.__version__, "threads": 1,
-              "dtype": "bfloat16", "call_ms": call_costs(plain, prompts[0], args.repeats),
+    result = {"cpu": cpu_label(), "environment": environment(), "dtype": "bfloat16",
+              "call_ms": call_costs(plain, prompts[0], args.repeats),
               "draft_k4_ms": {name: draft_states(lm, prompts[0], args.repeats) for name, lm in models.items()},
-              "end_to_end_k4": end_to_end(models, prompts, tokenizer.eos_token_id, 2)}
+              "end_to_end_k4": end_to_end(models, prompts, tokenizer.eos_token_id, 3)}
     result["minutes"] = round((time.time() - started) / 60, 1)
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
