@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -150,36 +151,21 @@ def loss(drafter, data, seqs, classes_w, remap, rows, noise, depth=3):
 
 
 def train(args) -> None:
+    """One arm, with the project's training loop (``training.train``: warm-up then cosine, clipping, bf16 autocast,
+    a checkpoint in runs/lm/fused/ARM: a rerun resumes; the loss every 10 steps in its log.jsonl)."""
+    from blockwise.training import TrainConfig, train as run
+
     torch.set_num_threads(args.threads)
     data, drafter, classes_w, remap, seqs = setup(args.arm)
     n_train = len(data["rows"]) - data["held"]
     sizes = [len(t) for t in data["tokens"]]
     rms = float(torch.cat([data["top"][r].float() for r in range(200)]).pow(2).mean().sqrt())
     batches = dt.row_batches(list(range(n_train)), sizes, args.tokens_per_batch, seed=0)
-    params = [p for p in drafter.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    out = RUN / args.arm
-    out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.jsonl", "w")
-    t0 = time.time()
-    drafter.train()
-    for step in range(args.steps):
-        lr = args.lr * min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            value, m = loss(drafter, data, seqs, classes_w, remap, next(batches), args.noise * rms)
-        value.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        log.write(json.dumps({"step": step + 1, "loss": round(value.item(), 4), "lr": lr,
-                              "s": round(time.time() - t0, 1), **{k: round(v, 4) for k, v in m.items()}}) + "\n")
-        log.flush()
-        print(f"\r{args.arm} step {step + 1}/{args.steps} loss {value.item():.3f} "
-              f"{(time.time() - t0) / (step + 1):.1f} s/step", end="", flush=True)
-    print()
-    torch.save(drafter.state_dict(), out / "drafter.pt")
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup=20, weight_decay=0.01, clip=1.0, bf16=True,
+                      save_every=100, eval_every=10 ** 9, seed=0)
+    run(drafter, lambda rows: loss(drafter, data, seqs, classes_w, remap, rows, args.noise * rms)[0], batches, cfg,
+        run_dir=RUN / args.arm)
+    torch.save(drafter.state_dict(), RUN / args.arm / "drafter.pt")
 
 
 @torch.no_grad()
@@ -209,7 +195,9 @@ def judge(args) -> None:
         if (RUN / arm / "drafter.pt").exists():
             result[arm] = judge_one(arm, RUN / arm / "drafter.pt")
             log = [json.loads(x) for x in open(RUN / arm / "log.jsonl")]
-            result[arm]["steps"], result[arm]["minutes"] = len(log), round(log[-1]["s"] / 60, 1)
+            result[arm]["steps"], result[arm]["minutes"] = log[-1]["step"], round(log[-1]["elapsed_s"] / 60, 1)
+            result[arm]["training_loss_last_100_steps"] = round(
+                statistics.mean(x["loss"] for x in log if x["step"] > log[-1]["step"] - 100), 4)
     data = torch.load(RUN / "data.pt", weights_only=False)
     result["data"] = {"train_sequences": len(data["rows"]) - data["held"], "held_out": data["held"],
                       "layers": data["layers"]}
