@@ -372,3 +372,94 @@ def torch_equal_state(a, b) -> bool:
 
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[n].half(), sb[n].half()) for n in sa)
+
+
+class FakeClock:
+    """Seconds that move only when told: a decode's iterations take what the test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_timed(policy: Policy, clock: FakeClock, true_ms: dict[int, float], steps: int, accepted: float = 0.35) -> list[int]:
+    """``steps`` iterations of one row: each takes ``true_ms`` of its k and accepts proposal 2 with ``accepted``
+    frequency (a fixed pattern), nothing deeper."""
+    policy.start()
+    chosen = []
+    for step in range(steps):
+        k = policy.choose(1)
+        policy.fed(k)
+        clock.now += true_ms[k] / 1e3
+        k_hat = 2 if k > 1 and (step * accepted) % 1 < accepted else 1
+        policy.observe([k_hat] if k > 1 else (), k)
+        chosen.append(k)
+    return chosen
+
+
+def test_costs_measured_in_a_burst_of_load_are_corrected_while_decoding():
+    """A cost table whose greedy step was measured slow (translation, batch 1: k = 1 / 2 / 3 cached at 1.63 / 1.64 /
+    1.76 ms where they take 1.2 / 2.0 / 2.3): by the table, blocks pay and k = auto fed them at every step (0.84x
+    greedy). With a clock, the iterations' own times replace the table within a few steps, and the policy settles on
+    greedy; without one, it keeps feeding blocks."""
+    table = {1: {1: 1.63, 2: 1.64, 3: 1.76}}
+    true_ms = {1: 1.2, 2: 2.0, 3: 2.3}
+    prior = [0.35, 0.25]  # E(2) = 1.35, E(3) = 1.44: blocks pay only if a 2-token call costs < 1.35 / 1.05 steps
+    blind = run_timed(Policy(Costs(table), prior, 3), FakeClock(), true_ms, 200)
+    assert blind.count(1) < 20, blind[:40]
+    clock = FakeClock()
+    costs = Costs({b: dict(row) for b, row in table.items()})
+    seeing = run_timed(Policy(costs, prior, 3, clock=clock), clock, true_ms, 200)
+    assert seeing[40:].count(1) >= 0.95 * 160, seeing
+    assert costs.at(1) == pytest.approx(true_ms, rel=0.01)
+
+
+def test_only_iterations_that_fed_what_was_chosen_are_timed():
+    """An iteration cut short at the end of a row, or one with lookup drafts grafted on, is not the option chosen;
+    the time across two decodes (a prefill in between) is nobody's iteration."""
+    clock = FakeClock()
+    costs = Costs({1: {1: 1.0, 2: 2.0}})
+    policy = Policy(costs, [0.0], 2, clock=clock)
+    policy.start()
+    for _ in range(10):  # one decode: greedy steps that fed 3 tokens (lookup drafts beside the root)
+        assert policy.choose(1) == 1
+        policy.fed(3)
+        clock.now += 0.01
+    for _ in range(10):  # ten decodes of one greedy step each, a 50 ms prefill before each
+        policy.start()
+        clock.now += 0.05
+        assert policy.choose(1) == 1
+        policy.fed(1)
+    assert costs.at(1) == {1: 1.0, 2: 2.0} and not costs.seen
+    for _ in range(5):  # and timed where the step fed what was chosen
+        policy.choose(1)
+        policy.fed(1)
+        clock.now += 0.0015
+    assert costs.at(1)[1] == pytest.approx(1.5)
+
+
+def test_a_cached_cost_that_is_far_off_is_healed_on_disk(tmp_path, monkeypatch):
+    """After ``LIVE_KEEP`` iterations of an option whose lower quartile is more than ``HEAL`` away from the cached
+    cost, the disk cache takes the observed cost (once), so that the next run starts from it."""
+    monkeypatch.setenv("BLOCKWISE_CACHE", str(tmp_path))
+    Costs({1: {1: 1.63, 2: 1.64}}, "key")._save()
+    clock = FakeClock()
+    costs = Costs(Costs.cached("key"), "key")
+    policy = Policy(costs, [0.0], 2, clock=clock)
+    policy.start()
+    for i in range(Costs.LIVE_KEEP + 1):  # LIVE_KEEP whole iterations: the last choice closes the last one
+        assert policy.choose(1) == 1  # nothing is ever accepted: blocks do not pay
+        policy.fed(1)
+        clock.now += (1.2 if i % 5 else 3.0) / 1e3  # every fifth iteration slowed by the host: not the quartile
+    cached = Costs(Costs.cached("key")).table
+    assert cached[1][1] == pytest.approx(1.2) and cached[1][2] == pytest.approx(1.64)
+    slightly = Costs({1: {1: 1.1, 2: 2.0}}, "other")  # within HEAL of what is observed: the cache is left alone
+    policy = Policy(slightly, [0.0], 2, clock=clock)
+    policy.start()
+    for _ in range(Costs.LIVE_KEEP + 1):
+        policy.choose(1)
+        policy.fed(1)
+        clock.now += 1.2e-3
+    assert slightly.at(1)[1] == pytest.approx(1.2) and Costs.cached("other") == {}

@@ -908,6 +908,12 @@ class ScriptedBudgets:
     def observe_tree(self, expected, k_hat, fed):
         pass
 
+    def start(self):
+        pass
+
+    def fed(self, n):
+        pass
+
 
 @pytest.mark.parametrize("script", [[1], [1, 1, 8], [2, 1, 5, 1, 1, 16]])
 def test_node_budgets_chosen_per_step_equal_greedy(script):

@@ -69,6 +69,8 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
     stats, rows = DecodeStats(calls=1), Rows(len(prefixes), stream)
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     p1, h = session.scores(hidden), hidden  # p1's logits and the hidden state at each row's last accepted position
+    if auto:
+        policy.start()
     while True:
         first = p1.argmax(-1)  # (B,) ŷ_{j+1}: p1's argmax, accepted whatever the next call says
         kept = rows.end_early(first, remaining, eos_id, stats, session)  # rows it ends leave now, without a call
@@ -78,6 +80,8 @@ def blockwise(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new_t
             first, h, remaining = first[kept], h[kept], remaining[kept]
         size = policy.choose(len(first)) if auto else k  # this iteration's block size
         n = size if size == 1 else min(size, int(remaining.max()))  # near the end, feed no more than rows accept
+        if auto:
+            policy.fed(n)
         block = propose(session, first, h, n)  # (B, n): ŷ_{j+1..j+n}, p2..pn from the heads
         start = session.lengths.clone() if n > 1 else None
         hidden = session.feed(block)  # (B, n, D): verify this block and propose the next, in one call

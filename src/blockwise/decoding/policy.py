@@ -29,7 +29,9 @@ steps; SmolLM2 there at batch 1, 1.09: every 32).
 Costs are cached on disk (``diskcache.cache_dir()``: $BLOCKWISE_CACHE, else ~/.cache/blockwise) under a key naming
 everything they depend on: the model, its dtype, the batch size, the thread count, torch's version and CPU capability,
 the device, whether the decoder samples (``sampling_key``), and the context the calls attend over (measured halfway
-through the decode; keyed rounded up to 64, 256, 1024, ...).
+through the decode; keyed rounded up to 64, 256, 1024, ...). While decoding, the default policies time every
+iteration and let what they see replace a measured cost that this machine no longer bears out (``Costs.observe``): a
+measurement taken in a burst of load would otherwise mislead every later run.
 """
 
 from __future__ import annotations
@@ -128,17 +130,37 @@ class AcceptanceEstimate:
 
 
 class Costs:
-    """Milliseconds of one iteration per batch size and k, measured on demand and cached on disk."""
+    """Milliseconds of one iteration per batch size and k, measured on demand and cached on disk, and corrected by
+    what iterations take while decoding (``observe``).
+
+    A measurement is a few seconds once per machine, and a burst of load on a shared host during it stays in the cache
+    for good: translation at batch 1 (float32, AVX-512 EPYC) once cached 1.63 / 1.64 / 1.76 ms for k = 1 / 2 / 3,
+    where the iterations take ~1.2 / 2.0 / 2.3, and k = auto then fed 2- and 3-token blocks at every step, 0.84x
+    greedy, in every later run. So a policy given a clock (``Policy``, ``TreePolicy``: the default policies are)
+    reports every iteration's wall time, from one choice to the next, and once an option has ``LIVE_MIN`` of them
+    the lower quartile of its last ``LIVE_KEEP`` replaces its measured cost; where that differs from the cached cost
+    by more than ``HEAL`` after ``LIVE_KEEP`` iterations, the cache on disk takes it too, so the next run starts
+    right."""
+
+    LIVE_MIN, LIVE_KEEP, HEAL = 4, 16, 0.2
 
     def __init__(self, table: dict[int, dict[int, float]] | None = None, key: str | None = None,
                  measure=None) -> None:
         self.table = {int(b): {int(k): float(v) for k, v in row.items()} for b, row in (table or {}).items()}
         self.key, self.measure = key, measure  # measure(batch) -> {k: ms}; None: only the table
         self.measure_seconds = 0.0  # time spent measuring (callers timing a decode subtract it)
+        self.seen: dict[tuple[int, int], list[float]] = {}  # (bucket, option) -> ms of its latest iterations
+        self.live: dict[int, dict[int, float]] = {}  # bucket -> the table's row with what was observed in it
+        self.healed: set[tuple[int, int]] = set()  # (bucket, option) written back to the disk cache
 
     def at(self, batch: int) -> dict[int, float]:
         """k -> ms at this batch size: measured at the power of two at or above it (cost grows with the batch, so
-        this errs towards the slower estimate)."""
+        this errs towards the slower estimate), with what was observed there (``observe``)."""
+        bucket = self._bucket(batch)
+        return self.live.get(bucket, self.table[bucket])
+
+    def _bucket(self, batch: int) -> int:
+        """The row of the table that serves ``batch`` rows, measured first if it is missing."""
         bucket = 1 << max(batch - 1, 0).bit_length()
         if bucket not in self.table:
             known = [b for b in self.table if b >= batch]
@@ -151,7 +173,32 @@ class Costs:
                 self.table[bucket] = self.measure(bucket)
                 self.measure_seconds += time.perf_counter() - start
                 self._save()
-        return self.table[bucket]
+        return bucket
+
+    def observed(self, batch: int, option: int) -> int:
+        """How many iterations of ``option`` at ``batch`` rows were observed (at most ``LIVE_KEEP`` are kept)."""
+        return len(self.seen.get((self._bucket(batch), option), ()))
+
+    def observe(self, batch: int, option: int, ms: float) -> None:
+        """One decoding iteration of ``option`` (a block size, a node budget) over ``batch`` rows took ``ms``."""
+        bucket = self._bucket(batch)
+        row = self.table[bucket]
+        if option not in row:
+            return
+        seen = self.seen.setdefault((bucket, option), [])
+        seen.append(ms)
+        del seen[:-self.LIVE_KEEP]
+        if len(seen) < self.LIVE_MIN:
+            return
+        estimate = sorted(seen)[len(seen) // 4]  # the lower quartile: a busy host only ever adds time
+        live = self.live.get(bucket, row)
+        if abs(estimate / live[option] - 1) > 0.03:  # a new row only on a real change: ``Policy.sizes`` reads it anew
+            self.live[bucket] = {**live, option: estimate}
+        if len(seen) == self.LIVE_KEEP and (bucket, option) not in self.healed and \
+                abs(estimate / row[option] - 1) > self.HEAL:
+            self.healed.add((bucket, option))
+            row[option] = estimate
+            self._save()
 
     def prepare(self, batch: int) -> None:
         """Measure now (once per machine) every batch size a decode of ``batch`` rows shrinks through, so that no
@@ -168,6 +215,54 @@ class Costs:
         return diskcache.read("costs.json", key, {})
 
 
+class Stopwatch:
+    """Times a policy's iterations for ``Costs.observe``: from one ``choose`` to the next, the option chosen, unless
+    the decoder fed something else (``fed``: a block cut short at the end of a row, lookup drafts grafted on), a
+    new decode began (``start``) or rows finished (the batch changed: dropping rows moves their caches, whatever k
+    was, and at the tail of a translation batch that made greedy steps look 1.8x dearer than measured) in between.
+    Without a clock it does nothing.
+
+    A greedy step's cost is seen only if greedy steps are taken: where the table makes it look dearer than it is,
+    blocks win every step and it would never be corrected. So until ``Costs.LIVE_MIN`` greedy steps were timed at a
+    batch size, every ``every``-th block in a row is replaced by a greedy step (``greedy_now``): at most a few
+    dozen steps, a greedy step instead of a block in each eighth."""
+
+    def __init__(self, costs: Costs, clock=None, every: int = 8) -> None:
+        self.costs, self.clock, self.every = costs, clock, every
+        self.pending: tuple[int, int, float] | None = None  # (batch, option, when it was chosen)
+        self.blocks = 0  # blocks chosen in a row while greedy's cost is not yet observed
+
+    def greedy_now(self, batch: int, option: int) -> bool:
+        """Whether to take a greedy step instead of ``option`` (> 1) to time greedy's cost (above)."""
+        if self.clock is None or option == 1 or self.costs.observed(batch, 1) >= Costs.LIVE_MIN:
+            self.blocks = 0
+            return False
+        self.blocks += 1
+        if self.blocks < self.every:
+            return False
+        self.blocks = 0
+        return True
+
+    def start(self) -> None:
+        self.pending = None
+
+    def lap(self, batch: int) -> None:
+        """At the start of ``choose`` for ``batch`` rows: the iteration chosen last is over."""
+        if self.pending is not None:
+            rows, option, since = self.pending
+            if rows == batch:
+                self.costs.observe(batch, option, 1e3 * (self.clock() - since))
+            self.pending = None
+
+    def chosen(self, batch: int, option: int) -> None:
+        if self.clock is not None:
+            self.pending = (batch, option, self.clock())
+
+    def fed(self, n: int) -> None:
+        if self.pending is not None and self.pending[1] != n:
+            self.pending = None
+
+
 def probe_interval(ms: dict[int, float], probe: int, probe_every: int, budget: float) -> int:
     """Greedy steps in a row before a probe at ``probe`` (a block size or node budget; ``ms``: option -> cost):
     ``probe_every``, or more where a probe that accepts nothing, wasting c(probe) - c(1), would cost more than
@@ -178,11 +273,13 @@ def probe_interval(ms: dict[int, float], probe: int, probe_every: int, budget: f
 
 
 class Policy:
-    """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``)."""
+    """Chooses k for every iteration (``choose``) and learns from what is accepted (``observe``); with a ``clock``
+    (seconds, as ``time.perf_counter``), also from what each iteration took (``Costs.observe``). Decoders call
+    ``start`` before a decode's first iteration and ``fed`` with the block each iteration feeds."""
 
     def __init__(self, costs: Costs, prior: Sequence[float], k_max: int, weight: float = 2.0,
                  half_life: float = 4.0, probe_every: int = 32, margin: float = 1.05,
-                 probe_budget: float = 0.01, skip: float = 0.9) -> None:
+                 probe_budget: float = 0.01, skip: float = 0.9, clock=None) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be >= 1, got {k_max}")
         prior = list(prior)[: k_max - 1] + [DEFAULT_PRIOR] * max(0, k_max - 1 - len(prior))
@@ -191,6 +288,15 @@ class Policy:
         self.estimate = AcceptanceEstimate(prior, weight, half_life)
         self.greedy_steps = 0  # greedy steps in a row
         self._sizes: dict[int, tuple[dict, list[int]]] = {}  # batch -> (its cost table, ``sizes``)
+        self.stopwatch = Stopwatch(costs, clock)
+
+    def start(self) -> None:
+        """A new decode begins: the time since the last choice is not an iteration's."""
+        self.stopwatch.start()
+
+    def fed(self, n: int) -> None:
+        """This iteration feeds ``n`` tokens per row (not timed where that is not what was chosen)."""
+        self.stopwatch.fed(n)
 
     def sizes(self, batch: int) -> list[int]:
         """The block sizes worth feeding at ``batch`` rows: 1, and every k in 2..k_max unless a longer block costs
@@ -232,12 +338,16 @@ class Policy:
     def choose(self, batch: int) -> int:
         """This iteration's k: the best one, or a probe (``probe_size``) after ``probe_interval`` greedy steps in a
         row."""
+        self.stopwatch.lap(batch)
         k = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if k == 1 else 0
         if k == 1 and self.k_max > 1 and self.greedy_steps > self.probe_every and \
                 self.greedy_steps > self.probe_interval(batch):  # the interval is never below probe_every
             self.greedy_steps = 0
-            return self.probe_size(batch)
+            k = self.probe_size(batch)
+        elif self.stopwatch.greedy_now(batch, k):
+            k = 1
+        self.stopwatch.chosen(batch, k)
         return k
 
     def observe(self, k_hat: Sequence[int], fed: int) -> None:
@@ -283,8 +393,9 @@ class TreePolicy:
     def __init__(self, costs: Costs, budgets: Sequence[int], half_life: float = 4.0, probe_every: int = 32,
                  margin: float = 1.05, weight: float = 1.0, probe_budget: float = 0.01, full_every: int = 8,
                  prior_weight: float = 8.0, long_half_life: float = 32.0, prior: Sequence[float] = (),
-                 prior_drafts: float = 4.0, optimism: float = 1.5) -> None:
+                 prior_drafts: float = 4.0, optimism: float = 1.5, clock=None) -> None:
         self.costs, self.budgets = costs, sorted(set(budgets) | {1})
+        self.stopwatch = Stopwatch(costs, clock)  # iterations' times correct the costs, as ``Policy``'s
         self.full_every, self.since_full, self.probing = full_every, 0, False
         self.optimism, self.batch = optimism, 1  # ``widest``; the batch size of the last ``choose``
         self.probe_every, self.margin, self.weight, self.probe_budget = probe_every, margin, weight, probe_budget
@@ -330,6 +441,7 @@ class TreePolicy:
         return max(rates, key=lambda n: (rates[n], -n))
 
     def choose(self, batch: int) -> int:
+        self.stopwatch.lap(batch)
         self.batch = batch
         n = self.best(batch)
         self.greedy_steps = self.greedy_steps + 1 if n == 1 else 0
@@ -337,8 +449,17 @@ class TreePolicy:
             self.greedy_steps > self.probe_interval(batch)
         if self.probing:
             self.greedy_steps = 0
-            return self.budgets[1]
+            n = self.budgets[1]
+        elif self.stopwatch.greedy_now(batch, n):
+            n = 1
+        self.stopwatch.chosen(batch, n)
         return n
+
+    def start(self) -> None:
+        self.stopwatch.start()
+
+    def fed(self, n: int) -> None:
+        self.stopwatch.fed(n)
 
     def draft_budget(self, n: int) -> int:
         """The budget a step feeding ``n`` nodes drafts its tree for (``DynamicTree.build``'s ``draft``): ``n``, or the
@@ -484,6 +605,8 @@ class _Fixed:
     def observe(self, *args) -> None:
         pass
 
+    start = fed = observe
+
     observe_tree = observe
 
 
@@ -560,7 +683,7 @@ def default_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sour
         model, prefixes, sources, b, k_max, max(ahead, 0), progress=progress, sampling=sampling))
     expected = held_out_expected(model)
     prior = prior_from_expected(expected) if expected else []
-    return Policy(costs, prior, k_max)
+    return Policy(costs, prior, k_max, clock=time.perf_counter)
 
 
 def held_out_expected(model: DecodingModel) -> list[float] | None:
@@ -602,7 +725,7 @@ def default_tree_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]],
     key = model_key(model, longest + max(ahead, 0), budgets[-1]) + f"|tree={tree.describe()}|{sampling_key(sampling)}"
     costs = Costs(Costs.cached(key), key, lambda b: measure_tree_iteration(
         model, prefixes, sources, b, tree, budgets, max(ahead, 0), progress=progress, sampling=sampling))
-    return TreePolicy(costs, budgets, prior=held_out_expected(model) or ())
+    return TreePolicy(costs, budgets, prior=held_out_expected(model) or (), clock=time.perf_counter)
 
 
 def auto_policy(model: DecodingModel, prefixes: Sequence[Sequence[int]], sources, max_new_tokens: int = 0,

@@ -265,6 +265,8 @@ def sample_blocks(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_n
     stats, rows, rng = DecodeStats(calls=1), Rows(len(prefixes), stream), sampling.streams(len(prefixes))
     remaining = torch.full((len(prefixes),), max_new_tokens, device=hidden.device)
     first = draw(sampling.probs(session.scores(hidden)), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
+    if policy is not None:
+        policy.start()
     while True:
         kept = rows.end_early(first, remaining, eos_id, stats, session)  # rows ŷ1 ends leave now, without a call
         if kept is not None:
@@ -274,6 +276,8 @@ def sample_blocks(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_n
             hidden, first, remaining = hidden[kept], first[kept], remaining[kept]
         size = policy.choose(hidden.shape[0]) if policy is not None else k
         n = min(size, int(remaining.max()))
+        if policy is not None:
+            policy.fed(n)
         # size - 1 proposals, size - 1 acceptance tests, the next token: as many numbers whatever n is, so that a
         # row's draws do not depend on how long its neighbours still run
         u = rng.uniform(2 * size - 1, hidden.device)

@@ -362,6 +362,8 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
     if sampling is not None:
         rng = sampling.streams(len(prefixes))
         root = draw(sampling.probs(p1), rng.uniform(1, hidden.device)[:, 0])  # ŷ1 ~ p̃
+    if policy is not None:
+        policy.start()
     while True:
         if sampling is None:
             root = p1.argmax(-1)  # (B,) the root ŷ_{j+1}: p1's argmax (drawn from p̃ when sampling), always accepted
@@ -387,6 +389,8 @@ def tree_decode(model: DecodingModel, prefixes: Sequence[Sequence[int]], max_new
                 t = copies.extend(t, ms, policy.expected_at(t.nodes) if ms is not None else 1.0)
             tokens = t.tokens
         greedy_step = tokens.shape[1] == 1  # the root alone: nothing to verify, mask or move
+        if policy is not None:
+            policy.fed(tokens.shape[1])  # timed as the option chosen only where it is what is fed (no lookup drafts)
         start = None if greedy_step else session.lengths.clone()
         hidden = session.feed(tokens, None if greedy_step else t)  # (B, N, D): verify all, draft the next tree
         stats.calls += 1
