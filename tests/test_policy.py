@@ -384,7 +384,8 @@ class FakeClock:
         return self.now
 
 
-def run_timed(policy: Policy, clock: FakeClock, true_ms: dict[int, float], steps: int, accepted: float = 0.35) -> list[int]:
+def run_timed(policy: Policy, clock: FakeClock, true_ms: dict[int, float], steps: int,
+              accepted: float = 0.35) -> list[int]:
     """``steps`` iterations of one row: each takes ``true_ms`` of its k and accepts proposal 2 with ``accepted``
     frequency (a fixed pattern), nothing deeper."""
     policy.start()

@@ -56,3 +56,18 @@ def test_interleaved_timing_alternates_methods_on_every_group():
     rate = rates({"a": [2.0, 4.0], "b": [1.0, 1.0]}, {"a": [10, 10], "b": [4, 6]})
     assert rate == {"a": [5.0, 2.5], "b": [4.0, 6.0]}
     assert paired_ratio(rate["a"], rate["b"]) == (5.0 / 4.0 + 2.5 / 6.0) / 2  # the median of 2: their mean
+
+
+def test_the_avx2_imitation_caps_fbgemm_too(monkeypatch):
+    """int8 products run on FBGEMM, which reads its own variable: a timing under ``FBGEMM_ENABLE_INSTRUCTIONS`` alone
+    is labelled imitated, and cached costs are keyed by it (where it is unset, keys stay as they were)."""
+    from blockwise import diskcache
+    from blockwise.eval.timing import IMITATION, cpu_label
+
+    for name in IMITATION:
+        monkeypatch.delenv(name, raising=False)
+    plain = diskcache.machine()
+    assert "(imitated)" not in cpu_label() and plain.endswith("isa=/")
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    assert cpu_label().endswith("(imitated)")
+    assert diskcache.machine() == plain + "/AVX2"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 MT_TEST=${1:-data/mt/test.en}
 export OMP_WAIT_POLICY=PASSIVE
-AVX2=(env ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
+AVX2=(env ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2)
 LM=(recipes/lm/03_benchmark.py --repeats 2 --threads 2 --batches 1,8,32 --ks 2,3,4,auto --trees "" --n1 6 --n8 32
     --max-new 96 --lookup 0 --hf-dtypes float32
     --merge-into results/lm/summary.json --run policy)

@@ -6,7 +6,7 @@ block of T tokens) after a prompt of ``--context`` tokens and takes p1's argmax 
 results/core/<cpu>/tree_cost.{json,md} (chain_cost with ``--chain``).
 
     OMP_WAIT_POLICY=PASSIVE python recipes/core/tree_cost.py
-    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/core/tree_cost.py
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python recipes/core/tree_cost.py
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ greedy: our greedy, blockwise k = 3 and k = auto (and trees) with float32, bfloa
 our quantized models: greedy agreement with our float32 greedy on the prompts, and perplexity on held-out text (the
 licence texts every Debian machine has, /usr/share/common-licenses).
 
-Needs llama.cpp in its own environment (``bash recipes/engines/00_llamacpp.sh``, ~20 minutes to build); without it
-the llama.cpp rows are left out. Timing: methods alternate within each repeat, in an order that rotates (llama.cpp
+Needs llama.cpp in its own environment (``bash recipes/engines/00_llamacpp.sh``, ~20 minutes to build); without it,
+and under the AVX2 imitation (which llama.cpp's own kernels ignore) without its AVX2-only build (``AVX2=1 bash
+recipes/engines/00_llamacpp.sh``, used there instead), the llama.cpp rows are left out. Timing: methods alternate within each repeat, in an order that rotates (llama.cpp
 first every other repeat); medians over repeats of each method's tokens/s (prompt evaluation included, model loading
 not). Writes {summary.json, details.json, README.md, speed.png} in --out (--merge: its rows into
 results/engines/summary.json too). Nothing else may run meanwhile (2 cores).
@@ -30,7 +31,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import lookup_spec, merge_rows, method_spec, pyplot, spec_fields
-from blockwise.eval.timing import cpu_label, environment
+from blockwise.eval.timing import IMITATION, cpu_label, environment
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.lm import decoding_model
 from blockwise.tasks.llama import Llama
@@ -41,7 +42,8 @@ import torch
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
-LLAMACPP = ROOT / ".venv-llamacpp" / "bin" / "python"
+LLAMACPP = ROOT / ".venv-llamacpp"  # its environment (recipes/engines/00_llamacpp.sh)
+LLAMACPP_AVX2 = ROOT / ".venv-llamacpp-avx2"  # the AVX2-only build (AVX2=1 bash recipes/engines/00_llamacpp.sh)
 HELD_OUT = ["/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0"]
 
 
@@ -85,14 +87,26 @@ def ours(lm, prompts, max_new, eos, method):
             "mean_accepted": sum(s.tokens for s in stats) / max(sum(s.blocks for s in stats), 1)}
 
 
+def llamacpp_python() -> Path | None:
+    """The Python of the llama.cpp build to compare with: the native one; under the AVX2 imitation (PyTorch's kernels
+    capped below this CPU), whose variables llama.cpp's own kernels ignore, only an AVX2-only build (its environment
+    marked ``ISA`` AVX2 by the build script), else none: its rows would be a faster CPU's."""
+    venv = LLAMACPP_AVX2 if any(os.environ.get(name) for name in IMITATION) else LLAMACPP
+    if venv is LLAMACPP_AVX2 and not (venv / "ISA").exists():
+        return None
+    python = venv / "bin" / "python"
+    return python if python.exists() else None
+
+
 def llamacpp(prompts, max_new, eos, threads, repeats, lookup) -> dict | None:
-    if not LLAMACPP.exists():
+    python = llamacpp_python()
+    if python is None:
         return None
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"model": str(smollm2_path()), "prompts": prompts, "max_new": max_new, "threads": threads,
                    "repeats": repeats, "eos": eos, "lookup": lookup}, f)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    done = subprocess.run([str(LLAMACPP), str(Path(__file__).with_name("llamacpp_run.py")), f.name],
+    done = subprocess.run([str(python), str(Path(__file__).with_name("llamacpp_run.py")), f.name],
                           capture_output=True, text=True, env=env, check=True)
     os.unlink(f.name)
     result = {}
@@ -186,7 +200,10 @@ def main(argv=None) -> None:
     bar.close()
     reference = runs[("blockwise", "float32", "greedy", threads[0])][0]["tokens"] \
         if ("blockwise", "float32", "greedy", threads[0]) in runs else None
-    records, details = [], {"environment": environment(), "quality": quality, "runs": {}}
+    python = llamacpp_python()
+    records, details = [], {"environment": environment(), "quality": quality, "runs": {},
+                            "llamacpp": None if python is None else "the AVX2-only build (no AVX-512)"
+                            if python.parent.parent == LLAMACPP_AVX2 else "built for this CPU (GGML_NATIVE)"}
     cpu = cpu_label()
     for (system, w, m, t), reps in runs.items():
         speed = statistics.median(x["tokens_per_s"] for x in reps)
@@ -239,7 +256,8 @@ def write_report(records: list[dict], details: dict, out_dir: Path) -> None:
     lines = ["# Ours vs llama.cpp: SmolLM2-135M-Instruct, batch 1, greedy output", "",
              f"`python recipes/engines/benchmark.py {options}`",
              f"at commit `{env['commit']}`, {details['seconds'] // 60} minutes; CPU {env['cpu']} "
-             f"({records[0]['cpu']}), torch {env['torch']}. Tokens/s: median over repeats, prompt evaluation included.",
+             f"({records[0]['cpu']}), torch {env['torch']}. Tokens/s: median over repeats, prompt evaluation included."
+             + (f" llama.cpp: {details['llamacpp']}." if details.get("llamacpp") else ""),
              "",
              "| system | method | weights | threads | tokens/s | × our float32 greedy | × llama.cpp greedy | "
              "tokens/call | same as own greedy | = our float32 greedy |",

@@ -10,7 +10,7 @@ Writes ``results/mt/policy/<cpu tag>/`` (summary.json, table.md) and puts the sa
 (replacing this recipe's earlier rows for that CPU), with the fields ../shared/tools/check-results names.
 
     python recipes/mt/05_policy.py --test data/mt/test.en --n 200
-    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/mt/05_policy.py ...
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python recipes/mt/05_policy.py ...
     python recipes/mt/05_policy.py --model models/mt/baseline.safetensors --heads \
         models/mt_self/distillation.heads.safetensors --regime distillation --ks 6,tree16,tree64x8 --run trees-frozen
 """

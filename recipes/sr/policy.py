@@ -9,7 +9,7 @@ Writes ``results/sr/policy/<cpu tag>/`` (summary.json, table.md) and puts the ro
 (replacing this recipe's earlier rows for that CPU), with the fields ../shared/tools/check-results names.
 
     python recipes/sr/policy.py --n 8
-    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/sr/policy.py --n 8
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python recipes/sr/policy.py --n 8
 """
 
 from __future__ import annotations

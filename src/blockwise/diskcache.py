@@ -20,14 +20,17 @@ def cache_dir() -> Path:
 
 def machine() -> str:
     """What a timing depends on besides the model: the machine (host name, CPU model, cores), thread count, torch, the
-    CPU kernels it dispatches to, and the instruction sets oneDNN and MKL were capped at (``ONEDNN_MAX_CPU_ISA``,
-    ``MKL_ENABLE_INSTRUCTIONS``). The host matters where a cache folder is shared (a home folder mounted on several
-    machines of a cluster): two CPUs with the same instruction sets ran SmolLM2 at 32 and 19 tokens/s here."""
+    CPU kernels it dispatches to, and the instruction sets oneDNN, MKL and FBGEMM were capped at
+    (``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``, ``FBGEMM_ENABLE_INSTRUCTIONS``). The host matters where a
+    cache folder is shared (a home folder mounted on several machines of a cluster): two CPUs with the same
+    instruction sets ran SmolLM2 at 32 and 19 tokens/s here."""
     import platform
 
     import torch
 
     isa = f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}/{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}"
+    if os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS"):  # FBGEMM (int8 products) capped too; named only where set
+        isa += f"/{os.environ['FBGEMM_ENABLE_INSTRUCTIONS']}"
     return "|".join([f"host={platform.node()}", f"model={cpu_model()}", f"cores={os.cpu_count()}",
                      f"threads={torch.get_num_threads()}", f"torch={torch.__version__}",
                      f"cpu={torch.backends.cpu.get_cpu_capability()}", f"isa={isa}"])

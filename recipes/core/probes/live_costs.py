@@ -66,7 +66,7 @@ def main() -> None:
         "cpu": cpu_label(), "environment": environment(), "sentences": args.n, "repeats": args.repeats,
         "spoilt_table_ms": SPOILT,
         "speedup_vs_greedy": {m: round(paired_ratio(rate[m], rate["greedy"]), 3) for m in ("blind", "live")},
-        "tokens_per_call": {m: round(sum(counts[m][-1:]) / sum(s.calls for s in stats[m]), 3) for m in ("blind", "live")},
+        "tokens_per_call": {m: round(counts[m][-1] / sum(s.calls for s in stats[m]), 3) for m in ("blind", "live")},
         "k_chosen_last_repeat_k1_k2_k3": chosen,
         "same_as_greedy": same,
         "live_costs_ms": {k: round(v, 3) for k, v in policies["live"].costs.at(1).items()},

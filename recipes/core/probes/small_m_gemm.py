@@ -9,7 +9,7 @@ does better? Times the four matrix products of one SmolLM2 layer (576 -> 960 fus
 
 Run it on the CPU as it is and under the AVX2 imitation:
     python recipes/core/probes/small_m_gemm.py
-    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/core/probes/small_m_gemm.py
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python recipes/core/probes/small_m_gemm.py
 """
 
 from __future__ import annotations

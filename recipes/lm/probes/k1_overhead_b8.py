@@ -2,7 +2,7 @@
 k = 1 and k = auto with the chained heads and the drafter on the first 8 benchmark prompts, 64 tokens, interleaved
 repeats. Run under the AVX2 imitation as in results/lm/drafter/README.md:
 
-    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 python recipes/lm/probes/k1_overhead_b8.py
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 python recipes/lm/probes/k1_overhead_b8.py
 """
 import json, time, statistics
 from pathlib import Path
