@@ -3,17 +3,21 @@
 Why: decoding one token streams every weight of the model once; in float32 SmolLM2's matrices are ~540 MB, in int8
 ~135 MB, in int4 ~70 MB.
 
-- **int8** runs on FBGEMM, PyTorch's x86 int8 GEMM (``quantized::linear_dynamic``): it rounds the input rows to 8-bit
+- **int8** runs on FBGEMM, PyTorch's x86 int8 GEMM (the ``quantized`` ops): it rounds the input rows to 8-bit
   integers and sums integer products exactly. On an AVX2 CPU, SmolLM2's 120 layer matrices cost ~19 ms for one row
   in FBGEMM against ~36 ms in MKL's float32, but the per-row wrapper below brings that to ~32 ms; 4 rows 51 ms against
   83 (recipes/core/probes/quant_gemm.py, results/core/quant_gemm_avx2.json): the gain is in verifying blocks. The
   weights take 127 levels per output channel (-63..63, one scale each): AVX2 multiplies 8-bit pairs into 16-bit sums,
   which 8-bit inputs times 7-bit weights never overflow (2 * 255 * 63 < 2^15), where full 8-bit weights would
-  saturate. FBGEMM takes one input scale for all rows fed together; a row's rounding would then depend on its
-  neighbours, so each row is first divided by its own largest magnitude and two fixed inputs -1 and +1 (whose weights
-  are zero) pin the range: every row is rounded on its own grid, in 255 steps between minus and plus its peak, and its
-  result has the same bits alone, in a verified block or in a batch. Rows with outlier channels lose the most;
-  ``tasks.llama.Llama.smooth`` moves that difficulty into the weights before quantizing.
+  saturate. FBGEMM's dynamic product takes one input scale for all rows fed together; a row's rounding would then
+  depend on its neighbours, so each row is first divided by its own largest magnitude and rounded on the fixed grid
+  of 255 steps over [-1, 1] (``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``, the same FBGEMM product
+  with the input's scale and zero point given): every row is rounded on its own grid, in 255 steps between minus and
+  plus its peak, and its result has the same bits alone, in a verified block or in a batch. (Until 2026-12-05 the
+  grid was pinned by appending two inputs -1 and +1 with zero weights to every row for the dynamic product: the same
+  bits, two more operations per product: SmolLM2 int8 under the AVX2 imitation, one thread, a call of 1 / 3 tokens
+  13.1 / 15.8 -> 12.6 / 15.3 ms; on the CPU as it is, 11.5 / 14.5 -> 11.0 / 14.0.) Rows with outlier channels lose
+  the most; ``tasks.llama.Llama.smooth`` moves that difficulty into the weights before quantizing.
 - **int4** (groups of ``group`` inputs, a scale and a zero per group: the layout of llama.cpp's Q4_1) runs on
   ``aten._weight_int4pack_mm_for_cpu``, weight-only: the input rows are rounded to bfloat16 (the kernel's only fast
   input; float32 takes a scalar path ~20x slower) and the product is float. Each output row comes from its own input
@@ -65,13 +69,11 @@ class QuantizedMatrix:
             scale = (w.abs().amax(1) / INT8_LEVEL).clamp_min(1e-12)  # (out,)
             q = torch.round(w / scale[:, None]).clamp(-INT8_LEVEL, INT8_LEVEL).to(torch.int8)
             self.scales = scale
-            # FBGEMM's packed copy (the only one kept: ``q`` reads it back), with two zero columns for the inputs that
-            # pin the range of every row at [-1, 1]
-            padded = torch.cat([q, q.new_zeros(out, 2)], 1)
+            # FBGEMM's packed copy (the only one kept: ``q`` reads it back)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # PyTorch marks quantized tensors deprecated
                 zeros = torch.zeros(out, dtype=torch.long)
-                qw = torch._make_per_channel_quantized_tensor(padded, scale.double(), zeros, 0)
+                qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
                 self.packed = torch.ops.quantized.linear_prepack(qw, None)
             return
         problem = int4_problem(out, inp, group)
@@ -99,7 +101,7 @@ class QuantizedMatrix:
             return self.levels
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()[:, :-2]
+            return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()
 
     def __call__(self, x: Tensor, prompt: bool = False) -> Tensor:
         """``x @ wᵀ``. ``prompt``: x are the rows of a prompt (a session's first call, the whole sequence at once);
@@ -112,8 +114,8 @@ class QuantizedMatrix:
             return packed_mm(x.to(torch.bfloat16), self.prompt).to(x.dtype)
         rows = x.reshape(-1, x.shape[-1])
         if self.bits == 8:
-            pinned, peak = _pinned(rows)
-            y = torch.ops.quantized.linear_dynamic(pinned, self.packed, False) * peak  # False: 8-bit inputs
+            unit, peak = _unit(rows)
+            y = _INT8(unit, GRID_SCALE, GRID_ZERO, self.packed) * peak
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, self.group,
                                                            self.scales)
@@ -125,11 +127,11 @@ class QuantizedMatrix:
         range); int4 rounds to bfloat16."""
         if self.bits == 4:
             return x.to(torch.bfloat16).float()
-        pinned, peak = _pinned(x)
+        unit, peak = _unit(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            levels = torch.quantize_per_tensor_dynamic(pinned, torch.quint8, False).dequantize()
-        return levels[..., :-2] * peak
+            levels = torch.quantize_per_tensor(unit, GRID_SCALE, GRID_ZERO, torch.quint8).dequantize()
+        return levels * peak
 
     def dequantize(self) -> Tensor:
         """The float32 matrix (out, in) that this one stands for."""
@@ -175,20 +177,23 @@ class SplitMatrix:
         return w
 
 
-_PIN = torch.tensor([-1.0, 1.0])  # the two fixed inputs of every int8 product
+# The grid every int8 product rounds its rows on, each row divided by its peak first: 255 steps over [-1, 1], as
+# PyTorch chooses them for inputs spanning [-1, 1] (scale 2 / 255, zero point 128)
+GRID_SCALE, GRID_ZERO = 2.0 / 255.0, 128
+_INT8 = getattr(torch.ops.quantized, "linear_with_input_q_dq_qweight_dq_output_fp32", None)
 
 
-def _pinned(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows x (..., in) divided by their peak magnitude (..., 1), then the two inputs -1, +1 appended: (..., in + 2)."""
+def _unit(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows x (..., in) divided by their peak magnitude, and the peaks (..., 1)."""
     rows = x.float()
     peak = rows.abs().amax(-1, keepdim=True).clamp_min(1e-30)  # as vector_norm(inf), 1.5-2.5x faster for 4 rows
-    return torch.cat([rows / peak, _PIN.expand(*rows.shape[:-1], 2)], -1), peak
+    return rows / peak, peak
 
 
 def int8_problem() -> str | None:
     """Why this PyTorch cannot run int8 matrices (FBGEMM, x86 CPUs), or None."""
     engines = torch.backends.quantized.supported_engines
-    if not ({"x86", "fbgemm"} & set(engines)) or not hasattr(torch.ops.quantized, "linear_dynamic"):
+    if not ({"x86", "fbgemm"} & set(engines)) or _INT8 is None:
         return f"int8 weights need PyTorch's x86/FBGEMM quantized kernels; this build has {', '.join(engines)}"
     return None
 
