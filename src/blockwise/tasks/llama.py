@@ -60,13 +60,12 @@ class LlamaConfig:
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    # As Hugging Face: normalise in float32, cast back, then scale. In float32 PyTorch's fused op gives the same bits
-    # (checked on SmolLM2's rows) in one call instead of seven (~4 us less per call, 61 calls per step)
+    # As Hugging Face: normalise in float32, cast back, then scale. PyTorch's fused op normalises with the same bits as
+    # x32 * rsqrt(mean(x32²) + eps) written out (checked on SmolLM2's rows, and on 200 random bf16 batches with
+    # outlier channels) in one call instead of five (a bf16 step: no difference beyond this host's noise)
     if x.dtype == torch.float32 and weight.dtype == torch.float32:
         return torch.rms_norm(x, weight.shape, weight, eps)
-    dtype = x.dtype
-    x32 = x.float()
-    return weight * (x32 * (x32 * x32).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(dtype)  # in place: fewer allocs
+    return weight * torch.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
 
 
 def rotary(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
