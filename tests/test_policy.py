@@ -464,3 +464,23 @@ def test_a_cached_cost_that_is_far_off_is_healed_on_disk(tmp_path, monkeypatch):
         policy.fed(1)
         clock.now += 1.2e-3
     assert slightly.at(1)[1] == pytest.approx(1.2) and Costs.cached("other") == {}
+
+
+def test_healing_a_cache_that_cannot_be_written_never_stops_a_decode(tmp_path, monkeypatch):
+    """The cache is written back mid-decode: where that fails (a read-only cache folder), decoding goes on with the
+    corrected costs in memory."""
+    from blockwise import diskcache
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(diskcache, "write", refuse)
+    clock = FakeClock()
+    costs = Costs({1: {1: 3.0, 2: 4.0}}, "key")
+    policy = Policy(costs, [0.0], 2, clock=clock)
+    policy.start()
+    for _ in range(Costs.LIVE_KEEP + 1):
+        policy.choose(1)
+        policy.fed(1)
+        clock.now += 1e-3
+    assert costs.table[1][1] == pytest.approx(1.0) and costs.at(1)[1] == pytest.approx(1.0)

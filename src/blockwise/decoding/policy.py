@@ -198,7 +198,10 @@ class Costs:
                 abs(estimate / row[option] - 1) > self.HEAL:
             self.healed.add((bucket, option))
             row[option] = estimate
-            self._save()
+            try:
+                self._save()
+            except OSError:  # a cache folder that cannot be written: this run still decodes on what it saw
+                pass
 
     def prepare(self, batch: int) -> None:
         """Measure now (once per machine) every batch size a decode of ``batch`` rows shrinks through, so that no
