@@ -457,13 +457,18 @@ def test_a_cached_cost_that_is_far_off_is_healed_on_disk(tmp_path, monkeypatch):
     cached = Costs(Costs.cached("key")).table
     assert cached[1][1] == pytest.approx(1.2) and cached[1][2] == pytest.approx(1.64)
     slightly = Costs({1: {1: 1.1, 2: 2.0}}, "other")  # within HEAL of what is observed: the cache is left alone
-    policy = Policy(slightly, [0.0], 2, clock=clock)
+    greedy_steps(slightly, clock, 1.2)
+    assert slightly.at(1)[1] == pytest.approx(1.2) and Costs.cached("other") == {}
+
+
+def greedy_steps(costs: Costs, clock: FakeClock, ms: float) -> None:
+    """``LIVE_KEEP`` timed greedy steps of ``ms`` each (nothing accepted) under a fresh policy over ``costs``."""
+    policy = Policy(costs, [0.0], 2, clock=clock)
     policy.start()
-    for _ in range(Costs.LIVE_KEEP + 1):
+    for _ in range(Costs.LIVE_KEEP + 1):  # the last choice closes the last step
         policy.choose(1)
         policy.fed(1)
-        clock.now += 1.2e-3
-    assert slightly.at(1)[1] == pytest.approx(1.2) and Costs.cached("other") == {}
+        clock.now += ms / 1e3
 
 
 def test_healing_a_cache_that_cannot_be_written_never_stops_a_decode(tmp_path, monkeypatch):
@@ -475,12 +480,6 @@ def test_healing_a_cache_that_cannot_be_written_never_stops_a_decode(tmp_path, m
         raise PermissionError("read-only")
 
     monkeypatch.setattr(diskcache, "write", refuse)
-    clock = FakeClock()
     costs = Costs({1: {1: 3.0, 2: 4.0}}, "key")
-    policy = Policy(costs, [0.0], 2, clock=clock)
-    policy.start()
-    for _ in range(Costs.LIVE_KEEP + 1):
-        policy.choose(1)
-        policy.fed(1)
-        clock.now += 1e-3
+    greedy_steps(costs, FakeClock(), 1.0)
     assert costs.table[1][1] == pytest.approx(1.0) and costs.at(1)[1] == pytest.approx(1.0)
