@@ -31,7 +31,7 @@ from pathlib import Path
 from blockwise import blockwise, greedy  # before torch: importing blockwise sets OMP_WAIT_POLICY
 from blockwise.decoding.policy import auto_policy
 from blockwise.eval.records import lookup_spec, merge_rows, method_spec, pyplot, spec_fields
-from blockwise.eval.timing import IMITATION, cpu_label, environment
+from blockwise.eval.timing import cpu_label, environment, imitated
 from blockwise.tasks.hf import load_smollm2, smollm2_path
 from blockwise.lm import decoding_model
 from blockwise.tasks.llama import Llama
@@ -91,7 +91,7 @@ def llamacpp_python() -> Path | None:
     """The Python of the llama.cpp build to compare with: the native one; under the AVX2 imitation (PyTorch's kernels
     capped below this CPU), whose variables llama.cpp's own kernels ignore, only an AVX2-only build (its environment
     marked ``ISA`` AVX2 by the build script), else none: its rows would be a faster CPU's."""
-    venv = LLAMACPP_AVX2 if any(os.environ.get(name) for name in IMITATION) else LLAMACPP
+    venv = LLAMACPP_AVX2 if imitated() else LLAMACPP
     if venv is LLAMACPP_AVX2 and not (venv / "ISA").exists():
         return None
     python = venv / "bin" / "python"

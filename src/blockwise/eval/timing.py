@@ -92,12 +92,17 @@ def cpu_name() -> str:
 IMITATION = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS")
 
 
+def imitated() -> bool:
+    """Whether the environment caps PyTorch's CPU kernels below what the CPU has (any of ``IMITATION`` set)."""
+    return any(os.environ.get(name) for name in IMITATION)
+
+
 def cpu_label() -> str:
     """The instruction sets that decide our kernels, as results record them (``cpu``): what PyTorch's own kernels use
     ("avx2", "avx512"), then the native bf16 ones the CPU has ("avx512_bf16", "amx"); "(imitated)" when the
     environment caps the kernels below what the CPU has (``IMITATION``), in which case the native bf16 instructions
     are not used either."""
-    capped = any(os.environ.get(name) for name in IMITATION)
+    capped = imitated()
     parts = [torch.backends.cpu.get_cpu_capability().lower()]
     if not capped:
         try:
